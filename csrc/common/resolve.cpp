@@ -1,0 +1,163 @@
+// Shape and type validation of the op contract, shared by every adapter so
+// that each framework reports the same errors.
+#include <algorithm>
+#include <sstream>
+#include <string>
+
+#include "error.h"
+#include "fftconv_rt/fftconv.h"
+
+namespace fftconv {
+
+namespace {
+
+thread_local std::string last_error_message;
+
+
+const char* const kInputNames[FFTCONV_NUM_INPUTS] = {"u", "k", "D", "pregate", "postgate"};
+
+// Largest fft_size / transform the kernels accept.
+constexpr int64_t kMaxFftSize = int64_t(1) << 30;
+
+bool is_float_type(int32_t t) {
+  return t == FFTCONV_FLOAT32 || t == FFTCONV_FLOAT16 || t == FFTCONV_BFLOAT16;
+}
+
+std::string type_name(int32_t t) {
+  switch (t) {
+    case FFTCONV_FLOAT32: return "float32";
+    case FFTCONV_FLOAT16: return "float16";
+    case FFTCONV_BFLOAT16: return "bfloat16";
+    case 11: return "float64";
+    case 2: return "uint8";
+    case 3: return "int8";
+    case 6: return "int32";
+    case 7: return "int64";
+    case 9: return "bool";
+    default: return "ONNX type " + std::to_string(t);
+  }
+}
+
+std::string shape_str(const fftconv_tensor_desc& d) {
+  std::ostringstream s;
+  s << "(";
+  for (int i = 0; i < d.rank; ++i) s << (i ? ", " : "") << d.dims[i];
+  if (d.rank == 1) s << ",";
+  s << ")";
+  return s.str();
+}
+
+void require_shape(const fftconv_tensor_desc& d, int slot, int rank, const int64_t* want,
+                   const std::string& expected) {
+  bool ok = d.rank == rank;
+  for (int i = 0; ok && i < rank; ++i) ok = d.dims[i] == want[i];
+  if (!ok)
+    fail(FFTCONV_ERR_INVALID_ARGUMENT, std::string("input '") + kInputNames[slot] +
+                                           "' must have shape " + expected + ", got " +
+                                           shape_str(d));
+}
+
+}  // namespace
+
+void set_last_error(const std::string& message) { last_error_message = message; }
+
+}  // namespace fftconv
+
+using namespace fftconv;
+
+extern "C" {
+
+const char* fftconv_last_error(void) { return fftconv::last_error_message.c_str(); }
+
+int32_t fftconv_abi_version(void) { return FFTCONV_ABI_VERSION; }
+
+fftconv_status fftconv_resolve(const fftconv_tensor_desc inputs[FFTCONV_NUM_INPUTS],
+                               int64_t fft_size, const char* layout, fftconv_params* out,
+                               int64_t out_shape[3]) {
+  return guarded_call([&] {
+    if (!inputs || !out || !out_shape) fail(FFTCONV_ERR_INVALID_ARGUMENT, "null argument");
+    const std::string lay = layout ? layout : "BHL";
+    if (lay != "BHL" && lay != "BLH")
+      fail(FFTCONV_ERR_INVALID_ARGUMENT,
+           "attribute 'layout' must be \"BHL\" or \"BLH\", got \"" + lay + "\"");
+    const bool blh = lay == "BLH";
+    const std::string u_expected = blh ? "(B, L, H)" : "(B, H, L)";
+
+    const fftconv_tensor_desc& u = inputs[FFTCONV_INPUT_U];
+    if (!u.present) fail(FFTCONV_ERR_INVALID_ARGUMENT, "input 'u' is required");
+    if (!is_float_type(u.dtype))
+      fail(FFTCONV_ERR_INVALID_ARGUMENT, "input 'u' has element type " + type_name(u.dtype) +
+                                             "; expected float32, float16 or bfloat16");
+    if (u.rank != 3)
+      fail(FFTCONV_ERR_INVALID_ARGUMENT, "input 'u' must be rank 3 " + u_expected + ", got rank " +
+                                             std::to_string(u.rank) + " " + shape_str(u));
+    for (int i = 0; i < 3; ++i)
+      if (u.dims[i] < 0) fail(FFTCONV_ERR_INVALID_ARGUMENT, "input 'u' has a negative dimension");
+    const int64_t B = u.dims[0], H = blh ? u.dims[2] : u.dims[1], L = blh ? u.dims[1] : u.dims[2];
+
+    const fftconv_tensor_desc& k = inputs[FFTCONV_INPUT_K];
+    if (!k.present) fail(FFTCONV_ERR_INVALID_ARGUMENT, "input 'k' is required");
+    if (k.dtype != FFTCONV_FLOAT32 && k.dtype != u.dtype)
+      fail(FFTCONV_ERR_INVALID_ARGUMENT, "input 'k' has element type " + type_name(k.dtype) +
+                                             "; expected float32 or the type of 'u' (" +
+                                             type_name(u.dtype) + ")");
+    if (k.rank != 2 || k.dims[0] != H)
+      fail(FFTCONV_ERR_INVALID_ARGUMENT, "input 'k' must have shape (H, Lk) with H = " +
+                                             std::to_string(H) + " from 'u' " + u_expected +
+                                             ", got " + shape_str(k));
+    const int64_t Lk = k.dims[1];
+    if (Lk < 1)
+      fail(FFTCONV_ERR_INVALID_ARGUMENT, "input 'k' must have at least one tap (Lk >= 1), got " +
+                                             shape_str(k));
+
+    const fftconv_tensor_desc& D = inputs[FFTCONV_INPUT_D];
+    if (D.present) {
+      if (D.dtype != FFTCONV_FLOAT32 && D.dtype != u.dtype)
+        fail(FFTCONV_ERR_INVALID_ARGUMENT, "input 'D' has element type " + type_name(D.dtype) +
+                                               "; expected float32 or the type of 'u' (" +
+                                               type_name(u.dtype) + ")");
+      const int64_t want[1] = {H};
+      require_shape(D, FFTCONV_INPUT_D, 1, want, "(H,) = (" + std::to_string(H) + ",)");
+    }
+    for (int slot : {FFTCONV_INPUT_PREGATE, FFTCONV_INPUT_POSTGATE}) {
+      const fftconv_tensor_desc& g = inputs[slot];
+      if (!g.present) continue;
+      if (g.dtype != u.dtype)
+        fail(FFTCONV_ERR_INVALID_ARGUMENT, std::string("input '") + kInputNames[slot] +
+                                               "' has element type " + type_name(g.dtype) +
+                                               "; expected the type of 'u' (" +
+                                               type_name(u.dtype) + ")");
+      require_shape(g, slot, 3, u.dims, "equal to u's " + shape_str(u));
+    }
+
+    if (fft_size < 0 || fft_size > kMaxFftSize)
+      fail(FFTCONV_ERR_INVALID_ARGUMENT,
+           "attribute 'fft_size' must be 0 (automatic) or in [max(L, Lk), 2^30], got " +
+               std::to_string(fft_size));
+    if (fft_size > 0 && fft_size < L)
+      fail(FFTCONV_ERR_INVALID_ARGUMENT, "attribute 'fft_size' = " + std::to_string(fft_size) +
+                                             " is smaller than the sequence length L = " +
+                                             std::to_string(L) + "; expected fft_size >= L");
+    if (fft_size > 0 && Lk > fft_size)
+      fail(FFTCONV_ERR_INVALID_ARGUMENT, "filter length Lk = " + std::to_string(Lk) +
+                                             " exceeds attribute 'fft_size' = " +
+                                             std::to_string(fft_size) + "; expected Lk <= fft_size");
+    if (L + std::min(L, Lk) > kMaxFftSize || (fft_size > 0 && L + Lk > 2 * kMaxFftSize))
+      fail(FFTCONV_ERR_UNSUPPORTED, "sequence length L = " + std::to_string(L) +
+                                        " with Lk = " + std::to_string(Lk) +
+                                        " needs a transform larger than 2^30");
+
+    out->B = B;
+    out->H = H;
+    out->L = L;
+    out->Lk = Lk;
+    out->fft_size = fft_size;
+    out->dtype = u.dtype;
+    out->k_dtype = k.dtype;
+    out->D_dtype = D.present ? D.dtype : u.dtype;
+    out->layout = blh ? FFTCONV_LAYOUT_BLH : FFTCONV_LAYOUT_BHL;
+    for (int i = 0; i < 3; ++i) out_shape[i] = u.dims[i];
+  });
+}
+
+}  // extern "C"

@@ -1,0 +1,304 @@
+// CPU implementation of FFTConv.
+//
+// Rows (one (b, h) sequence each) are processed two at a time: the pair is
+// packed as the real and imaginary parts of one complex sequence, so one
+// complex FFT of the transform size m serves two real transforms. The two
+// rows may have different filters; the spectral product separates them with
+//   W[f] = Z[f] (K1 + K2)/2 + conj(Z[-f]) (K1 - K2)/2,
+// whose inverse transform is y1 + i y2. All arithmetic is float32.
+#include <algorithm>
+#include <cstring>
+#include <exception>
+#include <thread>
+#include <vector>
+
+#include "../common/error.h"
+#include "../common/half_float.h"
+#include "fft_plan.h"
+#include "fftconv_rt/fftconv.h"
+
+namespace fftconv {
+namespace {
+
+int64_t next_pow2(int64_t x) {
+  int64_t p = 1;
+  while (p < x) p <<= 1;
+  return p;
+}
+
+bool is_circular(int64_t L, int64_t Lk, int64_t fft_size) {
+  return fft_size > 0 && fft_size < L + Lk - 1;
+}
+
+// Filter taps that influence the L outputs: a linear causal convolution only
+// sees k[:L]; a circular one sees all of k.
+int64_t used_taps(int64_t L, int64_t Lk, int64_t fft_size) {
+  return is_circular(L, Lk, fft_size) ? Lk : std::min(L, Lk);
+}
+
+int64_t transform_size(int64_t L, int64_t Lk, int64_t fft_size) {
+  // A circular result of period n is folded from the linear one (L + Lk - 1 < 2n).
+  return std::max<int64_t>(4, next_pow2(L + used_taps(L, Lk, fft_size) - 1));
+}
+
+// Element access by the ONNX type number of the buffer.
+template <int DT> struct Elem;
+template <> struct Elem<FFTCONV_FLOAT32> {
+  static float load(const void* p, int64_t i) { return static_cast<const float*>(p)[i]; }
+  static void store(void* p, int64_t i, float v) { static_cast<float*>(p)[i] = v; }
+};
+template <> struct Elem<FFTCONV_FLOAT16> {
+  static float load(const void* p, int64_t i) { return half_to_float(static_cast<const uint16_t*>(p)[i]); }
+  static void store(void* p, int64_t i, float v) { static_cast<uint16_t*>(p)[i] = float_to_half(v); }
+};
+template <> struct Elem<FFTCONV_BFLOAT16> {
+  static float load(const void* p, int64_t i) { return bf16_to_float(static_cast<const uint16_t*>(p)[i]); }
+  static void store(void* p, int64_t i, float v) { static_cast<uint16_t*>(p)[i] = float_to_bf16(v); }
+};
+
+float load_any(const void* p, int32_t dtype, int64_t i) {
+  switch (dtype) {
+    case FFTCONV_FLOAT16: return Elem<FFTCONV_FLOAT16>::load(p, i);
+    case FFTCONV_BFLOAT16: return Elem<FFTCONV_BFLOAT16>::load(p, i);
+    default: return Elem<FFTCONV_FLOAT32>::load(p, i);
+  }
+}
+
+// Runs fn(begin, end) over [0, count) split across up to `threads` threads.
+template <typename Fn>
+void parallel_for(int64_t count, int threads, Fn fn) {
+  threads = int(std::min<int64_t>(threads, count));
+  if (threads <= 1) {
+    if (count > 0) fn(int64_t(0), count);
+    return;
+  }
+  std::vector<std::thread> pool;
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(threads));
+  pool.reserve(size_t(threads));
+  for (int t = 0; t < threads; ++t) {
+    const int64_t begin = count * t / threads, end = count * (t + 1) / threads;
+    pool.emplace_back([&, t, begin, end] {
+      try {
+        fn(begin, end);
+      } catch (...) {
+        errors[size_t(t)] = std::current_exception();
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
+}
+
+int thread_count(const fftconv_params& p, int64_t m, int64_t items) {
+  // Below ~2^16 complex points of work, starting threads costs more than it saves.
+  if (m * items < (int64_t(1) << 16)) return 1;
+  int hw = p.num_threads > 0 ? p.num_threads : int(std::thread::hardware_concurrency());
+  return std::max(1, hw);
+}
+
+// Per-thread buffers: the packed pair and the FFT's ping-pong partner.
+struct Scratch {
+  explicit Scratch(int64_t m) : re(size_t(m)), im(size_t(m)), tmp_re(size_t(m)), tmp_im(size_t(m)) {}
+  std::vector<float> re, im, tmp_re, tmp_im;
+};
+
+struct RowAddress {
+  int64_t offset, stride;
+};
+
+RowAddress row_address(const fftconv_params& p, int64_t row) {
+  if (p.layout == FFTCONV_LAYOUT_BLH) {
+    const int64_t b = row / p.H, h = row % p.H;
+    return {b * p.L * p.H + h, p.H};
+  }
+  return {row * p.L, 1};
+}
+
+void prepare_filter(const fftconv_params& p, float* spectrum) {
+  const int64_t m = transform_size(p.L, p.Lk, p.fft_size);
+  const int64_t bins = m / 2 + 1;
+  const int64_t taps = used_taps(p.L, p.Lk, p.fft_size);
+  const auto plan = FftPlan::get(m);
+  // 1/2 from separating the packed pair, 1/2 from the (K1 +- K2)/2 of the product,
+  // 1/m of the inverse transform: all folded into the stored spectrum.
+  const float scale = 0.25f / float(m);
+  const int64_t pairs = (p.H + 1) / 2;
+  parallel_for(pairs, thread_count(p, m, pairs), [&](int64_t begin, int64_t end) {
+    Scratch s(m);
+    for (int64_t pair = begin; pair < end; ++pair) {
+      const int64_t h1 = 2 * pair, h2 = h1 + 1;
+      std::fill(s.re.begin(), s.re.end(), 0.f);
+      std::fill(s.im.begin(), s.im.end(), 0.f);
+      for (int64_t t = 0; t < taps; ++t) s.re[size_t(t)] = load_any(p.k, p.k_dtype, h1 * p.Lk + t);
+      if (h2 < p.H)
+        for (int64_t t = 0; t < taps; ++t) s.im[size_t(t)] = load_any(p.k, p.k_dtype, h2 * p.Lk + t);
+      float *zr, *zi;
+      plan->forward(s.re.data(), s.im.data(), s.tmp_re.data(), s.tmp_im.data(), &zr, &zi);
+      float* k1r = spectrum + h1 * 2 * bins;
+      float* k1i = k1r + bins;
+      float* k2r = h2 < p.H ? spectrum + h2 * 2 * bins : nullptr;
+      float* k2i = k2r ? k2r + bins : nullptr;
+      for (int64_t f = 0; f < bins; ++f) {
+        const int64_t j = (m - f) & (m - 1);
+        // K1 = (Z[f] + conj Z[-f]) / 2, K2 = (Z[f] - conj Z[-f]) / 2i
+        k1r[f] = (zr[f] + zr[j]) * scale;
+        k1i[f] = (zi[f] - zi[j]) * scale;
+        if (k2r) {
+          k2r[f] = (zi[f] + zi[j]) * scale;
+          k2i[f] = (zr[j] - zr[f]) * scale;
+        }
+      }
+    }
+  });
+}
+
+template <int DT>
+void run_rows(const fftconv_params& p, const float* spectrum, const std::vector<float>& D) {
+  using E = Elem<DT>;
+  const int64_t m = transform_size(p.L, p.Lk, p.fft_size);
+  const int64_t bins = m / 2 + 1;
+  const bool circular = is_circular(p.L, p.Lk, p.fft_size);
+  const int64_t n = p.fft_size;
+  const auto plan = FftPlan::get(m);
+  const int64_t rows = p.B * p.H;
+  const int64_t pairs = (rows + 1) / 2;
+  const int64_t L = p.L;
+
+  auto load_v = [&](int64_t row, float* dst) {
+    const RowAddress a = row_address(p, row);
+    if (p.pregate) {
+      for (int64_t t = 0; t < L; ++t) {
+        const int64_t i = a.offset + t * a.stride;
+        dst[t] = E::load(p.u, i) * E::load(p.pregate, i);
+      }
+    } else {
+      for (int64_t t = 0; t < L; ++t) dst[t] = E::load(p.u, a.offset + t * a.stride);
+    }
+  };
+  auto store_y = [&](int64_t row, const float* conv) {
+    const RowAddress a = row_address(p, row);
+    const float d = D.empty() ? 0.f : D[size_t(row % p.H)];
+    for (int64_t t = 0; t < L; ++t) {
+      const int64_t i = a.offset + t * a.stride;
+      float y = conv[t];
+      if (circular && t + n < m) y += conv[t + n];
+      if (!D.empty()) {
+        float v = E::load(p.u, i);
+        if (p.pregate) v *= E::load(p.pregate, i);
+        y += d * v;
+      }
+      if (p.postgate) y *= E::load(p.postgate, i);
+      E::store(p.y, i, y);
+    }
+  };
+
+  parallel_for(pairs, thread_count(p, m, pairs), [&](int64_t begin, int64_t end) {
+    Scratch s(m);
+    for (int64_t pair = begin; pair < end; ++pair) {
+      const int64_t r1 = 2 * pair, r2 = r1 + 1;
+      const bool has_second = r2 < rows;
+      std::fill(s.re.begin() + L, s.re.end(), 0.f);
+      std::fill(s.im.begin() + L, s.im.end(), 0.f);
+      load_v(r1, s.re.data());
+      if (has_second)
+        load_v(r2, s.im.data());
+      else
+        std::fill(s.im.begin(), s.im.begin() + L, 0.f);
+
+      float *zr, *zi;
+      plan->forward(s.re.data(), s.im.data(), s.tmp_re.data(), s.tmp_im.data(), &zr, &zi);
+
+      const float* k1r = spectrum + (r1 % p.H) * 2 * bins;
+      const float* k1i = k1r + bins;
+      const float* k2r = has_second ? spectrum + (r2 % p.H) * 2 * bins : k1r;
+      const float* k2i = k2r + bins;
+      for (int64_t f = 0; f < bins; ++f) {
+        const int64_t j = (m - f) & (m - 1);
+        // a = (K1 + K2)/2 and c = (K1 - K2)/2, both already scaled by 1/m
+        const float ar = k1r[f] + k2r[f], ai = k1i[f] + k2i[f];
+        const float cr = k1r[f] - k2r[f], ci = k1i[f] - k2i[f];
+        const float zfr = zr[f], zfi = zi[f], zjr = zr[j], zji = zi[j];
+        // W[f] = Z[f] a + conj(Z[j]) c
+        zr[f] = zfr * ar - zfi * ai + zjr * cr + zji * ci;
+        zi[f] = zfr * ai + zfi * ar + zjr * ci - zji * cr;
+        if (j != f) {
+          // W[j] = Z[j] conj(a) + conj(Z[f]) conj(c)
+          zr[j] = zjr * ar + zji * ai + zfr * cr - zfi * ci;
+          zi[j] = zji * ar - zjr * ai - zfr * ci - zfi * cr;
+        }
+      }
+      float* other_r = (zr == s.re.data()) ? s.tmp_re.data() : s.re.data();
+      float* other_i = (zi == s.im.data()) ? s.tmp_im.data() : s.im.data();
+      float *wr, *wi;
+      plan->inverse(zr, zi, other_r, other_i, &wr, &wi);
+      store_y(r1, wr);
+      if (has_second) store_y(r2, wi);
+    }
+  });
+}
+
+void check_params(const fftconv_params* p) {
+  if (!p) fail(FFTCONV_ERR_INVALID_ARGUMENT, "null params");
+  if (p->B < 0 || p->H < 0 || p->L < 0 || p->Lk < 1)
+    fail(FFTCONV_ERR_INVALID_ARGUMENT, "sizes must satisfy B, H, L >= 0 and Lk >= 1");
+  if (p->fft_size < 0 || (p->fft_size > 0 && (p->fft_size < p->L || p->fft_size < p->Lk)))
+    fail(FFTCONV_ERR_INVALID_ARGUMENT, "fft_size must be 0 or >= max(L, Lk)");
+  for (int32_t t : {p->dtype, p->k_dtype, p->D_dtype})
+    if (t != FFTCONV_FLOAT32 && t != FFTCONV_FLOAT16 && t != FFTCONV_BFLOAT16)
+      fail(FFTCONV_ERR_INVALID_ARGUMENT, "element type must be float32, float16 or bfloat16");
+  if (p->layout != FFTCONV_LAYOUT_BHL && p->layout != FFTCONV_LAYOUT_BLH)
+    fail(FFTCONV_ERR_INVALID_ARGUMENT, "layout must be BHL or BLH");
+}
+
+}  // namespace
+}  // namespace fftconv
+
+using namespace fftconv;
+
+extern "C" {
+
+int64_t fftconv_cpu_transform_size(int64_t L, int64_t Lk, int64_t fft_size) {
+  if (L < 0 || Lk < 1 || fft_size < 0) return 0;
+  return transform_size(L, Lk, fft_size);
+}
+
+int64_t fftconv_cpu_filter_floats(const fftconv_params* p) {
+  if (!p || p->H < 0 || p->L < 0 || p->Lk < 1 || p->fft_size < 0) return 0;
+  return p->H * 2 * (transform_size(p->L, p->Lk, p->fft_size) / 2 + 1);
+}
+
+fftconv_status fftconv_cpu_prepare_filter(const fftconv_params* p, float* spectrum) {
+  return guarded_call([&] {
+    check_params(p);
+    if (!p->k || !spectrum) fail(FFTCONV_ERR_INVALID_ARGUMENT, "k and spectrum must not be null");
+    prepare_filter(*p, spectrum);
+  });
+}
+
+fftconv_status fftconv_cpu_forward(const fftconv_params* p, const float* spectrum) {
+  return guarded_call([&] {
+    check_params(p);
+    if (p->B == 0 || p->H == 0 || p->L == 0) return;  // empty output
+    if (!p->u || !p->y || (!spectrum && !p->k))
+      fail(FFTCONV_ERR_INVALID_ARGUMENT, "u, y and k (or a prepared spectrum) must not be null");
+    std::vector<float> own_spectrum;
+    if (!spectrum) {
+      own_spectrum.resize(size_t(fftconv_cpu_filter_floats(p)));
+      prepare_filter(*p, own_spectrum.data());
+      spectrum = own_spectrum.data();
+    }
+    std::vector<float> D;
+    if (p->D) {
+      D.resize(size_t(p->H));
+      for (int64_t h = 0; h < p->H; ++h) D[size_t(h)] = load_any(p->D, p->D_dtype, h);
+    }
+    switch (p->dtype) {
+      case FFTCONV_FLOAT16: run_rows<FFTCONV_FLOAT16>(*p, spectrum, D); break;
+      case FFTCONV_BFLOAT16: run_rows<FFTCONV_BFLOAT16>(*p, spectrum, D); break;
+      default: run_rows<FFTCONV_FLOAT32>(*p, spectrum, D); break;
+    }
+  });
+}
+
+}  // extern "C"

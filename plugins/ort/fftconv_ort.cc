@@ -1,0 +1,224 @@
+// ONNX Runtime custom-op library: fftconv_rt::FFTConv (version 1).
+//
+// A thin adapter over the core C ABI: it reads the attributes, describes the
+// inputs to fftconv_resolve (which validates them), allocates the output and
+// calls the core. A constant filter (an initializer) has its spectrum prepared
+// once per transform size and kept for the session. One more registration in
+// RegisterCustomOps adds a kernel for another execution provider.
+#define ORT_API_MANUAL_INIT
+#include "onnxruntime_cxx_api.h"
+#undef ORT_API_MANUAL_INIT
+
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "fftconv_rt/fftconv.h"
+
+namespace {
+
+constexpr const char* kDomain = "fftconv_rt";
+constexpr const char* kOpName = "FFTConv";
+
+Ort::Status op_error(const std::string& message, OrtErrorCode code = ORT_INVALID_ARGUMENT) {
+  return Ort::Status(message.c_str(), code);
+}
+
+Ort::Status core_error(fftconv_status status) {
+  const OrtErrorCode code = status == FFTCONV_ERR_INVALID_ARGUMENT ? ORT_INVALID_ARGUMENT
+                            : status == FFTCONV_ERR_UNSUPPORTED    ? ORT_NOT_IMPLEMENTED
+                                                                   : ORT_RUNTIME_EXCEPTION;
+  return op_error(fftconv_last_error(), code);
+}
+
+// Reads an optional attribute: absent gives the default, a wrong type is an error.
+template <typename T>
+T attribute_or(const Ort::ConstKernelInfo& info, const char* name, T fallback) {
+  try {
+    return info.GetAttribute<T>(name);
+  } catch (const Ort::Exception& e) {
+    if (std::string(e.what()).find("No attribute with name") != std::string::npos) return fallback;
+    throw Ort::Exception(std::string("attribute '") + name + "': " + e.what(), e.GetOrtErrorCode());
+  }
+}
+
+fftconv_tensor_desc describe(const Ort::ConstValue& value) {
+  fftconv_tensor_desc d{};
+  if (!value) return d;  // omitted optional input
+  const auto info = value.GetTensorTypeAndShapeInfo();
+  const std::vector<int64_t> shape = info.GetShape();
+  d.present = 1;
+  d.dtype = static_cast<int32_t>(info.GetElementType());
+  d.rank = static_cast<int32_t>(shape.size());
+  for (size_t i = 0; i < shape.size() && i < FFTCONV_MAX_RANK; ++i) d.dims[i] = shape[i];
+  return d;
+}
+
+// The filter of a node whose 'k' is an initializer: raw bytes and description,
+// plus its spectra by transform size.
+struct ConstantFilter {
+  fftconv_tensor_desc desc{};
+  std::vector<char> bytes;
+  std::mutex mutex;
+  std::map<int64_t, std::vector<float>> spectra;
+
+  const float* spectrum_for(fftconv_params params) {
+    const int64_t size = fftconv_cpu_transform_size(params.L, params.Lk, params.fft_size);
+    std::lock_guard<std::mutex> lock(mutex);
+    auto it = spectra.find(size);
+    if (it != spectra.end()) return it->second.data();
+    std::vector<float> spectrum(size_t(fftconv_cpu_filter_floats(&params)));
+    params.k = bytes.data();
+    if (fftconv_cpu_prepare_filter(&params, spectrum.data()) != FFTCONV_OK) return nullptr;
+    return spectra.emplace(size, std::move(spectrum)).first->second.data();
+  }
+};
+
+struct FFTConvKernel {
+  int64_t fft_size = 0;
+  std::string layout = "BHL";
+  std::unique_ptr<ConstantFilter> constant_filter;
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* raw_context) {
+    try {
+      Ort::KernelContext context(raw_context);
+      fftconv_tensor_desc inputs[FFTCONV_NUM_INPUTS] = {};
+      const void* data[FFTCONV_NUM_INPUTS] = {};
+      const size_t count = context.GetInputCount();
+      for (size_t i = 0; i < count && i < FFTCONV_NUM_INPUTS; ++i) {
+        Ort::ConstValue value = context.GetInput(i);
+        inputs[i] = describe(value);
+        if (value) data[i] = value.GetTensorRawData();
+      }
+      fftconv_params params{};
+      int64_t out_shape[3];
+      if (fftconv_resolve(inputs, fft_size, layout.c_str(), &params, out_shape) != FFTCONV_OK)
+        return core_error(FFTCONV_ERR_INVALID_ARGUMENT).release();
+      Ort::UnownedValue output = context.GetOutput(0, out_shape, 3);
+      if (params.B == 0 || params.H == 0 || params.L == 0) return nullptr;  // empty output
+
+      params.u = data[FFTCONV_INPUT_U];
+      params.k = data[FFTCONV_INPUT_K];
+      params.D = data[FFTCONV_INPUT_D];
+      params.pregate = data[FFTCONV_INPUT_PREGATE];
+      params.postgate = data[FFTCONV_INPUT_POSTGATE];
+      params.y = output.GetTensorMutableRawData();
+
+      const float* spectrum = nullptr;
+      if (constant_filter) {
+        spectrum = constant_filter->spectrum_for(params);
+        if (!spectrum) return core_error(FFTCONV_ERR_INTERNAL).release();
+      }
+      const fftconv_status status = fftconv_cpu_forward(&params, spectrum);
+      if (status != FFTCONV_OK) return core_error(status).release();
+      return nullptr;
+    } catch (const Ort::Exception& e) {
+      return op_error(std::string("FFTConv: ") + e.what(), e.GetOrtErrorCode()).release();
+    } catch (const std::exception& e) {
+      return op_error(std::string("FFTConv: ") + e.what(), ORT_RUNTIME_EXCEPTION).release();
+    }
+  }
+};
+
+struct FFTConvOp : Ort::CustomOpBase<FFTConvOp, FFTConvKernel, /*WithStatus=*/true> {
+  explicit FFTConvOp(const char* provider) : provider_(provider) {
+    // The output has u's element type and shape. The C++ ShapeInferContext
+    // cannot read input types, so the inference works on the C API directly.
+    OrtCustomOp::InferOutputShapeFn = &InferOutput;
+  }
+
+  OrtStatusPtr CreateKernelV2(const OrtApi& /*api*/, const OrtKernelInfo* raw_info,
+                              void** kernel_out) const {
+    try {
+      Ort::ConstKernelInfo info(raw_info);
+      auto kernel = std::make_unique<FFTConvKernel>();
+      kernel->fft_size = attribute_or<int64_t>(info, "fft_size", 0);
+      kernel->layout = attribute_or<std::string>(info, "layout", "BHL");
+      if (kernel->layout != "BHL" && kernel->layout != "BLH")
+        return op_error("FFTConv: attribute 'layout' must be \"BHL\" or \"BLH\", got \"" +
+                        kernel->layout + "\"").release();
+      if (kernel->fft_size < 0)
+        return op_error("FFTConv: attribute 'fft_size' must be >= 0 (0 = automatic), got " +
+                        std::to_string(kernel->fft_size)).release();
+      int is_constant = 0;
+      Ort::ConstValue k = info.GetTensorConstantInput(FFTCONV_INPUT_K, &is_constant);
+      if (is_constant && k) {
+        const auto k_type = k.GetTensorTypeAndShapeInfo().GetElementType();
+        if (k_type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT && k_type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 &&
+            k_type != ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16)
+          is_constant = 0;  // refused with a clear message by fftconv_resolve at the first run
+      }
+      if (is_constant && k) {
+        auto filter = std::make_unique<ConstantFilter>();
+        filter->desc = describe(k);
+        const size_t element_bytes = filter->desc.dtype == FFTCONV_FLOAT32 ? 4 : 2;
+        const size_t bytes = k.GetTensorTypeAndShapeInfo().GetElementCount() * element_bytes;
+        filter->bytes.resize(bytes);
+        std::memcpy(filter->bytes.data(), k.GetTensorRawData(), bytes);
+        kernel->constant_filter = std::move(filter);
+      }
+      *kernel_out = kernel.release();
+      return nullptr;
+    } catch (const Ort::Exception& e) {
+      return op_error(std::string("FFTConv: ") + e.what(), e.GetOrtErrorCode()).release();
+    }
+  }
+
+  const char* GetName() const { return kOpName; }
+  const char* GetExecutionProviderType() const { return provider_; }
+
+  size_t GetInputTypeCount() const { return FFTCONV_NUM_INPUTS; }
+  // Types are checked by fftconv_resolve, which names the offending input.
+  ONNXTensorElementDataType GetInputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED; }
+  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t index) const {
+    return index <= FFTCONV_INPUT_K ? OrtCustomOpInputOutputCharacteristic::INPUT_OUTPUT_REQUIRED
+                                    : OrtCustomOpInputOutputCharacteristic::INPUT_OUTPUT_OPTIONAL;
+  }
+  size_t GetOutputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED; }
+
+ private:
+  static OrtStatusPtr ORT_API_CALL InferOutput(const OrtCustomOp*, OrtShapeInferContext* context) {
+    const OrtApi& api = Ort::GetApi();
+    OrtTensorTypeAndShapeInfo* u_info = nullptr;
+    if (OrtStatusPtr status = api.ShapeInferContext_GetInputTypeShape(context, 0, &u_info)) return status;
+    size_t rank = 0;
+    if (OrtStatusPtr status = api.GetDimensionsCount(u_info, &rank)) return status;
+    if (rank != 3)
+      return op_error("FFTConv: input 'u' must be rank 3 (B, H, L) or (B, L, H), got rank " +
+                      std::to_string(rank)).release();
+    return api.ShapeInferContext_SetOutputTypeShape(context, 0, u_info);
+  }
+
+  const char* provider_;
+};
+
+}  // namespace
+
+extern "C" __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL
+RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
+  if (!api_base) return nullptr;
+  const OrtApi* api = api_base->GetApi(ORT_API_VERSION);
+  if (!api)
+    return api_base->GetApi(1)->CreateStatus(
+        ORT_FAIL, "fftconv_rt: this onnxruntime is older than the ORT API version the library was built for");
+  Ort::InitApi(api);
+  static std::once_flag once;
+  // Deliberately never freed: the domain must outlive every session, and
+  // releasing it at process exit may run after onnxruntime is unloaded.
+  static Ort::CustomOpDomain* domain = nullptr;
+  static FFTConvOp cpu_op("CPUExecutionProvider");
+  try {
+    std::call_once(once, [] {
+      domain = new Ort::CustomOpDomain(kDomain);
+      domain->Add(&cpu_op);
+    });
+    Ort::UnownedSessionOptions(options).Add(*domain);
+  } catch (const Ort::Exception& e) {
+    return Ort::Status(e).release();
+  }
+  return nullptr;
+}

@@ -1,0 +1,170 @@
+"""Locating the native libraries and calling the core C ABI through ctypes."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from pathlib import Path
+
+import numpy as np
+
+FLOAT32, FLOAT16, BFLOAT16 = 1, 10, 16
+INPUT_NAMES = ("u", "k", "D", "pregate", "postgate")
+MAX_RANK = 8
+
+CORE_LIBRARY = "libfftconv_rt.so"
+ORT_LIBRARY = "libfftconv_ort.so"
+
+_ENV_DIR = "FFTCONV_RT_LIB_DIR"
+
+
+class FFTConvError(ValueError):
+    """A call refused by the op contract (bad shape, type or attribute) or failed in the core."""
+
+
+class LibraryNotFoundError(FileNotFoundError):
+    """A native library of fftconv-rt is not where the package looks for it."""
+
+
+def _search_dirs() -> list[Path]:
+    dirs = []
+    if os.environ.get(_ENV_DIR):
+        dirs.append(Path(os.environ[_ENV_DIR]))
+    here = Path(__file__).resolve().parent
+    dirs.append(here / "lib")  # installed wheel
+    repo = here.parent.parent
+    dirs.append(repo / "build" / "lib")  # a CMake build in a source checkout
+    return dirs
+
+
+def find_library(name: str) -> Path:
+    """Path of a native library of the package; raises LibraryNotFoundError naming where it looked."""
+    dirs = _search_dirs()
+    for d in dirs:
+        candidate = d / name
+        if candidate.is_file():
+            return candidate
+    looked = ", ".join(str(d) for d in dirs)
+    raise LibraryNotFoundError(
+        f"fftconv-rt: {name} not found (looked in: {looked}). Install the package with "
+        f"`pip install .`, or build it with CMake and set {_ENV_DIR} to the folder holding {name}."
+    )
+
+
+def ort_library_path() -> str:
+    """Path of the ONNX Runtime custom-op library (for SessionOptions.register_custom_ops_library)."""
+    return str(find_library(ORT_LIBRARY))
+
+
+class TensorDesc(ctypes.Structure):
+    _fields_ = [
+        ("present", ctypes.c_int32),
+        ("dtype", ctypes.c_int32),
+        ("rank", ctypes.c_int32),
+        ("dims", ctypes.c_int64 * MAX_RANK),
+    ]
+
+
+class Params(ctypes.Structure):
+    _fields_ = [
+        ("u", ctypes.c_void_p),
+        ("k", ctypes.c_void_p),
+        ("D", ctypes.c_void_p),
+        ("pregate", ctypes.c_void_p),
+        ("postgate", ctypes.c_void_p),
+        ("y", ctypes.c_void_p),
+        ("B", ctypes.c_int64),
+        ("H", ctypes.c_int64),
+        ("L", ctypes.c_int64),
+        ("Lk", ctypes.c_int64),
+        ("fft_size", ctypes.c_int64),
+        ("dtype", ctypes.c_int32),
+        ("k_dtype", ctypes.c_int32),
+        ("D_dtype", ctypes.c_int32),
+        ("layout", ctypes.c_int32),
+        ("num_threads", ctypes.c_int32),
+        ("stream", ctypes.c_void_p),
+    ]
+
+
+_core = None
+
+
+def core() -> ctypes.CDLL:
+    """The loaded core library, with argument types declared."""
+    global _core
+    if _core is None:
+        lib = ctypes.CDLL(str(find_library(CORE_LIBRARY)))
+        lib.fftconv_last_error.restype = ctypes.c_char_p
+        lib.fftconv_abi_version.restype = ctypes.c_int32
+        lib.fftconv_resolve.restype = ctypes.c_int
+        lib.fftconv_resolve.argtypes = [
+            ctypes.POINTER(TensorDesc), ctypes.c_int64, ctypes.c_char_p,
+            ctypes.POINTER(Params), ctypes.POINTER(ctypes.c_int64)]
+        lib.fftconv_cpu_forward.restype = ctypes.c_int
+        lib.fftconv_cpu_forward.argtypes = [ctypes.POINTER(Params), ctypes.c_void_p]
+        lib.fftconv_cpu_prepare_filter.restype = ctypes.c_int
+        lib.fftconv_cpu_prepare_filter.argtypes = [ctypes.POINTER(Params), ctypes.c_void_p]
+        lib.fftconv_cpu_filter_floats.restype = ctypes.c_int64
+        lib.fftconv_cpu_filter_floats.argtypes = [ctypes.POINTER(Params)]
+        _core = lib
+    return _core
+
+
+def check(status: int) -> None:
+    if status != 0:
+        raise FFTConvError(core().fftconv_last_error().decode())
+
+
+def describe(shape, dtype_code: int | None) -> TensorDesc:
+    """A TensorDesc for an input of this shape and ONNX type number (None: omitted)."""
+    desc = TensorDesc()
+    if dtype_code is None:
+        return desc
+    shape = tuple(int(d) for d in shape)
+    if len(shape) > MAX_RANK:
+        raise FFTConvError(f"FFTConv: an input has rank {len(shape)}; at most {MAX_RANK} is described")
+    desc.present, desc.dtype, desc.rank = 1, dtype_code, len(shape)
+    for i, d in enumerate(shape):
+        desc.dims[i] = d
+    return desc
+
+
+def resolve(descs, fft_size: int, layout: str) -> tuple[Params, tuple[int, int, int]]:
+    """Validates the inputs against the op contract (the core's messages) and returns the params."""
+    array = (TensorDesc * len(INPUT_NAMES))(*descs)
+    params = Params()
+    out_shape = (ctypes.c_int64 * 3)()
+    if not isinstance(layout, str):
+        raise FFTConvError(f"FFTConv: attribute 'layout' must be a string \"BHL\" or \"BLH\", got {layout!r}")
+    check(core().fftconv_resolve(array, int(fft_size), layout.encode(), ctypes.byref(params), out_shape))
+    return params, tuple(out_shape)
+
+
+_NUMPY_CODES = {np.dtype(np.float32): FLOAT32, np.dtype(np.float16): FLOAT16}
+
+
+def numpy_dtype_code(a: np.ndarray) -> int:
+    """ONNX type number of a NumPy array; bfloat16 arrays come from ml_dtypes."""
+    if a.dtype.name == "bfloat16":
+        return BFLOAT16
+    code = _NUMPY_CODES.get(a.dtype)
+    if code is None:
+        return {np.dtype(np.float64): 11, np.dtype(np.int32): 6, np.dtype(np.int64): 7}.get(a.dtype, 0)
+    return code
+
+
+def fftconv_numpy(u, k, D=None, pregate=None, postgate=None, fft_size: int = 0, layout: str = "BHL",
+                  num_threads: int = 0) -> np.ndarray:
+    """Runs the CPU core on NumPy arrays (a direct test of the C ABI)."""
+    arrays = [u, k, D, pregate, postgate]
+    descs = [describe(a.shape, numpy_dtype_code(a)) if a is not None else describe((), None) for a in arrays]
+    params, out_shape = resolve(descs, fft_size, layout)
+    arrays = [np.ascontiguousarray(a) if a is not None else None for a in arrays]
+    y = np.empty(out_shape, dtype=arrays[0].dtype)
+    for name, a in zip(INPUT_NAMES, arrays):
+        setattr(params, name, a.ctypes.data if a is not None else None)
+    params.y = y.ctypes.data
+    params.num_threads = num_threads
+    check(core().fftconv_cpu_forward(ctypes.byref(params), None))
+    return y
