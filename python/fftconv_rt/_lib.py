@@ -30,11 +30,15 @@ def _search_dirs() -> list[Path]:
     dirs = []
     if os.environ.get(_ENV_DIR):
         dirs.append(Path(os.environ[_ENV_DIR]))
-    here = Path(__file__).resolve().parent
-    dirs.append(here / "lib")  # installed wheel
-    repo = here.parent.parent
-    dirs.append(repo / "build" / "lib")  # a CMake build in a source checkout
-    return dirs
+    # The package's lib/ folder: in site-packages for a wheel, beside the
+    # sources' redirect for an editable install (every entry of __path__).
+    import fftconv_rt
+
+    for entry in fftconv_rt.__path__:
+        dirs.append(Path(entry) / "lib")
+    repo = Path(__file__).resolve().parent.parent.parent
+    dirs.append(repo / "build" / "lib")  # a plain CMake build in a source checkout
+    return list(dict.fromkeys(dirs))
 
 
 def find_library(name: str) -> Path:

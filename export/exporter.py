@@ -1,0 +1,191 @@
+"""export(): torch.export the model, rewrite its long convolutions into
+torch.ops.fftconv_rt.fftconv, and export to ONNX with each one as a single
+fftconv_rt::FFTConv node. Returns a report of what was rewritten and what was left."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+from torch import fx
+
+from fftconv_rt.onnx_translation import custom_translation_table
+from fftconv_rt.spec import DOMAIN, OP_NAME
+from fftconv_rt.torch_op import fftconv as _fftconv_op  # noqa: F401  (registers the op)
+
+from .graph import ASSERT_TARGETS, aten, module_path, real_users, tensor_val
+from .patterns import _IRFFT, PATTERNS, Match, Skip, fft_nodes
+
+
+class NoLongConvolutionError(ValueError):
+    """The model has no long convolution the exporter recognises."""
+
+
+@dataclass
+class Rewrite:
+    pattern: str
+    module: str
+    u_shape: list
+    k_shape: list
+    fft_size: int
+    skip_term: bool
+    n: str
+    scale: str
+
+
+@dataclass
+class LeftFFT:
+    node: str
+    op: str
+    module: str
+    reason: str
+
+
+@dataclass
+class ExportReport:
+    rewrites: list = field(default_factory=list)
+    left: list = field(default_factory=list)
+    onnx_path: Optional[str] = None
+    fftconv_nodes: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def __str__(self) -> str:
+        lines = [f"rewritten long convolutions: {len(self.rewrites)}"]
+        for r in self.rewrites:
+            where = r.module or "<top>"
+            lines.append(f"  {r.pattern:3s} {where:30s} u{tuple(r.u_shape)} k{tuple(r.k_shape)} "
+                         f"n={r.n} fft_size={r.fft_size} skip={'yes' if r.skip_term else 'no'} ({r.scale})")
+        lines.append(f"FFT uses left as they were: {len(self.left)}")
+        for f in self.left:
+            lines.append(f"  {f.op:22s} {f.module or '<top>':30s} {f.reason}")
+        if self.onnx_path:
+            lines.append(f"ONNX model: {self.onnx_path} ({self.fftconv_nodes} {OP_NAME} nodes)")
+        return "\n".join(lines)
+
+
+def _default_dynamic_shapes(example_inputs: Sequence[Any]):
+    """Every dimension of every tensor input left for torch.export to decide (Dim.AUTO)."""
+    return tuple({d: torch.export.Dim.AUTO for d in range(x.dim())} if isinstance(x, torch.Tensor) else None
+                 for x in example_inputs)
+
+
+def _remove_dead_code(graph: fx.Graph) -> None:
+    """Dead-code elimination that also drops the metadata assertions on dead tensors
+    (DCE alone keeps them, as they count as side effects, and so keeps the tensors)."""
+    changed = True
+    while changed:
+        graph.eliminate_dead_code()
+        changed = False
+        for node in list(graph.nodes):
+            if node.target in ASSERT_TARGETS and isinstance(node.args[0], fx.Node) \
+                    and not real_users(node.args[0]):
+                graph.erase_node(node)
+                changed = True
+
+
+def _apply(graph: fx.Graph, m: Match) -> None:
+    u_dtype = tensor_val(m.u).dtype
+    with graph.inserting_before(m.end):
+        k = m.k
+        if tensor_val(k).dtype not in (torch.float32, u_dtype):
+            k = graph.call_function(aten.to.dtype, (k, torch.float32))
+        D = m.D
+        if D is not None:
+            if m.D_needs_flatten:
+                D = graph.call_function(aten.reshape.default, (D, [-1]))
+            if tensor_val(m.D).dtype not in (torch.float32, u_dtype):
+                D = graph.call_function(aten.to.dtype, (D, torch.float32))
+        out = graph.call_function(torch.ops.fftconv_rt.fftconv.default,
+                                  (m.u, k, D, None, None, m.fft_size, "BHL"))
+        end_dtype = tensor_val(m.end).dtype
+        if end_dtype != u_dtype:  # the model computed in a wider type and did not cast back
+            out = graph.call_function(aten.to.dtype, (out, end_dtype))
+    m.end.replace_all_uses_with(out)
+
+
+def rewrite_long_convolutions(model: torch.nn.Module, example_inputs: Sequence[Any],
+                              dynamic_shapes=None) -> tuple[fx.GraphModule, ExportReport]:
+    """The model as a GraphModule with every recognised long convolution replaced by the op."""
+    example_inputs = tuple(example_inputs)
+    if dynamic_shapes is None:
+        dynamic_shapes = _default_dynamic_shapes(example_inputs)
+    program = torch.export.export(model, example_inputs, dynamic_shapes=dynamic_shapes)
+    gm = program.module()
+    graph = gm.graph
+    report = ExportReport()
+    skipped: dict[fx.Node, str] = {}
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target not in _IRFFT:
+            continue
+        for _, match_fn in PATTERNS:
+            result = match_fn(node)
+            if isinstance(result, Match):
+                _apply(graph, result)
+                d = result.details
+                report.rewrites.append(Rewrite(result.pattern, d["module"], d["u_shape"], d["k_shape"],
+                                               result.fft_size, d["skip"], d["n"], d["scale"]))
+                skipped.pop(node, None)
+                break
+            if isinstance(result, Skip):
+                skipped[node] = result.reason
+    _remove_dead_code(graph)
+    gm.recompile()
+
+    for node in fft_nodes(graph):
+        reason = skipped.get(node)
+        if reason is None:
+            consumer = next((a for a, _ in skipped.items() if node in a.args[0].all_input_nodes or
+                             any(node in x.all_input_nodes for x in a.args[0].all_input_nodes)), None)
+            reason = (f"feeds an inverse FFT that was not rewritten: {skipped[consumer]}" if consumer
+                      else "not part of a recognised long convolution")
+        report.left.append(LeftFFT(node.name, str(node.target).replace("aten.", ""), module_path(node), reason))
+    return gm, report
+
+
+def export(model: torch.nn.Module, example_inputs: Sequence[Any], path: str | Path, *,
+           dynamic_shapes=None, opset_version: int = 18, input_names: Optional[list] = None,
+           output_names: Optional[list] = None, require_rewrite: bool = True) -> ExportReport:
+    """Exports model to ONNX at path with its long convolutions as fftconv_rt::FFTConv nodes.
+
+    dynamic_shapes: as for torch.export (default: every dimension Dim.AUTO, so batch and
+    sequence length stay dynamic when the model allows it; use a batch of 2 or more in the
+    example, since torch.export specialises dimensions of size 1).
+    require_rewrite: raise NoLongConvolutionError when nothing was rewritten.
+    """
+    import onnx
+
+    example_inputs = tuple(example_inputs)
+    if dynamic_shapes is None:
+        dynamic_shapes = _default_dynamic_shapes(example_inputs)
+    model.eval()
+    with torch.no_grad():
+        gm, report = rewrite_long_convolutions(model, example_inputs, dynamic_shapes)
+    if require_rewrite and not report.rewrites:
+        raise NoLongConvolutionError(
+            "fftconv-rt export: no long convolution found in the model (expected the pattern "
+            "rfft(u, n) * rfft(k, n) -> irfft(n) -> [..., :L], optionally + u * D).\n" + str(report))
+    with torch.no_grad(), warnings.catch_warnings():
+        # ep.module() refuses eval() and is always "training"; the model itself was set to eval.
+        warnings.filterwarnings("ignore", message="Exporting a model while it is in training mode")
+        program = torch.onnx.export(gm, example_inputs, dynamo=True, dynamic_shapes=dynamic_shapes,
+                                    custom_translation_table=custom_translation_table(),
+                                    opset_version=opset_version, input_names=input_names,
+                                    output_names=output_names, verbose=False)
+    path = Path(path)
+    program.save(str(path))
+    model_proto = onnx.load(str(path), load_external_data=False)
+    report.onnx_path = str(path)
+    report.fftconv_nodes = sum(1 for n in model_proto.graph.node if n.domain == DOMAIN and n.op_type == OP_NAME)
+    if report.fftconv_nodes != len(report.rewrites):
+        raise RuntimeError(f"fftconv-rt export: {len(report.rewrites)} convolutions rewritten but the ONNX "
+                           f"model has {report.fftconv_nodes} {OP_NAME} nodes")
+    return report

@@ -1,0 +1,235 @@
+"""Long-convolution patterns: each is a small matcher from an anchor node of
+an exported graph to a Match that the rewriter turns into one FFTConv call.
+
+A pattern is a function (node) -> Match | Skip | None registered with
+@pattern; None means "not this pattern", Skip means "this FFT looked like a
+convolution but cannot be rewritten exactly" (with the reason, for the report).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import sympy
+import torch
+from torch import fx
+
+from .graph import (aten, expr, is_scalar, module_path, only_user, provably_nonnegative, same_size,
+                    shape_env, shape_exprs, strip_casts, tensor_val)
+
+
+@dataclass
+class Match:
+    pattern: str
+    anchor: fx.Node            # the node that identifies the convolution (the inverse FFT)
+    end: fx.Node               # the last node replaced; its users receive the op's output
+    u: fx.Node
+    k: fx.Node
+    D: Optional[fx.Node] = None
+    D_needs_flatten: bool = False
+    fft_size: int = 0
+    details: dict = field(default_factory=dict)
+
+
+@dataclass
+class Skip:
+    anchor: fx.Node
+    reason: str
+
+
+PatternFn = Callable[[fx.Node], "Match | Skip | None"]
+PATTERNS: list[tuple[str, PatternFn]] = []
+
+
+def pattern(name: str):
+    def register(fn: PatternFn) -> PatternFn:
+        PATTERNS.append((name, fn))
+        return fn
+    return register
+
+
+# ---- pieces shared by the rfft/irfft patterns ---------------------------------
+
+_RFFT = {aten.fft_rfft.default}
+_IRFFT = {aten.fft_irfft.default}
+
+
+def _arg(node: fx.Node, index: int, name: str, default=None):
+    if len(node.args) > index:
+        return node.args[index]
+    return node.kwargs.get(name, default)
+
+
+def _norm_scale(norm: Optional[str], n: sympy.Expr, inverse: bool) -> sympy.Expr:
+    """The factor a torch.fft norm mode applies."""
+    if norm == "ortho":
+        return 1 / sympy.sqrt(n)
+    if norm == "forward":
+        return sympy.Integer(1) if inverse else 1 / n
+    return 1 / n if inverse else sympy.Integer(1)  # None / "backward"
+
+
+def _is_last_dim(node: fx.Node, dim) -> bool:
+    t = tensor_val(node)
+    return t is not None and dim in (-1, t.dim() - 1)
+
+
+def _peel_scalars(node, factors: list):
+    """Walks up through multiplications/divisions by scalars, collecting the factors."""
+    while isinstance(node, fx.Node) and node.op == "call_function":
+        a, b = (node.args + (None, None))[:2]
+        if node.target in (aten.mul.Tensor, aten.mul.Scalar):
+            if is_scalar(b):
+                factors.append(expr(b)); node = a; continue
+            if is_scalar(a):
+                factors.append(expr(a)); node = b; continue
+        if node.target in (aten.div.Tensor, aten.div.Scalar) and is_scalar(b):
+            factors.append(1 / expr(b)); node = a; continue
+        break
+    return node
+
+
+@dataclass
+class _Spectrum:
+    source: fx.Node  # the real tensor transformed, casts stripped
+    n: object
+    norm: Optional[str]
+
+
+def _as_rfft(node) -> Optional[_Spectrum]:
+    if not (isinstance(node, fx.Node) and node.op == "call_function" and node.target in _RFFT):
+        return None
+    x = node.args[0]
+    if not _is_last_dim(x, _arg(node, 2, "dim", -1)):
+        return None
+    return _Spectrum(strip_casts(x), _arg(node, 1, "n"), _arg(node, 3, "norm"))
+
+
+def _causal_slice(irfft: fx.Node, length) -> Optional[fx.Node]:
+    """The [..., :L] slice that is the only user of the inverse FFT, or None."""
+    user = only_user(irfft)
+    if user is None or user.target != aten.slice.Tensor:
+        return None
+    dim = _arg(user, 1, "dim", 0)
+    start = _arg(user, 2, "start", None)
+    end = _arg(user, 3, "end", None)
+    step = _arg(user, 4, "step", 1)
+    if not _is_last_dim(irfft, dim) or start not in (None, 0) or step != 1:
+        return None
+    return user if same_size(end, length) else None
+
+
+def _skip_term(y: fx.Node, u: fx.Node, H) -> tuple[Optional[fx.Node], Optional[fx.Node], bool]:
+    """`y + u * D` with D of shape (H, 1) or (1, H, 1): returns (add node, D source, needs flatten)."""
+    add = only_user(y)
+    if add is None or add.target != aten.add.Tensor or len(add.args) != 2 or add.kwargs.get("alpha", 1) != 1:
+        return None, None, False
+    other = add.args[1] if add.args[0] is y else add.args[0]
+    if not (isinstance(other, fx.Node) and other.target == aten.mul.Tensor and only_user(other) is add):
+        return None, None, False
+    a, b = other.args[:2]
+    for x, d in ((a, b), (b, a)):
+        if not isinstance(x, fx.Node) or strip_casts(x) is not u or not isinstance(d, fx.Node):
+            continue
+        if d.target == aten.unsqueeze.default and _arg(d, 1, "dim") in (-1, 1):
+            base = d.args[0]
+            bs = shape_exprs(base)
+            if bs is not None and len(bs) == 1 and same_size(bs[0], H):
+                return add, base, False
+        ds = shape_exprs(d)
+        if ds is not None and len(ds) in (2, 3) and all(s == 1 for s in ds[:-2]) and \
+                same_size(ds[-2], H) and ds[-1] == 1:
+            return add, d, True
+    return None, None, False
+
+
+def _output_cast(node: fx.Node, dtype: torch.dtype) -> fx.Node:
+    """Extends the replaced region over a final cast back to u's dtype."""
+    user = only_user(node)
+    if user is not None and user.target in (aten.to.dtype, aten._to_copy.default):
+        t = tensor_val(user)
+        if t is not None and t.dtype == dtype:
+            return user
+    return node
+
+
+# ---- P1 / P2: rfft(u, n) * rfft(k, n) -> irfft(n) -> [..., :L] (+ u * D) -------
+
+@pattern("P1/P2 rfft-irfft causal convolution")
+def rfft_product_conv(node: fx.Node):
+    if node.op != "call_function" or node.target not in _IRFFT:
+        return None
+    n = _arg(node, 1, "n")
+    if n is None or not _is_last_dim(node, _arg(node, 2, "dim", -1)):
+        return None
+    factors: list = []
+    product = _peel_scalars(node.args[0], factors)
+    if not (isinstance(product, fx.Node) and product.target == aten.mul.Tensor):
+        return None
+    spectra = []
+    for operand in product.args[:2]:
+        spectrum = _as_rfft(_peel_scalars(operand, factors))
+        if spectrum is None:
+            return None
+        spectra.append(spectrum)
+
+    # u is the (B, H, L) operand, k the (H, Lk) one.
+    ranks = [len(shape_exprs(s.source) or []) for s in spectra]
+    if sorted(ranks) != [2, 3]:
+        return Skip(node, f"rfft operands have ranks {ranks}; this pattern needs (B, H, L) and (H, Lk)")
+    u_spec, k_spec = (spectra[0], spectra[1]) if ranks[0] == 3 else (spectra[1], spectra[0])
+    u, k = u_spec.source, k_spec.source
+    B, H, L = shape_exprs(u)
+    Hk, Lk = shape_exprs(k)
+    if sympy.simplify(H - Hk) != 0:
+        return Skip(node, "filter channels do not match the input's")
+    if not (same_size(u_spec.n, n) and same_size(k_spec.n, n)):
+        return Skip(node, "the forward and inverse FFT sizes differ")
+
+    n_expr = expr(n)
+    scale = sympy.Mul(*factors) * _norm_scale(u_spec.norm, n_expr, False) * \
+        _norm_scale(k_spec.norm, n_expr, False) * _norm_scale(_arg(node, 3, "norm"), n_expr, True)
+    if sympy.simplify(scale * n_expr - 1) != 0:
+        return Skip(node, f"the FFT scale factors multiply to {scale}, not 1/n: not a convolution")
+
+    end = _causal_slice(node, L)
+    if end is None:
+        return Skip(node, "the inverse FFT is not followed by a causal slice [..., :L]")
+
+    env = shape_env(u) or shape_env(k)
+    if provably_nonnegative(n_expr - L - Lk + 1, env):
+        fft_size = 0  # linear for every length: the op's automatic size
+    elif n_expr.is_number and provably_nonnegative(n_expr - L, env) and provably_nonnegative(n_expr - Lk, env):
+        fft_size = int(n_expr)  # circular of a fixed period, kept exactly
+    else:
+        return Skip(node, f"cannot prove n = {n_expr} >= L + Lk - 1 = {L + Lk - 1} for every allowed "
+                          "length; export with static shapes or a filter as long as the input")
+
+    u_dtype = tensor_val(u).dtype
+    if u_dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        return Skip(node, f"input dtype {u_dtype} is not float32, float16 or bfloat16")
+
+    add, D, flatten = _skip_term(end, u, H)
+    if add is not None:
+        end = add
+    end = _output_cast(end, u_dtype)
+
+    explicit_scale = bool(factors) or u_spec.norm not in (None, "backward") or \
+        _arg(node, 3, "norm") not in (None, "backward")
+    return Match(
+        pattern="P1" if explicit_scale else "P2", anchor=node, end=end, u=u, k=k, D=D,
+        D_needs_flatten=flatten, fft_size=fft_size,
+        details={"n": str(n_expr), "scale": "explicit 1/n" if explicit_scale else "irfft default",
+                 "skip": D is not None, "module": module_path(node),
+                 "u_shape": [str(s) for s in (B, H, L)], "k_shape": [str(Hk), str(Lk)]})
+
+
+FFT_TARGETS = {aten.fft_rfft.default, aten.fft_irfft.default, aten.fft_fft.default, aten.fft_ifft.default,
+               aten.fft_fftn.default, aten.fft_ifftn.default, aten.fft_rfftn.default, aten.fft_irfftn.default,
+               aten.fft_hfft.default, aten.fft_ihfft.default, aten.fft_fft2.default, aten.fft_ifft2.default,
+               aten.fft_rfft2.default, aten.fft_irfft2.default}
+
+
+def fft_nodes(graph: fx.Graph) -> list[fx.Node]:
+    return [n for n in graph.nodes if n.op == "call_function" and n.target in FFT_TARGETS]

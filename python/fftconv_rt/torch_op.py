@@ -1,0 +1,95 @@
+"""The op for PyTorch: torch.ops.fftconv_rt.fftconv and the FFTConv module.
+
+The kernel calls the core C ABI through ctypes (no libtorch build dependency).
+The fake implementation lets torch.export / torch.onnx.export trace it, and
+onnx_translation.py turns it into one fftconv_rt::FFTConv node.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from . import _lib
+
+_TORCH_CODES = {torch.float32: _lib.FLOAT32, torch.float16: _lib.FLOAT16, torch.bfloat16: _lib.BFLOAT16}
+_OTHER_CODES = {torch.float64: 11, torch.int32: 6, torch.int64: 7, torch.uint8: 2, torch.int8: 3, torch.bool: 9}
+
+
+def _dtype_code(t: Tensor) -> int:
+    return _TORCH_CODES.get(t.dtype) or _OTHER_CODES.get(t.dtype, 0)
+
+
+def _resolve(u, k, D, pregate, postgate, fft_size, layout):
+    tensors = (u, k, D, pregate, postgate)
+    descs = [_lib.describe(t.shape, _dtype_code(t)) if t is not None else _lib.describe((), None)
+             for t in tensors]
+    return _lib.resolve(descs, fft_size, layout)
+
+
+def _check_tensor_args(u, k, D, pregate, postgate):
+    for name, t in zip(_lib.INPUT_NAMES, (u, k, D, pregate, postgate)):
+        if t is not None and not isinstance(t, Tensor):
+            raise _lib.FFTConvError(f"FFTConv: input '{name}' must be a torch.Tensor, got {type(t).__name__}")
+
+
+@torch.library.custom_op("fftconv_rt::fftconv", mutates_args=(), device_types="cpu")
+def fftconv(u: Tensor, k: Tensor, D: Optional[Tensor] = None, pregate: Optional[Tensor] = None,
+            postgate: Optional[Tensor] = None, fft_size: int = 0, layout: str = "BHL") -> Tensor:
+    """y = postgate * (irfft(rfft(pregate*u, n) * rfft(k, n), n)[..., :L] + D * pregate*u); see op_spec.toml.
+
+    Non-contiguous inputs are copied to contiguous memory first."""
+    _check_tensor_args(u, k, D, pregate, postgate)
+    params, out_shape = _resolve(u, k, D, pregate, postgate, fft_size, layout)
+    tensors = [t.contiguous() if t is not None else None for t in (u, k, D, pregate, postgate)]
+    y = torch.empty(out_shape, dtype=u.dtype, device=u.device)
+    if y.numel() == 0:
+        return y
+    for name, t in zip(_lib.INPUT_NAMES, tensors):
+        setattr(params, name, t.data_ptr() if t is not None else None)
+    params.y = y.data_ptr()
+    params.num_threads = torch.get_num_threads()
+    _lib.check(_lib.core().fftconv_cpu_forward(ctypes.byref(params), None))
+    return y
+
+
+@fftconv.register_kernel("cuda")
+def _fftconv_cuda(u, k, D=None, pregate=None, postgate=None, fft_size=0, layout="BHL"):
+    raise _lib.FFTConvError(
+        "FFTConv: CUDA tensors need the fftconv-rt CUDA kernels, which this build does not have yet; "
+        "move the tensors to the CPU")
+
+
+@fftconv.register_fake
+def _fftconv_fake(u, k, D=None, pregate=None, postgate=None, fft_size=0, layout="BHL"):
+    if u.dim() != 3:
+        raise _lib.FFTConvError(f"FFTConv: input 'u' must be rank 3, got rank {u.dim()}")
+    if k.dim() != 2:
+        raise _lib.FFTConvError(f"FFTConv: input 'k' must be rank 2 (H, Lk), got rank {k.dim()}")
+    if layout not in ("BHL", "BLH"):
+        raise _lib.FFTConvError(f"FFTConv: attribute 'layout' must be \"BHL\" or \"BLH\", got {layout!r}")
+    return torch.empty_like(u, memory_format=torch.contiguous_format)
+
+
+class FFTConv(torch.nn.Module):
+    """A long convolution layer: a learned filter k (H, Lk), an optional skip D (H,).
+
+    forward(u, pregate=None, postgate=None) runs fftconv_rt::fftconv; it exports
+    to ONNX as one FFTConv node.
+    """
+
+    def __init__(self, channels: int, filter_len: int, skip: bool = True, fft_size: int = 0,
+                 layout: str = "BHL", decay: float = 4.0):
+        super().__init__()
+        t = torch.arange(filter_len, dtype=torch.float32)
+        envelope = torch.exp(-decay * t / max(filter_len, 1))
+        self.k = torch.nn.Parameter(torch.randn(channels, filter_len) * envelope / filter_len ** 0.5)
+        self.D = torch.nn.Parameter(torch.randn(channels)) if skip else None
+        self.fft_size = fft_size
+        self.layout = layout
+
+    def forward(self, u: Tensor, pregate: Optional[Tensor] = None, postgate: Optional[Tensor] = None) -> Tensor:
+        return fftconv(u, self.k, self.D, pregate, postgate, self.fft_size, self.layout)
