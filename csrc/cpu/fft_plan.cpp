@@ -1,6 +1,8 @@
 #include "fft_plan.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <utility>
@@ -8,54 +10,58 @@
 namespace fftconv {
 namespace {
 
-// Hot loops get an AVX2/FMA clone on machines that have it; the default clone keeps
-// the library loadable on any x86-64.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
-#define FFTCONV_SIMD_CLONES __attribute__((target_clones("avx2,fma", "default")))
-#else
-#define FFTCONV_SIMD_CLONES
-#endif
+// Columns per block of the four-step split (two cache lines of floats per row).
+constexpr int64_t kColumnBlock = 32;
 
+
+// One radix-4 butterfly: inputs a, b, c, d; outputs to y0..y3 with twiddles w1..w3.
+#define FFTCONV_RADIX4(AR, AI, BR, BI, CR, CI, DR, DI, W1R, W1I, W2R, W2I, W3R, W3I, Y0, Y1, Y2, Y3) \
+  do {                                                                                         \
+    const float apc_r = (AR) + (CR), apc_i = (AI) + (CI);                                      \
+    const float amc_r = (AR) - (CR), amc_i = (AI) - (CI);                                      \
+    const float bpd_r = (BR) + (DR), bpd_i = (BI) + (DI);                                      \
+    const float jbmd_r = (DI) - (BI), jbmd_i = (BR) - (DR); /* j * (b - d) */                  \
+    const float t1r = amc_r - jbmd_r, t1i = amc_i - jbmd_i;                                    \
+    const float t2r = apc_r - bpd_r, t2i = apc_i - bpd_i;                                      \
+    const float t3r = amc_r + jbmd_r, t3i = amc_i + jbmd_i;                                    \
+    yr[Y0] = apc_r + bpd_r;                                                                    \
+    yi[Y0] = apc_i + bpd_i;                                                                    \
+    yr[Y1] = t1r * (W1R) - t1i * (W1I);                                                        \
+    yi[Y1] = t1r * (W1I) + t1i * (W1R);                                                        \
+    yr[Y2] = t2r * (W2R) - t2i * (W2I);                                                        \
+    yi[Y2] = t2r * (W2I) + t2i * (W2R);                                                        \
+    yr[Y3] = t3r * (W3R) - t3i * (W3I);                                                        \
+    yi[Y3] = t3r * (W3I) + t3i * (W3R);                                                        \
+  } while (0)
+
+// Twiddles are planar: w^p at [p], w^2p at [quarter + p], w^3p at [2*quarter + p].
 FFTCONV_SIMD_CLONES
 void radix4_stage(int64_t span, int64_t stride, const float* twr, const float* twi,
                   const float* __restrict xr, const float* __restrict xi, float* __restrict yr,
                   float* __restrict yi) {
   const int64_t quarter = span / 4;
   const int64_t s = stride;
+  const float *w1r = twr, *w2r = twr + quarter, *w3r = twr + 2 * quarter;
+  const float *w1i = twi, *w2i = twi + quarter, *w3i = twi + 2 * quarter;
+  if (s == 1) {
+    // First stage of a single sequence: vectorise along p (stores interleave by 4).
+    for (int64_t p = 0; p < quarter; ++p)
+      FFTCONV_RADIX4(xr[p], xi[p], xr[p + quarter], xi[p + quarter], xr[p + 2 * quarter],
+                     xi[p + 2 * quarter], xr[p + 3 * quarter], xi[p + 3 * quarter], w1r[p], w1i[p],
+                     w2r[p], w2i[p], w3r[p], w3i[p], 4 * p, 4 * p + 1, 4 * p + 2, 4 * p + 3);
+    return;
+  }
   for (int64_t p = 0; p < quarter; ++p) {
-    const float w1r = twr[3 * p], w1i = twi[3 * p];
-    const float w2r = twr[3 * p + 1], w2i = twi[3 * p + 1];
-    const float w3r = twr[3 * p + 2], w3i = twi[3 * p + 2];
-    const float* ar = xr + s * p;
-    const float* ai = xi + s * p;
-    const float* br = ar + s * quarter;
-    const float* bi = ai + s * quarter;
-    const float* cr = br + s * quarter;
-    const float* ci = bi + s * quarter;
-    const float* dr = cr + s * quarter;
-    const float* di = ci + s * quarter;
-    float* y0r = yr + s * 4 * p;
-    float* y0i = yi + s * 4 * p;
-    for (int64_t q = 0; q < s; ++q) {
-      const float apc_r = ar[q] + cr[q], apc_i = ai[q] + ci[q];
-      const float amc_r = ar[q] - cr[q], amc_i = ai[q] - ci[q];
-      const float bpd_r = br[q] + dr[q], bpd_i = bi[q] + di[q];
-      // j * (b - d)
-      const float jbmd_r = -(bi[q] - di[q]), jbmd_i = br[q] - dr[q];
-      y0r[q] = apc_r + bpd_r;
-      y0i[q] = apc_i + bpd_i;
-      const float t1r = amc_r - jbmd_r, t1i = amc_i - jbmd_i;
-      const float t2r = apc_r - bpd_r, t2i = apc_i - bpd_i;
-      const float t3r = amc_r + jbmd_r, t3i = amc_i + jbmd_i;
-      y0r[s + q] = t1r * w1r - t1i * w1i;
-      y0i[s + q] = t1r * w1i + t1i * w1r;
-      y0r[2 * s + q] = t2r * w2r - t2i * w2i;
-      y0i[2 * s + q] = t2r * w2i + t2i * w2r;
-      y0r[3 * s + q] = t3r * w3r - t3i * w3i;
-      y0i[3 * s + q] = t3r * w3i + t3i * w3r;
-    }
+    const float a1r = w1r[p], a1i = w1i[p], a2r = w2r[p], a2i = w2i[p], a3r = w3r[p], a3i = w3i[p];
+    const int64_t in = s * p, out = s * 4 * p, step = s * quarter;
+    for (int64_t q = 0; q < s; ++q)
+      FFTCONV_RADIX4(xr[in + q], xi[in + q], xr[in + step + q], xi[in + step + q],
+                     xr[in + 2 * step + q], xi[in + 2 * step + q], xr[in + 3 * step + q],
+                     xi[in + 3 * step + q], a1r, a1i, a2r, a2i, a3r, a3i, out + q, out + s + q,
+                     out + 2 * s + q, out + 3 * s + q);
   }
 }
+#undef FFTCONV_RADIX4
 
 FFTCONV_SIMD_CLONES
 void radix2_stage(int64_t span, int64_t stride, const float* twr, const float* twi,
@@ -81,9 +87,27 @@ void radix2_stage(int64_t span, int64_t stride, const float* twr, const float* t
   }
 }
 
+// From this size on, the four-step split beats one whole Stockham transform
+// (the whole transform streams every stage through L2).
+constexpr int64_t kSplitFrom = int64_t(1) << 13;
+
+// Multiplies kColumnBlock values by start * lane[j] (conjugated for the inverse).
+FFTCONV_SIMD_CLONES
+void twiddle(float start_re, float start_im, const float* lane_re, const float* lane_im,
+             float* __restrict re, float* __restrict im, bool conjugate) {
+  const float sign = conjugate ? -1.f : 1.f;
+  for (int64_t j = 0; j < kColumnBlock; ++j) {
+    const float c = start_re * lane_re[j] - start_im * lane_im[j];
+    const float s = sign * (start_re * lane_im[j] + start_im * lane_re[j]);
+    const float r = re[j], m = im[j];
+    re[j] = r * c - m * s;
+    im[j] = r * s + m * c;
+  }
+}
+
 }  // namespace
 
-FftPlan::FftPlan(int64_t size) : size_(size) {
+StockhamFft::StockhamFft(int64_t size) : size_(size) {
   int64_t span = size, stride = 1;
   while (span >= 2) {
     Stage st;
@@ -96,31 +120,146 @@ FftPlan::FftPlan(int64_t size) : size_(size) {
     st.tw_im.resize(size_t(count * per_p));
     for (int64_t p = 0; p < count; ++p) {
       for (int64_t j = 1; j <= per_p; ++j) {
-        // exp(-2 pi i j p / span), computed in double then rounded once
+        // exp(-2 pi i j p / span), computed in double then rounded once; planar by j
         const double angle = -2.0 * M_PI * double((j * p) % span) / double(span);
-        st.tw_re[size_t(p * per_p + j - 1)] = float(std::cos(angle));
-        st.tw_im[size_t(p * per_p + j - 1)] = float(std::sin(angle));
+        st.tw_re[size_t((j - 1) * count + p)] = float(std::cos(angle));
+        st.tw_im[size_t((j - 1) * count + p)] = float(std::sin(angle));
       }
     }
+    span /= st.radix;
+    stride *= st.radix;
     stages_.push_back(std::move(st));
-    span /= stages_.back().radix;
-    stride *= stages_.back().radix;
   }
 }
 
-void FftPlan::forward(float* re, float* im, float* scratch_re, float* scratch_im, float** out_re,
-                      float** out_im) const {
+bool StockhamFft::forward(int64_t batch, float* re, float* im, float* scratch_re, float* scratch_im) const {
   float *xr = re, *xi = im, *yr = scratch_re, *yi = scratch_im;
   for (const Stage& st : stages_) {
     if (st.radix == 4)
-      radix4_stage(st.span, st.stride, st.tw_re.data(), st.tw_im.data(), xr, xi, yr, yi);
+      radix4_stage(st.span, st.stride * batch, st.tw_re.data(), st.tw_im.data(), xr, xi, yr, yi);
     else
-      radix2_stage(st.span, st.stride, st.tw_re.data(), st.tw_im.data(), xr, xi, yr, yi);
+      radix2_stage(st.span, st.stride * batch, st.tw_re.data(), st.tw_im.data(), xr, xi, yr, yi);
     std::swap(xr, yr);
     std::swap(xi, yi);
   }
-  *out_re = xr;
-  *out_im = xi;
+  return xr != re;
+}
+
+FftPlan::FftPlan(int64_t size) : size_(size) {
+  split_ = size >= kSplitFrom;
+  if (!split_) {
+    whole_ = std::make_unique<StockhamFft>(size);
+    work_floats_ = 2 * size;
+  } else {
+    int log2n = 0;
+    while ((int64_t(1) << log2n) < size) ++log2n;
+    // Columns of at most 64 rows: longer ones make the strided block gathers
+    // thrash the caches (the row pitch is a power of two).
+    n1_ = int64_t(1) << std::min(log2n / 2, 6);
+    n2_ = size / n1_;
+    col_ = std::make_unique<StockhamFft>(n1_);
+    row_ = std::make_unique<StockhamFft>(n2_);
+    // W_N^(k1*n2) with n2 = c0 + j is formed per block as W_N^(k1*c0) * W_N^(k1*j): two
+    // small tables instead of one as large as the data, which would not stay in cache.
+    const int64_t blocks = n2_ / kColumnBlock;
+    auto unit = [size](int64_t e, float* re, float* im) {
+      const double angle = -2.0 * M_PI * double(e % size) / double(size);
+      *re = float(std::cos(angle));
+      *im = float(std::sin(angle));
+    };
+    tw_lane_re_.resize(size_t(n1_ * kColumnBlock));
+    tw_lane_im_.resize(size_t(n1_ * kColumnBlock));
+    for (int64_t k1 = 0; k1 < n1_; ++k1)
+      for (int64_t j = 0; j < kColumnBlock; ++j)
+        unit(k1 * j, &tw_lane_re_[size_t(k1 * kColumnBlock + j)], &tw_lane_im_[size_t(k1 * kColumnBlock + j)]);
+    tw_block_re_.resize(size_t(blocks * n1_));
+    tw_block_im_.resize(size_t(blocks * n1_));
+    for (int64_t b = 0; b < blocks; ++b)
+      for (int64_t k1 = 0; k1 < n1_; ++k1)
+        unit(k1 * b * kColumnBlock, &tw_block_re_[size_t(b * n1_ + k1)], &tw_block_im_[size_t(b * n1_ + k1)]);
+    // a column block and its ping-pong partner, or a row's partner
+    work_floats_ = std::max(4 * n1_ * kColumnBlock, 2 * n2_);
+  }
+}
+
+// Length-N1 transforms down every column of the N1 x N2 matrix, a block of
+// columns at a time, with the twiddle W_N^(n2*k1) applied after (forward) or
+// its conjugate before (inverse).
+// Rows at or past `rows_used` are zero on input (forward) or not needed on output (inverse).
+void FftPlan::columns(float* re, float* im, float* work, bool inverse, int64_t rows_used) const {
+  const int64_t V = kColumnBlock;
+  float* br = work;
+  float* bi = br + n1_ * V;
+  float* sr = bi + n1_ * V;
+  float* si = sr + n1_ * V;
+  const int64_t rows_in = inverse ? n1_ : rows_used;
+  const int64_t rows_out = inverse ? rows_used : n1_;
+  for (int64_t c0 = 0; c0 < n2_; c0 += V) {
+    const float* start_re = &tw_block_re_[size_t((c0 / V) * n1_)];
+    const float* start_im = &tw_block_im_[size_t((c0 / V) * n1_)];
+    for (int64_t r = 0; r < rows_in; ++r) {
+      std::memcpy(br + r * V, re + r * n2_ + c0, sizeof(float) * size_t(V));
+      std::memcpy(bi + r * V, im + r * n2_ + c0, sizeof(float) * size_t(V));
+      if (inverse)
+        twiddle(start_re[r], start_im[r], &tw_lane_re_[size_t(r * V)], &tw_lane_im_[size_t(r * V)],
+                br + r * V, bi + r * V, true);
+    }
+    std::fill(br + rows_in * V, br + n1_ * V, 0.f);
+    std::fill(bi + rows_in * V, bi + n1_ * V, 0.f);
+    // the inverse is the forward transform with real and imaginary swapped
+    const bool in_scratch = inverse ? col_->forward(V, bi, br, si, sr) : col_->forward(V, br, bi, sr, si);
+    const float* outr = in_scratch ? sr : br;
+    const float* outi = in_scratch ? si : bi;
+    for (int64_t r = 0; r < rows_out; ++r) {
+      std::memcpy(re + r * n2_ + c0, outr + r * V, sizeof(float) * size_t(V));
+      std::memcpy(im + r * n2_ + c0, outi + r * V, sizeof(float) * size_t(V));
+      if (!inverse)
+        twiddle(start_re[r], start_im[r], &tw_lane_re_[size_t(r * V)], &tw_lane_im_[size_t(r * V)],
+                re + r * n2_ + c0, im + r * n2_ + c0, false);
+    }
+  }
+}
+
+// Length-N2 transforms along every (contiguous) row.
+void FftPlan::rows(float* re, float* im, float* work, bool inverse) const {
+  float* sr = work;
+  float* si = work + n2_;
+  for (int64_t r = 0; r < n1_; ++r) {
+    float* xr = re + r * n2_;
+    float* xi = im + r * n2_;
+    const bool in_scratch = inverse ? row_->forward(1, xi, xr, si, sr) : row_->forward(1, xr, xi, sr, si);
+    if (in_scratch) {
+      std::memcpy(xr, sr, sizeof(float) * size_t(n2_));
+      std::memcpy(xi, si, sizeof(float) * size_t(n2_));
+    }
+  }
+}
+
+void FftPlan::forward(float* re, float* im, float* work, int64_t nonzero) const {
+  if (!split_) {
+    std::fill(re + nonzero, re + size_, 0.f);
+    std::fill(im + nonzero, im + size_, 0.f);
+    if (whole_->forward(1, re, im, work, work + size_)) {
+      std::memcpy(re, work, sizeof(float) * size_t(size_));
+      std::memcpy(im, work + size_, sizeof(float) * size_t(size_));
+    }
+    return;
+  }
+  columns(re, im, work, false, (nonzero + n2_ - 1) / n2_);
+  rows(re, im, work, false);
+}
+
+void FftPlan::inverse(float* re, float* im, float* work, int64_t needed) const {
+  if (!split_) {
+    // the inverse is the forward transform with real and imaginary swapped
+    if (whole_->forward(1, im, re, work + size_, work)) {
+      std::memcpy(re, work, sizeof(float) * size_t(size_));
+      std::memcpy(im, work + size_, sizeof(float) * size_t(size_));
+    }
+    return;
+  }
+  rows(re, im, work, true);
+  columns(re, im, work, true, (needed + n2_ - 1) / n2_);
 }
 
 std::shared_ptr<const FftPlan> FftPlan::get(int64_t size) {

@@ -97,10 +97,11 @@ int thread_count(const fftconv_params& p, int64_t m, int64_t items) {
   return std::max(1, hw);
 }
 
-// Per-thread buffers: the packed pair and the FFT's ping-pong partner.
+// Per-thread buffers: the packed pair and the transform's work memory.
 struct Scratch {
-  explicit Scratch(int64_t m) : re(size_t(m)), im(size_t(m)), tmp_re(size_t(m)), tmp_im(size_t(m)) {}
-  std::vector<float> re, im, tmp_re, tmp_im;
+  explicit Scratch(const FftPlan& plan)
+      : re(size_t(plan.size())), im(size_t(plan.size())), work(size_t(plan.work_floats())) {}
+  std::vector<float> re, im, work;
 };
 
 struct RowAddress {
@@ -115,52 +116,77 @@ RowAddress row_address(const fftconv_params& p, int64_t row) {
   return {row * p.L, 1};
 }
 
+// Floats of one channel's prepared spectrum: real and imaginary parts at the
+// plan's canonical positions (see FftPlan::for_each_conjugate_run).
+int64_t channel_floats(const FftPlan& plan) { return 2 * plan.canonical_count(); }
+
 void prepare_filter(const fftconv_params& p, float* spectrum) {
   const int64_t m = transform_size(p.L, p.Lk, p.fft_size);
-  const int64_t bins = m / 2 + 1;
   const int64_t taps = used_taps(p.L, p.Lk, p.fft_size);
   const auto plan = FftPlan::get(m);
+  const int64_t bins = plan->canonical_count();
   // 1/2 from separating the packed pair, 1/2 from the (K1 +- K2)/2 of the product,
   // 1/m of the inverse transform: all folded into the stored spectrum.
   const float scale = 0.25f / float(m);
   const int64_t pairs = (p.H + 1) / 2;
   parallel_for(pairs, thread_count(p, m, pairs), [&](int64_t begin, int64_t end) {
-    Scratch s(m);
+    Scratch s(*plan);
     for (int64_t pair = begin; pair < end; ++pair) {
       const int64_t h1 = 2 * pair, h2 = h1 + 1;
-      std::fill(s.re.begin(), s.re.end(), 0.f);
-      std::fill(s.im.begin(), s.im.end(), 0.f);
-      for (int64_t t = 0; t < taps; ++t) s.re[size_t(t)] = load_any(p.k, p.k_dtype, h1 * p.Lk + t);
-      if (h2 < p.H)
-        for (int64_t t = 0; t < taps; ++t) s.im[size_t(t)] = load_any(p.k, p.k_dtype, h2 * p.Lk + t);
-      float *zr, *zi;
-      plan->forward(s.re.data(), s.im.data(), s.tmp_re.data(), s.tmp_im.data(), &zr, &zi);
+      for (int64_t t = 0; t < taps; ++t) {
+        s.re[size_t(t)] = load_any(p.k, p.k_dtype, h1 * p.Lk + t);
+        s.im[size_t(t)] = h2 < p.H ? load_any(p.k, p.k_dtype, h2 * p.Lk + t) : 0.f;
+      }
+      plan->forward(s.re.data(), s.im.data(), s.work.data(), taps);
+      const float* zr = s.re.data();
+      const float* zi = s.im.data();
       float* k1r = spectrum + h1 * 2 * bins;
       float* k1i = k1r + bins;
       float* k2r = h2 < p.H ? spectrum + h2 * 2 * bins : nullptr;
       float* k2i = k2r ? k2r + bins : nullptr;
-      for (int64_t f = 0; f < bins; ++f) {
-        const int64_t j = (m - f) & (m - 1);
-        // K1 = (Z[f] + conj Z[-f]) / 2, K2 = (Z[f] - conj Z[-f]) / 2i
-        k1r[f] = (zr[f] + zr[j]) * scale;
-        k1i[f] = (zi[f] - zi[j]) * scale;
-        if (k2r) {
-          k2r[f] = (zi[f] + zi[j]) * scale;
-          k2i[f] = (zr[j] - zr[f]) * scale;
+      plan->for_each_conjugate_run([&](int64_t p0, int64_t q0, int64_t count) {
+        for (int64_t t = 0; t < count; ++t) {
+          const int64_t i = p0 + t, j = q0 - t;
+          // K1 = (Z[f] + conj Z[-f]) / 2, K2 = (Z[f] - conj Z[-f]) / 2i, stored at f's position
+          k1r[i] = (zr[i] + zr[j]) * scale;
+          k1i[i] = (zi[i] - zi[j]) * scale;
+          if (k2r) {
+            k2r[i] = (zi[i] + zi[j]) * scale;
+            k2i[i] = (zr[j] - zr[i]) * scale;
+          }
         }
-      }
+      });
     }
   });
+}
+
+// W[f] = Z[f] a + conj(Z[-f]) c and W[-f] = Z[-f] conj(a) + conj(Z[f]) conj(c) with
+// a = (K1 + K2)/2, c = (K1 - K2)/2 (already scaled by 1/m), over the run of
+// positions p0 + t (frequency f) and q0 - t (frequency -f).
+FFTCONV_SIMD_CLONES
+void spectral_product(int64_t p0, int64_t q0, int64_t count, const float* k1r, const float* k1i,
+                      const float* k2r, const float* k2i, float* zr, float* zi) {
+  for (int64_t t = 0; t < count; ++t) {
+    const int64_t i = p0 + t, j = q0 - t;
+    const float ar = k1r[i] + k2r[i], ai = k1i[i] + k2i[i];
+    const float cr = k1r[i] - k2r[i], ci = k1i[i] - k2i[i];
+    const float zfr = zr[i], zfi = zi[i], zjr = zr[j], zji = zi[j];
+    zr[i] = zfr * ar - zfi * ai + zjr * cr + zji * ci;
+    zi[i] = zfr * ai + zfi * ar + zjr * ci - zji * cr;
+    // for f = -f (0 and m/2) a and c are real and this rewrites the same value
+    zr[j] = zjr * ar + zji * ai + zfr * cr - zfi * ci;
+    zi[j] = zji * ar - zjr * ai - zfr * ci - zfi * cr;
+  }
 }
 
 template <int DT>
 void run_rows(const fftconv_params& p, const float* spectrum, const std::vector<float>& D) {
   using E = Elem<DT>;
   const int64_t m = transform_size(p.L, p.Lk, p.fft_size);
-  const int64_t bins = m / 2 + 1;
   const bool circular = is_circular(p.L, p.Lk, p.fft_size);
   const int64_t n = p.fft_size;
   const auto plan = FftPlan::get(m);
+  const int64_t bins = plan->canonical_count();
   const int64_t rows = p.B * p.H;
   const int64_t pairs = (rows + 1) / 2;
   const int64_t L = p.L;
@@ -194,46 +220,31 @@ void run_rows(const fftconv_params& p, const float* spectrum, const std::vector<
   };
 
   parallel_for(pairs, thread_count(p, m, pairs), [&](int64_t begin, int64_t end) {
-    Scratch s(m);
+    Scratch s(*plan);
+    float* zr = s.re.data();
+    float* zi = s.im.data();
     for (int64_t pair = begin; pair < end; ++pair) {
       const int64_t r1 = 2 * pair, r2 = r1 + 1;
       const bool has_second = r2 < rows;
-      std::fill(s.re.begin() + L, s.re.end(), 0.f);
-      std::fill(s.im.begin() + L, s.im.end(), 0.f);
       load_v(r1, s.re.data());
       if (has_second)
         load_v(r2, s.im.data());
       else
         std::fill(s.im.begin(), s.im.begin() + L, 0.f);
 
-      float *zr, *zi;
-      plan->forward(s.re.data(), s.im.data(), s.tmp_re.data(), s.tmp_im.data(), &zr, &zi);
+      plan->forward(zr, zi, s.work.data(), L);
 
       const float* k1r = spectrum + (r1 % p.H) * 2 * bins;
       const float* k1i = k1r + bins;
       const float* k2r = has_second ? spectrum + (r2 % p.H) * 2 * bins : k1r;
       const float* k2i = k2r + bins;
-      for (int64_t f = 0; f < bins; ++f) {
-        const int64_t j = (m - f) & (m - 1);
-        // a = (K1 + K2)/2 and c = (K1 - K2)/2, both already scaled by 1/m
-        const float ar = k1r[f] + k2r[f], ai = k1i[f] + k2i[f];
-        const float cr = k1r[f] - k2r[f], ci = k1i[f] - k2i[f];
-        const float zfr = zr[f], zfi = zi[f], zjr = zr[j], zji = zi[j];
-        // W[f] = Z[f] a + conj(Z[j]) c
-        zr[f] = zfr * ar - zfi * ai + zjr * cr + zji * ci;
-        zi[f] = zfr * ai + zfi * ar + zjr * ci - zji * cr;
-        if (j != f) {
-          // W[j] = Z[j] conj(a) + conj(Z[f]) conj(c)
-          zr[j] = zjr * ar + zji * ai + zfr * cr - zfi * ci;
-          zi[j] = zji * ar - zjr * ai - zfr * ci - zfi * cr;
-        }
-      }
-      float* other_r = (zr == s.re.data()) ? s.tmp_re.data() : s.re.data();
-      float* other_i = (zi == s.im.data()) ? s.tmp_im.data() : s.im.data();
-      float *wr, *wi;
-      plan->inverse(zr, zi, other_r, other_i, &wr, &wi);
-      store_y(r1, wr);
-      if (has_second) store_y(r2, wi);
+      plan->for_each_conjugate_run([&](int64_t p0, int64_t q0, int64_t count) {
+        spectral_product(p0, q0, count, k1r, k1i, k2r, k2i, zr, zi);
+      });
+      // a circular result also needs the wrapped part, up to m
+      plan->inverse(zr, zi, s.work.data(), circular ? m : L);
+      store_y(r1, zr);
+      if (has_second) store_y(r2, zi);
     }
   });
 }
@@ -265,7 +276,7 @@ int64_t fftconv_cpu_transform_size(int64_t L, int64_t Lk, int64_t fft_size) {
 
 int64_t fftconv_cpu_filter_floats(const fftconv_params* p) {
   if (!p || p->H < 0 || p->L < 0 || p->Lk < 1 || p->fft_size < 0) return 0;
-  return p->H * 2 * (transform_size(p->L, p->Lk, p->fft_size) / 2 + 1);
+  return p->H * channel_floats(*FftPlan::get(transform_size(p->L, p->Lk, p->fft_size)));
 }
 
 fftconv_status fftconv_cpu_prepare_filter(const fftconv_params* p, float* spectrum) {
