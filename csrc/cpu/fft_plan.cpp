@@ -15,7 +15,7 @@ constexpr int64_t kColumnBlock = 32;
 
 
 // One radix-4 butterfly: inputs a, b, c, d; outputs to y0..y3 with twiddles w1..w3.
-#define FFTCONV_RADIX4(AR, AI, BR, BI, CR, CI, DR, DI, W1R, W1I, W2R, W2I, W3R, W3I, Y0, Y1, Y2, Y3) \
+#define FFTCONV_RADIX4(AR, AI, BR, BI, CR, CI, DR, DI, W1R, W1I, W2R, W2I, W3R, W3I, YR, YI, Y0, Y1, Y2, Y3) \
   do {                                                                                         \
     const float apc_r = (AR) + (CR), apc_i = (AI) + (CI);                                      \
     const float amc_r = (AR) - (CR), amc_i = (AI) - (CI);                                      \
@@ -24,15 +24,42 @@ constexpr int64_t kColumnBlock = 32;
     const float t1r = amc_r - jbmd_r, t1i = amc_i - jbmd_i;                                    \
     const float t2r = apc_r - bpd_r, t2i = apc_i - bpd_i;                                      \
     const float t3r = amc_r + jbmd_r, t3i = amc_i + jbmd_i;                                    \
-    yr[Y0] = apc_r + bpd_r;                                                                    \
-    yi[Y0] = apc_i + bpd_i;                                                                    \
-    yr[Y1] = t1r * (W1R) - t1i * (W1I);                                                        \
-    yi[Y1] = t1r * (W1I) + t1i * (W1R);                                                        \
-    yr[Y2] = t2r * (W2R) - t2i * (W2I);                                                        \
-    yi[Y2] = t2r * (W2I) + t2i * (W2R);                                                        \
-    yr[Y3] = t3r * (W3R) - t3i * (W3I);                                                        \
-    yi[Y3] = t3r * (W3I) + t3i * (W3R);                                                        \
+    (YR)[Y0]= apc_r + bpd_r;                                                                    \
+    (YI)[Y0]= apc_i + bpd_i;                                                                    \
+    (YR)[Y1]= t1r * (W1R) - t1i * (W1I);                                                        \
+    (YI)[Y1]= t1r * (W1I) + t1i * (W1R);                                                        \
+    (YR)[Y2]= t2r * (W2R) - t2i * (W2I);                                                        \
+    (YI)[Y2]= t2r * (W2I) + t2i * (W2R);                                                        \
+    (YR)[Y3]= t3r * (W3R) - t3i * (W3I);                                                        \
+    (YI)[Y3]= t3r * (W3I) + t3i * (W3R);                                                        \
   } while (0)
+
+// s butterflies on contiguous lanes: inputs at x + j*step, outputs at y + j*s (j < 4).
+inline void radix4_columns(int64_t s, const float* __restrict xr, const float* __restrict xi,
+                           int64_t step, float w1r, float w1i, float w2r, float w2i, float w3r,
+                           float w3i, float* __restrict yr, float* __restrict yi) {
+  const float *ar = xr, *br = xr + step, *cr = xr + 2 * step, *dr = xr + 3 * step;
+  const float *ai = xi, *bi = xi + step, *ci = xi + 2 * step, *di = xi + 3 * step;
+  float *y0r = yr, *y1r = yr + s, *y2r = yr + 2 * s, *y3r = yr + 3 * s;
+  float *y0i = yi, *y1i = yi + s, *y2i = yi + 2 * s, *y3i = yi + 3 * s;
+  for (int64_t q = 0; q < s; ++q) {
+    const float apc_r = ar[q] + cr[q], apc_i = ai[q] + ci[q];
+    const float amc_r = ar[q] - cr[q], amc_i = ai[q] - ci[q];
+    const float bpd_r = br[q] + dr[q], bpd_i = bi[q] + di[q];
+    const float jbmd_r = di[q] - bi[q], jbmd_i = br[q] - dr[q];  // j * (b - d)
+    const float t1r = amc_r - jbmd_r, t1i = amc_i - jbmd_i;
+    const float t2r = apc_r - bpd_r, t2i = apc_i - bpd_i;
+    const float t3r = amc_r + jbmd_r, t3i = amc_i + jbmd_i;
+    y0r[q] = apc_r + bpd_r;
+    y0i[q] = apc_i + bpd_i;
+    y1r[q] = t1r * w1r - t1i * w1i;
+    y1i[q] = t1r * w1i + t1i * w1r;
+    y2r[q] = t2r * w2r - t2i * w2i;
+    y2i[q] = t2r * w2i + t2i * w2r;
+    y3r[q] = t3r * w3r - t3i * w3i;
+    y3i[q] = t3r * w3i + t3i * w3r;
+  }
+}
 
 // Twiddles are planar: w^p at [p], w^2p at [quarter + p], w^3p at [2*quarter + p].
 FFTCONV_SIMD_CLONES
@@ -48,17 +75,13 @@ void radix4_stage(int64_t span, int64_t stride, const float* twr, const float* t
     for (int64_t p = 0; p < quarter; ++p)
       FFTCONV_RADIX4(xr[p], xi[p], xr[p + quarter], xi[p + quarter], xr[p + 2 * quarter],
                      xi[p + 2 * quarter], xr[p + 3 * quarter], xi[p + 3 * quarter], w1r[p], w1i[p],
-                     w2r[p], w2i[p], w3r[p], w3i[p], 4 * p, 4 * p + 1, 4 * p + 2, 4 * p + 3);
+                     w2r[p], w2i[p], w3r[p], w3i[p], yr, yi, 4 * p, 4 * p + 1, 4 * p + 2, 4 * p + 3);
     return;
   }
   for (int64_t p = 0; p < quarter; ++p) {
     const float a1r = w1r[p], a1i = w1i[p], a2r = w2r[p], a2i = w2i[p], a3r = w3r[p], a3i = w3i[p];
-    const int64_t in = s * p, out = s * 4 * p, step = s * quarter;
-    for (int64_t q = 0; q < s; ++q)
-      FFTCONV_RADIX4(xr[in + q], xi[in + q], xr[in + step + q], xi[in + step + q],
-                     xr[in + 2 * step + q], xi[in + 2 * step + q], xr[in + 3 * step + q],
-                     xi[in + 3 * step + q], a1r, a1i, a2r, a2i, a3r, a3i, out + q, out + s + q,
-                     out + 2 * s + q, out + 3 * s + q);
+    radix4_columns(s, xr + s * p, xi + s * p, s * quarter, a1r, a1i, a2r, a2i, a3r, a3i,
+                   yr + s * 4 * p, yi + s * 4 * p);
   }
 }
 #undef FFTCONV_RADIX4
@@ -245,7 +268,11 @@ void FftPlan::forward(float* re, float* im, float* work, int64_t nonzero) const 
     }
     return;
   }
-  columns(re, im, work, false, (nonzero + n2_ - 1) / n2_);
+  // The columns read whole rows: clear the part of the last used row past `nonzero`.
+  const int64_t rows_used = (nonzero + n2_ - 1) / n2_;
+  std::fill(re + nonzero, re + rows_used * n2_, 0.f);
+  std::fill(im + nonzero, im + rows_used * n2_, 0.f);
+  columns(re, im, work, false, rows_used);
   rows(re, im, work, false);
 }
 

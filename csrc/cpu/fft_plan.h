@@ -50,8 +50,8 @@ class FftPlan {
   int64_t work_floats() const { return work_floats_; }
 
   // In-place forward transform (unscaled) of (re, im), natural order in,
-  // spectrum order (see spectrum_position) out. Only the first `nonzero`
-  // inputs are read: the rest are taken as zero.
+  // spectrum order (see for_each_conjugate_run) out. Only the first `nonzero`
+  // inputs are read: the rest are taken as zero, whatever the arrays hold there.
   void forward(float* re, float* im, float* work, int64_t nonzero) const;
   // In-place inverse transform (unscaled) from spectrum order to natural
   // order; only the first `needed` outputs are guaranteed to be written.
