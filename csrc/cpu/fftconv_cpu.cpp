@@ -64,36 +64,47 @@ float load_any(const void* p, int32_t dtype, int64_t i) {
   }
 }
 
-// Runs fn(begin, end) over [0, count) split across up to `threads` threads.
+// Runs fn(begin, end) over [0, count) in `chunks` contiguous parts, on the
+// host's thread pool when it lent one, else on threads of our own.
 template <typename Fn>
-void parallel_for(int64_t count, int threads, Fn fn) {
-  threads = int(std::min<int64_t>(threads, count));
-  if (threads <= 1) {
+void parallel_for(const fftconv_params& p, int64_t count, int chunks, Fn fn) {
+  chunks = int(std::min<int64_t>(chunks, count));
+  if (chunks <= 1) {
     if (count > 0) fn(int64_t(0), count);
     return;
   }
-  std::vector<std::thread> pool;
-  std::vector<std::exception_ptr> errors(static_cast<size_t>(threads));
-  pool.reserve(size_t(threads));
-  for (int t = 0; t < threads; ++t) {
-    const int64_t begin = count * t / threads, end = count * (t + 1) / threads;
-    pool.emplace_back([&, t, begin, end] {
-      try {
-        fn(begin, end);
-      } catch (...) {
-        errors[size_t(t)] = std::current_exception();
-      }
-    });
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(chunks));
+  struct Job {
+    Fn* fn;
+    int64_t count;
+    int chunks;
+    std::vector<std::exception_ptr>* errors;
+  } job{&fn, count, chunks, &errors};
+  auto run_chunk = [](void* data, int64_t index) {
+    Job& j = *static_cast<Job*>(data);
+    try {
+      (*j.fn)(j.count * index / j.chunks, j.count * (index + 1) / j.chunks);
+    } catch (...) {
+      (*j.errors)[size_t(index)] = std::current_exception();
+    }
+  };
+  if (p.parallel_for) {
+    p.parallel_for(p.parallel_host, run_chunk, &job, chunks);
+  } else {
+    std::vector<std::thread> pool;
+    pool.reserve(size_t(chunks - 1));
+    for (int t = 1; t < chunks; ++t) pool.emplace_back(run_chunk, &job, int64_t(t));
+    run_chunk(&job, 0);  // the calling thread takes the first part
+    for (auto& th : pool) th.join();
   }
-  for (auto& th : pool) th.join();
   for (auto& e : errors)
     if (e) std::rethrow_exception(e);
 }
 
-int thread_count(const fftconv_params& p, int64_t m, int64_t items) {
-  // Below ~2^16 complex points of work, starting threads costs more than it saves.
+int chunk_count(const fftconv_params& p, int64_t m, int64_t items) {
+  // Below ~2^16 complex points of work, splitting costs more than it saves.
   if (m * items < (int64_t(1) << 16)) return 1;
-  int hw = p.num_threads > 0 ? p.num_threads : int(std::thread::hardware_concurrency());
+  const int hw = p.num_threads > 0 ? p.num_threads : int(std::thread::hardware_concurrency());
   return std::max(1, hw);
 }
 
@@ -129,7 +140,7 @@ void prepare_filter(const fftconv_params& p, float* spectrum) {
   // 1/m of the inverse transform: all folded into the stored spectrum.
   const float scale = 0.25f / float(m);
   const int64_t pairs = (p.H + 1) / 2;
-  parallel_for(pairs, thread_count(p, m, pairs), [&](int64_t begin, int64_t end) {
+  parallel_for(p, pairs, chunk_count(p, m, pairs), [&](int64_t begin, int64_t end) {
     Scratch s(*plan);
     for (int64_t pair = begin; pair < end; ++pair) {
       const int64_t h1 = 2 * pair, h2 = h1 + 1;
@@ -219,7 +230,7 @@ void run_rows(const fftconv_params& p, const float* spectrum, const std::vector<
     }
   };
 
-  parallel_for(pairs, thread_count(p, m, pairs), [&](int64_t begin, int64_t end) {
+  parallel_for(p, pairs, chunk_count(p, m, pairs), [&](int64_t begin, int64_t end) {
     Scratch s(*plan);
     float* zr = s.re.data();
     float* zi = s.im.data();

@@ -57,6 +57,26 @@ fftconv_tensor_desc describe(const Ort::ConstValue& value) {
   return d;
 }
 
+// Lends ORT's intra-op thread pool to the core (so the op starts no threads of
+// its own beside ORT's, which spin between ops). If ORT refuses, the chunks run
+// here, one after another.
+void ort_parallel_for(void* host, fftconv_task_fn task, void* task_data, int64_t count) {
+  struct Job {
+    fftconv_task_fn task;
+    void* data;
+  } job{task, task_data};
+  auto run = [](void* data, size_t index) {
+    Job* j = static_cast<Job*>(data);
+    j->task(j->data, int64_t(index));
+  };
+  OrtStatus* status = Ort::GetApi().KernelContext_ParallelFor(static_cast<const OrtKernelContext*>(host), run,
+                                                               size_t(count), size_t(count), &job);
+  if (status) {
+    Ort::GetApi().ReleaseStatus(status);
+    for (int64_t i = 0; i < count; ++i) task(task_data, i);
+  }
+}
+
 // The filter of a node whose 'k' is an initializer: raw bytes and description,
 // plus its spectra by transform size.
 struct ConstantFilter {
@@ -106,6 +126,8 @@ struct FFTConvKernel {
       params.pregate = data[FFTCONV_INPUT_PREGATE];
       params.postgate = data[FFTCONV_INPUT_POSTGATE];
       params.y = output.GetTensorMutableRawData();
+      params.parallel_for = &ort_parallel_for;
+      params.parallel_host = raw_context;
 
       const float* spectrum = nullptr;
       if (constant_filter) {

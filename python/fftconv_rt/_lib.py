@@ -88,6 +88,8 @@ class Params(ctypes.Structure):
         ("layout", ctypes.c_int32),
         ("num_threads", ctypes.c_int32),
         ("stream", ctypes.c_void_p),
+        ("parallel_for", ctypes.c_void_p),  # NULL: the core's own threads
+        ("parallel_host", ctypes.c_void_p),
     ]
 
 

@@ -67,6 +67,12 @@ typedef struct fftconv_tensor_desc {
   int64_t dims[FFTCONV_MAX_RANK];
 } fftconv_tensor_desc;
 
+/* A host framework may lend its thread pool: parallel_for(host, task, task_data,
+ * count) must run task(task_data, i) for every i in [0, count), in any order and
+ * on any threads, and return when all are done. */
+typedef void (*fftconv_task_fn)(void* task_data, int64_t index);
+typedef void (*fftconv_parallel_for_fn)(void* host, fftconv_task_fn task, void* task_data, int64_t count);
+
 /* Everything one call needs. Pointers may be NULL for omitted optional inputs.
  * All buffers are dense (contiguous) in the given layout. */
 typedef struct fftconv_params {
@@ -82,8 +88,12 @@ typedef struct fftconv_params {
   int32_t k_dtype;  /* FFTCONV_FLOAT32 or dtype */
   int32_t D_dtype;  /* FFTCONV_FLOAT32 or dtype */
   int32_t layout;   /* fftconv_layout */
-  int32_t num_threads; /* CPU: 0 = one per hardware thread */
+  int32_t num_threads; /* CPU: parallel chunks; 0 = one per hardware thread */
   void* stream;        /* CUDA: the cudaStream_t to run on; unused on the CPU */
+  /* CPU: the host's thread pool (ONNX Runtime's intra-op threads, say), so
+   * the op does not start threads of its own beside it; NULL: own threads. */
+  fftconv_parallel_for_fn parallel_for;
+  void* parallel_host;
 } fftconv_params;
 
 /* The message of the last failed call on this thread ("" if none). */

@@ -1,0 +1,39 @@
+"""fftconv-rt: long-convolution (FFTConv) models from PyTorch to production inference.
+
+Main entry points:
+  fftconv_rt.export(model, example_inputs, path)   PyTorch -> ONNX with FFTConv nodes (fftconv_rt.export)
+  fftconv_rt.make_session(path)                    an ONNX Runtime session with the op registered
+  fftconv_rt.validate(model, path, inputs)         PyTorch vs ONNX Runtime through Polygraphy
+  fftconv_rt.ort_library_path()                    the custom-op library, for your own sessions
+  torch.ops.fftconv_rt.fftconv / fftconv_rt.torch_op.FFTConv   the op in PyTorch (import fftconv_rt.torch_op)
+"""
+
+__version__ = "0.1.0"
+
+from ._lib import FFTConvError, LibraryNotFoundError, ort_library_path  # noqa: E402
+from .reference import fftconv_reference  # noqa: E402
+
+
+def export(model, example_inputs, path, **kwargs):
+    """See fftconv_rt.export.export."""
+    from .export import export as _export
+
+    return _export(model, example_inputs, path, **kwargs)
+
+
+def make_session(model, providers=None, options=None, intra_op_threads=None):
+    """See fftconv_rt.ort.make_session."""
+    from .ort import make_session as _make_session
+
+    return _make_session(model, providers=providers, options=options, intra_op_threads=intra_op_threads)
+
+
+def validate(model, onnx_path, inputs, **kwargs):
+    """See fftconv_rt.validate.validate."""
+    from .validate import validate as _validate
+
+    return _validate(model, onnx_path, inputs, **kwargs)
+
+
+__all__ = ["FFTConvError", "LibraryNotFoundError", "export", "fftconv_reference", "make_session",
+           "ort_library_path", "validate", "__version__"]

@@ -1,0 +1,124 @@
+"""CPU benchmark of the FFTConv op: fftconv-rt (torch op and ONNX Runtime op)
+beside PyTorch's own torch.fft.rfft convolution and ONNX Runtime running the
+default ONNX export of the same model (DFT nodes), same inputs, same run.
+Writes one JSON line per (length, implementation)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _time_ms(fn: Callable, repeats: int, budget_s: float) -> float:
+    """Median wall time of fn in ms, after one warm-up; stops early past budget_s."""
+    fn()
+    times = []
+    start_all = time.perf_counter()
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+        if time.perf_counter() - start_all > budget_s:
+            break
+    return float(np.median(times) * 1e3)
+
+
+def run_cpu_bench(lengths=(1024, 4096, 16384, 65536), elements: int = 1 << 21, batch: int = 2,
+                  repeats: int = 11, threads: Optional[int] = None, default_export_max_len: int = 16384,
+                  out_path: Optional[str] = None, log=print) -> list[dict]:
+    import onnxruntime as ort
+    import torch
+
+    from .export import export
+    from .models import LongConvStack, fft_long_conv
+    from .ort import make_session
+    from .reference import fftconv_reference, relative_error
+    from .torch_op import fftconv
+
+    threads = threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    meta = {"device": "cpu", "cpu": _cpu_name(), "threads": threads,
+            "date": datetime.date.today().isoformat(), "torch": torch.__version__,
+            "onnxruntime": ort.__version__, "dtype": "float32", "batch_x_channels_x_length": elements}
+    rows = []
+    tmp = Path(tempfile.mkdtemp(prefix="fftconv_bench_"))
+    log(f"CPU: {meta['cpu']}, {threads} threads; B*H*L = {elements}; float32; median of up to {repeats}")
+    log(f"{'L':>7s} {'B':>3s} {'H':>5s} | {'torch rfft':>10s} {'torch cached':>12s} | {'ours op':>9s} "
+        f"{'ours ORT':>9s} | {'ORT DFT':>9s} | {'op/torch':>8s} {'ORT/torch':>9s} | rel.err")
+    for L in lengths:
+        H = max(1, elements // (batch * L))
+        torch.manual_seed(0)
+        model = LongConvStack(H, L).eval()
+        k, D = model.k[0].detach(), model.D[0].detach()
+        u = torch.randn(batch, H, L)
+        n = 2 * L
+        k_f = torch.fft.rfft(k, n=n) / n
+
+        def torch_cached():
+            u_f = torch.fft.rfft(u, n=n)
+            return torch.fft.irfft(u_f * k_f, n=n, norm="forward")[..., :L] + u * D.unsqueeze(-1)
+
+        with torch.no_grad():
+            t_torch = _time_ms(lambda: fft_long_conv(u, k, D), repeats, 20)
+            t_cached = _time_ms(torch_cached, repeats, 20)
+            t_op = _time_ms(lambda: fftconv(u, k, D), repeats, 20)
+            y_op = fftconv(u, k, D).numpy()
+        err = relative_error(y_op, fftconv_reference(u.numpy(), k.numpy(), D.numpy()))
+
+        # ONNX Runtime: the exported model (constant filter: its spectrum is prepared once).
+        onnx_path = tmp / f"conv_{L}.onnx"
+        export(model, (u,), onnx_path, dynamic_shapes=(None,), input_names=["u"], output_names=["y"])
+        session = make_session(onnx_path, providers=["CPUExecutionProvider"], intra_op_threads=threads)
+        feed = {"u": u.numpy()}
+        t_ort = _time_ms(lambda: session.run(None, feed), repeats, 20)
+        err_ort = relative_error(session.run(None, feed)[0], y_op)
+
+        t_dft = None
+        if L <= default_export_max_len:
+            dft_path = tmp / f"conv_{L}_dft.onnx"
+            torch.onnx.export(model, (u,), dynamo=True, input_names=["u"], output_names=["y"]).save(str(dft_path))
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            dft = ort.InferenceSession(str(dft_path), options, providers=["CPUExecutionProvider"])
+            t_dft = _time_ms(lambda: dft.run(None, feed), max(3, repeats // 3), 30)
+
+        entries = {"torch_rfft_conv": t_torch, "torch_rfft_conv_cached_filter": t_cached,
+                   "fftconv_rt_torch_op": t_op, "fftconv_rt_ort": t_ort, "ort_default_export_dft": t_dft}
+        for impl, ms in entries.items():
+            if ms is None:
+                continue
+            row = dict(meta, L=L, B=batch, H=H, impl=impl, ms=round(ms, 4),
+                       ratio_to_torch_rfft_conv=round(ms / t_torch, 4))
+            if impl == "fftconv_rt_torch_op":
+                row["rel_error_vs_float64"] = err
+            if impl == "fftconv_rt_ort":
+                row["rel_error_vs_torch_op"] = err_ort
+            rows.append(row)
+        dft_text = f"{t_dft:7.1f}ms" if t_dft is not None else "  skipped"
+        log(f"{L:7d} {batch:3d} {H:5d} | {t_torch:8.2f}ms {t_cached:10.2f}ms | {t_op:7.2f}ms {t_ort:7.2f}ms | "
+            f"{dft_text} | {t_op / t_torch:8.2f} {t_ort / t_torch:9.2f} | {err:.1e}")
+    if out_path:
+        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+        with open(out_path, "a") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+        log(f"results appended to {out_path}")
+    return rows

@@ -1,0 +1,149 @@
+"""The `fftconv-rt` command: demo, export, validate, bench, info."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+
+def load_model(spec: str):
+    """(model, example_inputs) from "package.module:factory" (a callable returning both) or
+    from a .pt2 file written by torch.export.save."""
+    if spec.endswith(".pt2"):
+        import torch
+
+        path = Path(spec)
+        if not path.is_file():
+            raise SystemExit(f"fftconv-rt: model file {spec} does not exist")
+        program = torch.export.load(str(path))
+        args, kwargs = program.example_inputs
+        if kwargs:
+            raise SystemExit(f"fftconv-rt: {spec} has keyword example inputs; only positional ones are supported")
+        return program.module(), tuple(args)
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not attr:
+        raise SystemExit(f"fftconv-rt: --model must be 'package.module:factory' or a .pt2 file, got {spec!r}")
+    sys.path.insert(0, str(Path.cwd()))
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise SystemExit(f"fftconv-rt: cannot load {spec!r}: {e}")
+    result = factory()
+    if not (isinstance(result, tuple) and len(result) == 2):
+        raise SystemExit(f"fftconv-rt: {spec} must return (model, example_inputs)")
+    model, example = result
+    return model, tuple(example) if isinstance(example, (list, tuple)) else (example,)
+
+
+def _cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    lengths = (256, 1024) if args.quick else tuple(int(x) for x in args.lengths.split(","))
+    ok = run_demo(out_dir=args.out, batch=args.batch, lengths=lengths, d_model=args.d_model,
+                  layers=args.layers, repeats=2 if args.quick else args.repeats)
+    return 0 if ok else 1
+
+
+def _cmd_export(args) -> int:
+    from .export import NoLongConvolutionError, export
+    from .progress import Steps
+
+    steps = Steps(2)
+    with steps.step(f"loading {args.model}"):
+        model, example = load_model(args.model)
+    try:
+        with steps.step(f"exporting to {args.output}"):
+            report = export(model, example, args.output, opset_version=args.opset,
+                            require_rewrite=not args.allow_none)
+    except NoLongConvolutionError as e:
+        print(e, file=sys.stderr)
+        return 2
+    if args.report_json:
+        print(report.to_json())
+    elif args.report:
+        print(report)
+    else:
+        print(f"{args.output}: {report.fftconv_nodes} FFTConv nodes ({len(report.left)} FFT uses left)")
+    return 0
+
+
+def _cmd_validate(args) -> int:
+    from polygraphy.logger import G_LOGGER
+
+    from .validate import validate
+
+    if not args.verbose:
+        G_LOGGER.module_severity = G_LOGGER.WARNING
+    model, example = load_model(args.model)
+    report = validate(model, args.onnx, [example], tolerance_value=args.tolerance)
+    print(report)
+    return 0 if report.passed else 1
+
+
+def _cmd_bench(args) -> int:
+    from .bench import run_cpu_bench
+
+    lengths = tuple(int(x) for x in args.lengths.split(","))
+    run_cpu_bench(lengths=lengths, elements=args.elements, repeats=args.repeats, threads=args.threads,
+                  out_path=args.out)
+    return 0
+
+
+def _cmd_info(args) -> int:
+    from .info import render
+
+    print(render())
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="fftconv-rt", description="Long-convolution models from PyTorch to "
+                                     "ONNX Runtime / TensorRT with one fused FFTConv op.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="export a small Hyena-style model, run it in ONNX Runtime, validate, report")
+    p.add_argument("--out", default="fftconv_demo", help="folder for the .onnx (default: %(default)s)")
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--lengths", default="1024,4096", help="sequence lengths to validate and time")
+    p.add_argument("--d-model", type=int, default=64)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--quick", action="store_true", help="short lengths, few repeats")
+    p.set_defaults(fn=_cmd_demo)
+
+    p = sub.add_parser("export", help="export a PyTorch model with its long convolutions as FFTConv nodes")
+    p.add_argument("model", help="'package.module:factory' returning (model, example_inputs), or a .pt2 file")
+    p.add_argument("output", help="path of the .onnx to write")
+    p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--report", action="store_true", help="print what was rewritten and what was left")
+    p.add_argument("--report-json", action="store_true", help="print the report as JSON")
+    p.add_argument("--allow-none", action="store_true", help="write the model even if nothing was rewritten")
+    p.set_defaults(fn=_cmd_export)
+
+    p = sub.add_parser("validate", help="compare an exported model in ONNX Runtime with PyTorch (Polygraphy)")
+    p.add_argument("model", help="'package.module:factory' returning (model, example_inputs), or a .pt2 file")
+    p.add_argument("onnx", help="the exported .onnx")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="max|y-ref|/max|ref| allowed (default: the op spec's for the output dtype)")
+    p.add_argument("--verbose", action="store_true", help="show Polygraphy's own log")
+    p.set_defaults(fn=_cmd_validate)
+
+    p = sub.add_parser("bench", help="CPU benchmark: fftconv-rt vs torch.fft conv vs ONNX default export")
+    p.add_argument("--lengths", default="1024,4096,16384,65536")
+    p.add_argument("--elements", type=int, default=1 << 21, help="B*H*L per call (default: %(default)s)")
+    p.add_argument("--repeats", type=int, default=11)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", default=None, help="append JSON lines to this file")
+    p.set_defaults(fn=_cmd_bench)
+
+    p = sub.add_parser("info", help="versions, libraries found, providers, GPU")
+    p.set_defaults(fn=_cmd_info)
+
+    args = parser.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

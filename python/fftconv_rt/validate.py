@@ -1,0 +1,172 @@
+"""Validation of an exported model: PyTorch against ONNX Runtime (with the
+FFTConv library) through Polygraphy's Comparator, plus the op-contract metric
+max|y - ref| / max|ref| per output."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+
+from .spec import tolerance
+
+
+def _to_numpy(t) -> np.ndarray:
+    import torch
+
+    if isinstance(t, torch.Tensor):
+        t = t.detach().cpu()
+        if t.dtype == torch.bfloat16:
+            t = t.float()
+        return t.numpy()
+    return np.asarray(t)
+
+
+def _flatten_outputs(out) -> list:
+    if isinstance(out, (list, tuple)):
+        flat = []
+        for o in out:
+            flat.extend(_flatten_outputs(o))
+        return flat
+    return [out]
+
+
+def _torch_runner_class():
+    from polygraphy.backend.base import BaseRunner
+
+    class TorchRunner(BaseRunner):
+        """A Polygraphy runner for a PyTorch module on any device (Polygraphy's PytRunner needs CUDA)."""
+
+        def __init__(self, model, input_metadata: "TensorMetadata", output_names: Sequence[str],
+                     device="cpu", name: Optional[str] = None):
+            super().__init__(name=name, prefix="torch-runner")
+            self.model, self.input_metadata, self.output_names, self.device = model, input_metadata, \
+                list(output_names), device
+            self.input_names = list(input_metadata.keys())
+
+        def activate_impl(self):
+            pass
+
+        def get_input_metadata_impl(self):
+            return self.input_metadata
+
+        def infer_impl(self, feed_dict):
+            import torch
+
+            inputs = [torch.from_numpy(np.asarray(feed_dict[n])).to(self.device) for n in self.input_names]
+            start = time.perf_counter()
+            with torch.no_grad():
+                outputs = _flatten_outputs(self.model(*inputs))
+            end = time.perf_counter()
+            self.inference_time = end - start
+            return OrderedDict((n, _to_numpy(o)) for n, o in zip(self.output_names, outputs))
+
+        def deactivate_impl(self):
+            pass
+
+    return TorchRunner
+
+
+@dataclass
+class OutputCheck:
+    name: str
+    runner: str
+    relative_error: float   # worst max|y - ref| / max|ref| over the inputs
+    tolerance: float
+
+    @property
+    def passed(self) -> bool:
+        return self.relative_error <= self.tolerance
+
+
+@dataclass
+class ValidationReport:
+    checks: list = field(default_factory=list)
+    polygraphy_passed: bool = False
+    runner_times_ms: dict = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.polygraphy_passed and all(c.passed for c in self.checks)
+
+    def __str__(self) -> str:
+        lines = [f"validation: {'PASSED' if self.passed else 'FAILED'} "
+                 f"(Polygraphy Comparator: {'passed' if self.polygraphy_passed else 'failed'})"]
+        for c in self.checks:
+            lines.append(f"  {c.runner:24s} {c.name:16s} max|y-ref|/max|ref| = {c.relative_error:.3e} "
+                         f"(tolerance {c.tolerance:.0e}) {'ok' if c.passed else 'FAIL'}")
+        for runner, ms in self.runner_times_ms.items():
+            lines.append(f"  {runner:24s} median inference {ms:.2f} ms")
+        return "\n".join(lines)
+
+
+def validate(model, onnx_path: str, inputs: Iterable[Sequence[Any]], *, providers: Optional[Sequence] = None,
+             tolerance_value: Optional[float] = None, device: str = "cpu") -> ValidationReport:
+    """Runs `model` (PyTorch) and the ONNX model under ONNX Runtime with the FFTConv library on
+    each input tuple, compares them with Polygraphy's Comparator and with the op metric.
+
+    tolerance_value: allowed max|y - ref| / max|ref| (default: the spec's for the output dtype).
+    providers: ONNX Runtime providers (default: CPU).
+    """
+    import onnx
+    from polygraphy.backend.onnxrt import OnnxrtRunner
+    from polygraphy.comparator import Comparator, CompareFunc
+
+    from .ort import make_session
+
+    onnx_model = onnx.load(onnx_path, load_external_data=False)
+    initializer_names = {i.name for i in onnx_model.graph.initializer}
+    input_names = [i.name for i in onnx_model.graph.input if i.name not in initializer_names]
+    output_names = [o.name for o in onnx_model.graph.output]
+
+    feeds = []
+    for args in inputs:
+        args = args if isinstance(args, (list, tuple)) else (args,)
+        if len(args) != len(input_names):
+            raise ValueError(f"fftconv-rt validate: the ONNX model takes {len(input_names)} inputs "
+                             f"{input_names}, got {len(args)}")
+        feeds.append(OrderedDict((n, _to_numpy(a)) for n, a in zip(input_names, args)))
+    if not feeds:
+        raise ValueError("fftconv-rt validate: no inputs given")
+
+    from polygraphy.common import TensorMetadata
+
+    metadata = TensorMetadata()
+    for name, value in feeds[0].items():  # dynamic dimensions: any size
+        metadata.add(name, dtype=value.dtype, shape=[None] * value.ndim)
+    session = make_session(onnx_path, providers=providers or ["CPUExecutionProvider"])
+    torch_runner = _torch_runner_class()(model.eval(), metadata, output_names, device=device, name="pytorch")
+    ort_name = "onnxruntime+fftconv[" + ",".join(p.replace("ExecutionProvider", "")
+                                                 for p in session.get_providers()) + "]"
+    ort_runner = OnnxrtRunner(session, name=ort_name)
+    results = Comparator.run([torch_runner, ort_runner], data_loader=feeds)
+
+    report = ValidationReport()
+    ref_runs = dict(results)[torch_runner.name]
+    ort_runs = dict(results)[ort_runner.name]
+    atol = {}
+    for name in output_names:
+        dtype = ort_runs[0][name].dtype
+        dtype_name = "bfloat16" if dtype.name == "bfloat16" else np.dtype(dtype).name
+        tol = tolerance_value if tolerance_value is not None else tolerance(
+            dtype_name if dtype_name in ("float32", "float16", "bfloat16") else "float32")
+        worst, scale = 0.0, 0.0
+        for ref_out, ort_out in zip(ref_runs, ort_runs):
+            ref = ref_out[name].astype(np.float64)
+            got = np.asarray(ort_out[name]).astype(np.float64)
+            ref_max = float(np.max(np.abs(ref))) if ref.size else 0.0
+            err = float(np.max(np.abs(got - ref))) if ref.size else 0.0
+            worst = max(worst, err / ref_max if ref_max > 0 else err)
+            scale = max(scale, ref_max)
+        report.checks.append(OutputCheck(name, ort_name, worst, tol))
+        atol[name] = tol * scale
+    compare = CompareFunc.simple(atol=atol, rtol=0.0, check_error_stat="max")
+    report.polygraphy_passed = bool(Comparator.compare_accuracy(results, compare_func=compare))
+    for runner_name, runs in results:
+        times = [r.runtime for r in runs if getattr(r, "runtime", None) is not None]
+        if times:
+            report.runner_times_ms[runner_name] = float(np.median(times) * 1e3)
+    return report
