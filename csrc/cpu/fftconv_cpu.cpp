@@ -131,6 +131,9 @@ RowAddress row_address(const fftconv_params& p, int64_t row) {
 // plan's canonical positions (see FftPlan::for_each_conjugate_run).
 int64_t channel_floats(const FftPlan& plan) { return 2 * plan.canonical_count(); }
 
+// A sum is non-finite iff a summand was (or it overflowed, which is handled the same way).
+bool finite_sum(float x) { return x - x == 0.f; }
+
 void prepare_filter(const fftconv_params& p, float* spectrum) {
   const int64_t m = transform_size(p.L, p.Lk, p.fft_size);
   const int64_t taps = used_taps(p.L, p.Lk, p.fft_size);
@@ -140,33 +143,54 @@ void prepare_filter(const fftconv_params& p, float* spectrum) {
   // 1/m of the inverse transform: all folded into the stored spectrum.
   const float scale = 0.25f / float(m);
   const int64_t pairs = (p.H + 1) / 2;
+  auto load_filter = [&](int64_t h, float* dst) {
+    for (int64_t t = 0; t < taps; ++t) dst[t] = load_any(p.k, p.k_dtype, h * p.Lk + t);
+  };
+  // Transforms the loaded pair and splits it into the spectra of `first` and
+  // `second` (-1: none, the imaginary part is zero). Refuses (false) a pair
+  // holding a NaN or an infinity, which the split would spread to both.
+  auto transform = [&](Scratch& s, int64_t first, int64_t second) {
+    plan->forward(s.re.data(), s.im.data(), s.work.data(), taps);
+    const float* zr = s.re.data();
+    const float* zi = s.im.data();
+    if (second >= 0 && !(finite_sum(zr[0]) && finite_sum(zi[0]))) return false;
+    float* k1r = spectrum + first * 2 * bins;
+    float* k1i = k1r + bins;
+    float* k2r = second >= 0 ? spectrum + second * 2 * bins : nullptr;
+    float* k2i = k2r ? k2r + bins : nullptr;
+    plan->for_each_conjugate_run([&](int64_t p0, int64_t q0, int64_t count) {
+      for (int64_t t = 0; t < count; ++t) {
+        const int64_t i = p0 + t, j = q0 - t;
+        // K1 = (Z[f] + conj Z[-f]) / 2, K2 = (Z[f] - conj Z[-f]) / 2i, stored at f's position
+        k1r[i] = (zr[i] + zr[j]) * scale;
+        k1i[i] = (zi[i] - zi[j]) * scale;
+        if (k2r) {
+          k2r[i] = (zi[i] + zi[j]) * scale;
+          k2i[i] = (zr[j] - zr[i]) * scale;
+        }
+      }
+    });
+    return true;
+  };
   parallel_for(p, pairs, chunk_count(p, m, pairs), [&](int64_t begin, int64_t end) {
     Scratch s(*plan);
     for (int64_t pair = begin; pair < end; ++pair) {
-      const int64_t h1 = 2 * pair, h2 = h1 + 1;
-      for (int64_t t = 0; t < taps; ++t) {
-        s.re[size_t(t)] = load_any(p.k, p.k_dtype, h1 * p.Lk + t);
-        s.im[size_t(t)] = h2 < p.H ? load_any(p.k, p.k_dtype, h2 * p.Lk + t) : 0.f;
+      const int64_t h1 = 2 * pair, h2 = h1 + 1 < p.H ? h1 + 1 : -1;
+      load_filter(h1, s.re.data());
+      if (h2 >= 0)
+        load_filter(h2, s.im.data());
+      else
+        std::fill(s.im.begin(), s.im.begin() + taps, 0.f);
+      if (transform(s, h1, h2)) continue;
+      // A NaN or infinity must not leak into the other filter of the pair: one at a time.
+      load_filter(h1, s.re.data());
+      std::fill(s.im.begin(), s.im.begin() + taps, 0.f);
+      transform(s, h1, -1);
+      if (h2 >= 0) {
+        load_filter(h2, s.re.data());
+        std::fill(s.im.begin(), s.im.begin() + taps, 0.f);
+        transform(s, h2, -1);
       }
-      plan->forward(s.re.data(), s.im.data(), s.work.data(), taps);
-      const float* zr = s.re.data();
-      const float* zi = s.im.data();
-      float* k1r = spectrum + h1 * 2 * bins;
-      float* k1i = k1r + bins;
-      float* k2r = h2 < p.H ? spectrum + h2 * 2 * bins : nullptr;
-      float* k2i = k2r ? k2r + bins : nullptr;
-      plan->for_each_conjugate_run([&](int64_t p0, int64_t q0, int64_t count) {
-        for (int64_t t = 0; t < count; ++t) {
-          const int64_t i = p0 + t, j = q0 - t;
-          // K1 = (Z[f] + conj Z[-f]) / 2, K2 = (Z[f] - conj Z[-f]) / 2i, stored at f's position
-          k1r[i] = (zr[i] + zr[j]) * scale;
-          k1i[i] = (zi[i] - zi[j]) * scale;
-          if (k2r) {
-            k2r[i] = (zi[i] + zi[j]) * scale;
-            k2i[i] = (zr[j] - zr[i]) * scale;
-          }
-        }
-      });
     }
   });
 }
@@ -230,32 +254,49 @@ void run_rows(const fftconv_params& p, const float* spectrum, const std::vector<
     }
   };
 
-  parallel_for(p, pairs, chunk_count(p, m, pairs), [&](int64_t begin, int64_t end) {
-    Scratch s(*plan);
+  // Convolves the loaded pair (row `second` < 0: the imaginary part is zero)
+  // and stores it. Refuses (false) a pair where a NaN or an infinity in one
+  // row or filter would spread to the other: the DC bin (position 0) of a
+  // spectrum is the sum of its sequence, non-finite exactly then.
+  auto convolve = [&](Scratch& s, int64_t first, int64_t second) {
     float* zr = s.re.data();
     float* zi = s.im.data();
+    plan->forward(zr, zi, s.work.data(), L);
+    const float* k1r = spectrum + (first % p.H) * 2 * bins;
+    const float* k1i = k1r + bins;
+    const float* k2r = second >= 0 ? spectrum + (second % p.H) * 2 * bins : k1r;
+    const float* k2i = k2r + bins;
+    if (second >= 0 && !(finite_sum(zr[0]) && finite_sum(zi[0]) && finite_sum(k1r[0]) && finite_sum(k2r[0])))
+      return false;
+    plan->for_each_conjugate_run([&](int64_t p0, int64_t q0, int64_t count) {
+      spectral_product(p0, q0, count, k1r, k1i, k2r, k2i, zr, zi);
+    });
+    // a circular result also needs the wrapped part, up to m
+    plan->inverse(zr, zi, s.work.data(), circular ? m : L);
+    store_y(first, zr);
+    if (second >= 0) store_y(second, zi);
+    return true;
+  };
+
+  parallel_for(p, pairs, chunk_count(p, m, pairs), [&](int64_t begin, int64_t end) {
+    Scratch s(*plan);
     for (int64_t pair = begin; pair < end; ++pair) {
-      const int64_t r1 = 2 * pair, r2 = r1 + 1;
-      const bool has_second = r2 < rows;
+      const int64_t r1 = 2 * pair, r2 = r1 + 1 < rows ? r1 + 1 : -1;
       load_v(r1, s.re.data());
-      if (has_second)
+      if (r2 >= 0)
         load_v(r2, s.im.data());
       else
         std::fill(s.im.begin(), s.im.begin() + L, 0.f);
-
-      plan->forward(zr, zi, s.work.data(), L);
-
-      const float* k1r = spectrum + (r1 % p.H) * 2 * bins;
-      const float* k1i = k1r + bins;
-      const float* k2r = has_second ? spectrum + (r2 % p.H) * 2 * bins : k1r;
-      const float* k2i = k2r + bins;
-      plan->for_each_conjugate_run([&](int64_t p0, int64_t q0, int64_t count) {
-        spectral_product(p0, q0, count, k1r, k1i, k2r, k2i, zr, zi);
-      });
-      // a circular result also needs the wrapped part, up to m
-      plan->inverse(zr, zi, s.work.data(), circular ? m : L);
-      store_y(r1, zr);
-      if (has_second) store_y(r2, zi);
+      if (convolve(s, r1, r2)) continue;
+      // A NaN or infinity must not leak into the other row of the pair: one at a time.
+      load_v(r1, s.re.data());
+      std::fill(s.im.begin(), s.im.begin() + L, 0.f);
+      convolve(s, r1, -1);
+      if (r2 >= 0) {
+        load_v(r2, s.re.data());
+        std::fill(s.im.begin(), s.im.begin() + L, 0.f);
+        convolve(s, r2, -1);
+      }
     }
   });
 }

@@ -1,0 +1,136 @@
+"""The CPU core, called through its C ABI, against the float64 reference of the spec."""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import pytest
+
+from fftconv_rt import _lib
+from fftconv_rt._lib import FFTConvError, fftconv_numpy
+from fftconv_rt.reference import fftconv_reference, relative_error
+from fftconv_rt.spec import tolerance
+
+from helpers import OPTIONS, make_inputs
+
+LENGTHS = [1, 2, 3, 17, 128, 1000, 4096, 65536]
+
+
+def _check(rng, B, H, L, Lk, dtype, options, layout="BHL", fft_size=0, **kw):
+    u, k, D, pre, post = make_inputs(rng, B, H, L, Lk, dtype, options, layout, **kw)
+    y = fftconv_numpy(u, k, D, pre, post, fft_size=fft_size, layout=layout)
+    assert y.shape == u.shape and y.dtype == u.dtype
+    ref = fftconv_reference(u, k, D, pre, post, fft_size=fft_size, layout=layout)
+    err = relative_error(y, ref)
+    assert err <= tolerance(dtype), f"relative error {err:.3e} > {tolerance(dtype)}"
+    return err
+
+
+@pytest.mark.parametrize("L", LENGTHS)
+@pytest.mark.parametrize("filter_len", ["short", "equal"])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("layout", ["BHL", "BLH"])
+def test_matches_reference(rng, L, filter_len, dtype, layout):
+    Lk = L if filter_len == "equal" else max(1, L // 3)
+    B, H = (2, 3) if L <= 4096 else (1, 3)  # odd row count: exercises the unpaired last row
+    _check(rng, B, H, L, Lk, dtype, ("D", "pregate", "postgate"), layout)
+
+
+@pytest.mark.parametrize("option", list(OPTIONS))
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("L", [17, 1000, 8191])
+def test_each_optional_input(rng, option, dtype, L):
+    _check(rng, 2, 4, L, L, dtype, OPTIONS[option])
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_filter_and_skip_in_io_type(rng, dtype):
+    _check(rng, 2, 3, 500, 500, dtype, ("D",), k_dtype=dtype, D_dtype=dtype)
+
+
+@pytest.mark.parametrize("L,Lk,n", [(100, 30, 120), (64, 64, 64), (1000, 1000, 1500), (5000, 5000, 6000),
+                                    (3, 3, 3), (17, 5, 17), (4096, 4096, 8191)])
+def test_circular_fft_size(rng, L, Lk, n):
+    """0 < fft_size < L + Lk - 1: circular convolution of period fft_size, exactly as the spec."""
+    _check(rng, 1, 3, L, Lk, "float32", ("D",), fft_size=n)
+
+
+@pytest.mark.parametrize("L,Lk,n", [(100, 30, 129), (100, 30, 1000), (33, 33, 65)])
+def test_explicit_linear_fft_size(rng, L, Lk, n):
+    """fft_size >= L + Lk - 1 gives the linear convolution, like fft_size = 0."""
+    _check(rng, 2, 2, L, Lk, "float32", ("D",), fft_size=n)
+
+
+def test_filter_longer_than_sequence(rng):
+    _check(rng, 2, 2, 100, 300, "float32", ("D",))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 7])
+def test_thread_count_does_not_change_result(rng, threads):
+    u, k, D, _, _ = make_inputs(rng, 3, 5, 3000, 3000)
+    base = fftconv_numpy(u, k, D, num_threads=1)
+    np.testing.assert_array_equal(fftconv_numpy(u, k, D, num_threads=threads), base)
+
+
+def test_prepared_spectrum_equals_per_call_transform(rng):
+    u, k, D, _, _ = make_inputs(rng, 2, 5, 20000, 20000)
+    descs = [_lib.describe(a.shape, _lib.numpy_dtype_code(a)) for a in (u, k, D)] + [_lib.describe((), None)] * 2
+    params, _ = _lib.resolve(descs, 0, "BHL")
+    y_direct = np.empty_like(u)
+    y_cached = np.empty_like(u)
+    params.u, params.k, params.D = u.ctypes.data, k.ctypes.data, D.ctypes.data
+    spectrum = np.empty(_lib.core().fftconv_cpu_filter_floats(ctypes.byref(params)), np.float32)
+    _lib.check(_lib.core().fftconv_cpu_prepare_filter(ctypes.byref(params), spectrum.ctypes.data))
+    params.y = y_direct.ctypes.data
+    _lib.check(_lib.core().fftconv_cpu_forward(ctypes.byref(params), None))
+    params.y = y_cached.ctypes.data
+    params.k = None  # the spectrum alone must be enough
+    _lib.check(_lib.core().fftconv_cpu_forward(ctypes.byref(params), spectrum.ctypes.data))
+    np.testing.assert_array_equal(y_cached, y_direct)
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 10), (2, 0, 10), (2, 3, 0)])
+def test_empty_dimensions_give_empty_output(rng, shape):
+    u = np.zeros(shape, np.float32)
+    k = np.ones((shape[1], 4), np.float32)
+    y = fftconv_numpy(u, k)
+    assert y.shape == shape
+
+
+def test_nan_propagates_without_crash(rng):
+    u, k, _, _, _ = make_inputs(rng, 1, 2, 64, 64, options=())
+    u[0, 0, 5] = np.nan
+    y = fftconv_numpy(u, k)
+    # an FFT convolution spreads a NaN over its row (as the reference does); other rows stay finite
+    assert np.isnan(y[0, 0]).any() and np.isfinite(y[0, 1]).all()
+
+
+@pytest.mark.parametrize("L", [65536 * 4 + 3])
+def test_long_odd_length(rng, L):
+    _check(rng, 1, 1, L, L, "float32", ("D",))
+
+
+def test_abi_version():
+    assert _lib.core().fftconv_abi_version() == 1
+
+
+def test_forward_refuses_bad_params_without_resolve():
+    """The CPU entry points check their params themselves too (callers may skip fftconv_resolve)."""
+    params = _lib.Params()
+    params.B, params.H, params.L, params.Lk = 1, 1, 8, 0
+    params.dtype = params.k_dtype = params.D_dtype = _lib.FLOAT32
+    status = _lib.core().fftconv_cpu_forward(ctypes.byref(params), None)
+    assert status == 1
+    assert "Lk >= 1" in _lib.core().fftconv_last_error().decode()
+    with pytest.raises(FFTConvError, match="Lk >= 1"):
+        _lib.check(status)
+
+
+def test_non_finite_filter_stays_in_its_channel(rng):
+    u, k, _, _, _ = make_inputs(rng, 2, 3, 64, 64, options=())
+    k[1, 3] = np.inf
+    y = fftconv_numpy(u, k)
+    assert not np.isfinite(y[:, 1]).all()
+    ref = fftconv_reference(u[:, [0, 2]], k[[0, 2]])
+    assert relative_error(y[:, [0, 2]], ref) <= tolerance("float32")
