@@ -44,3 +44,39 @@ def make_session(model: Union[str, Path, bytes], providers: Optional[Sequence] =
     if isinstance(model, Path):
         model = str(model)
     return ort.InferenceSession(model, options, providers=list(providers or default_providers()))
+
+
+def run(session, feeds: dict, output_names: Optional[Sequence[str]] = None) -> list:
+    """session.run that also takes and returns bfloat16 arrays (ml_dtypes), which
+    onnxruntime's Python binding cannot convert by itself."""
+    import ctypes
+
+    import numpy as np
+    from onnx import TensorProto
+
+    ort = _onnxruntime()
+    names = list(output_names or [o.name for o in session.get_outputs()])
+    binding = session.io_binding()
+    for name, value in feeds.items():
+        value = np.ascontiguousarray(value)
+        if value.dtype.name == "bfloat16":
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy_with_onnx_type(
+                value.view(np.uint16), onnx_element_type=TensorProto.BFLOAT16))
+        else:
+            binding.bind_cpu_input(name, value)
+    for name in names:
+        binding.bind_output(name, "cpu")
+    session.run_with_iobinding(binding)
+    results = []
+    for value in binding.get_outputs():
+        if value.data_type() == "tensor(bfloat16)":
+            import ml_dtypes
+
+            shape = value.shape()
+            count = int(np.prod(shape)) if shape else 1
+            raw = np.ctypeslib.as_array((ctypes.c_uint16 * count).from_address(value.data_ptr())) if count else \
+                np.empty(0, np.uint16)
+            results.append(raw.copy().view(ml_dtypes.bfloat16).reshape(shape))
+        else:
+            results.append(value.numpy())
+    return results

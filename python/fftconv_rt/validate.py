@@ -113,7 +113,14 @@ def validate(model, onnx_path: str, inputs: Iterable[Sequence[Any]], *, provider
     """
     import onnx
     from polygraphy.backend.onnxrt import OnnxrtRunner
-    from polygraphy.comparator import Comparator, CompareFunc
+    from polygraphy.comparator import Comparator
+
+    try:  # Polygraphy >= 0.50 names it SimpleCompareFunc; CompareFunc.simple is deprecated
+        from polygraphy.comparator import SimpleCompareFunc as simple_compare
+    except ImportError:
+        from polygraphy.comparator import CompareFunc
+
+        simple_compare = CompareFunc.simple
 
     from .ort import make_session
 
@@ -163,7 +170,7 @@ def validate(model, onnx_path: str, inputs: Iterable[Sequence[Any]], *, provider
             scale = max(scale, ref_max)
         report.checks.append(OutputCheck(name, ort_name, worst, tol))
         atol[name] = tol * scale
-    compare = CompareFunc.simple(atol=atol, rtol=0.0, check_error_stat="max")
+    compare = simple_compare(atol=atol, rtol=0.0, check_error_stat="max")
     report.polygraphy_passed = bool(Comparator.compare_accuracy(results, compare_func=compare))
     for runner_name, runs in results:
         times = [r.runtime for r in runs if getattr(r, "runtime", None) is not None]

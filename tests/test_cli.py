@@ -1,0 +1,82 @@
+"""The fftconv-rt command line."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+
+def cli(*args, cwd=None, check=True):
+    result = subprocess.run([sys.executable, "-m", "fftconv_rt.cli", *args], capture_output=True, text=True,
+                            cwd=cwd, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"fftconv-rt {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture
+def factory_module(tmp_path):
+    (tmp_path / "my_models.py").write_text(textwrap.dedent('''
+        import torch
+
+        class Conv(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.k = torch.nn.Parameter(torch.randn(4, 128) * 0.1)
+                self.D = torch.nn.Parameter(torch.randn(4))
+
+            def forward(self, u):
+                L = u.shape[-1]
+                y = torch.fft.irfft(torch.fft.rfft(u, n=2 * L) * torch.fft.rfft(self.k[:, :L], n=2 * L),
+                                    n=2 * L)[..., :L]
+                return y + u * self.D.unsqueeze(-1)
+
+        def conv():
+            torch.manual_seed(0)
+            return Conv().eval(), (torch.randn(2, 4, 100),)
+
+        def plain():
+            return torch.nn.Linear(8, 8), (torch.randn(2, 8),)
+    '''))
+    return tmp_path
+
+
+def test_info():
+    out = cli("info").stdout
+    assert "libfftconv_ort.so" in out and "onnxruntime providers" in out
+    assert re.search(r"core ABI version\s+1", out)
+
+
+def test_export_and_validate(factory_module):
+    out = cli("export", "my_models:conv", "m.onnx", "--report", cwd=factory_module).stdout
+    assert "P2" in out and "1 FFTConv nodes" in out
+    out = cli("validate", "my_models:conv", "m.onnx", cwd=factory_module).stdout
+    assert "validation: PASSED" in out
+
+
+def test_export_report_json(factory_module):
+    out = cli("export", "my_models:conv", "m.onnx", "--report-json", cwd=factory_module).stdout
+    report = json.loads(out)
+    assert report["fftconv_nodes"] == 1 and report["rewrites"][0]["pattern"] == "P2"
+
+
+def test_export_without_long_convolution_fails_clearly(factory_module):
+    result = cli("export", "my_models:plain", "p.onnx", cwd=factory_module, check=False)
+    assert result.returncode == 2
+    assert "no long convolution found" in result.stderr
+
+
+def test_bad_model_spec(factory_module):
+    result = cli("export", "my_models", "p.onnx", cwd=factory_module, check=False)
+    assert result.returncode != 0 and "package.module:factory" in result.stderr
+
+
+def test_demo_quick(tmp_path):
+    out = cli("demo", "--quick", "--out", str(tmp_path)).stdout
+    assert "result: PASSED" in out and "FFTConv nodes" in out and "speed-up" in out
+    assert (tmp_path / "hyena_demo.onnx").is_file()

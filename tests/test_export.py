@@ -1,0 +1,243 @@
+"""The exporter: patterns P1/P2 become one FFTConv node each, everything else is left alone."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from fftconv_rt.export import NoLongConvolutionError, export
+from fftconv_rt.ort import make_session
+from fftconv_rt.reference import relative_error
+from fftconv_rt.spec import tolerance
+
+
+def _filter(H, L, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(H, L, generator=g) * torch.exp(-4 * torch.arange(L) / L) / math.sqrt(L)
+
+
+class P1(torch.nn.Module):
+    """safari/hyena-dna style: k_f scaled by 1/n, irfft norm='forward', fp32 compute, cast back."""
+
+    def __init__(self, H=4, Lmax=512, d_shape="vector"):
+        super().__init__()
+        self.k = torch.nn.Parameter(_filter(H, Lmax))
+        D = torch.randn(H)
+        self.D = torch.nn.Parameter(D if d_shape == "vector" else D.view(1, H, 1))
+        self.d_shape = d_shape
+
+    def forward(self, u):
+        seqlen = u.shape[-1]
+        fft_size = 2 * seqlen
+        k = self.k[:, :seqlen]
+        k_f = torch.fft.rfft(k, n=fft_size) / fft_size
+        u_f = torch.fft.rfft(u.to(dtype=k.dtype), n=fft_size)
+        y = torch.fft.irfft(u_f * k_f, n=fft_size, norm="forward")[..., :seqlen]
+        D = self.D.unsqueeze(-1) if self.d_shape == "vector" else self.D
+        return (y + u * D).to(dtype=u.dtype)
+
+
+class P1b(torch.nn.Module):
+    """H3 style: the 1/n scale on the input spectrum instead of the filter, gelu epilogue."""
+
+    def __init__(self, H=4, Lmax=512):
+        super().__init__()
+        self.k = torch.nn.Parameter(_filter(H, Lmax, 1))
+        self.D = torch.nn.Parameter(torch.randn(H))
+
+    def forward(self, u):
+        L = u.shape[-1]
+        n = 2 * L
+        u_f = torch.fft.rfft(u, n=n) / n
+        k_f = torch.fft.rfft(self.k[:, :L], n=n)
+        y = torch.fft.irfft(u_f * k_f, n=n, norm="forward")[..., :L]
+        return torch.nn.functional.gelu(y + u * self.D.unsqueeze(-1))
+
+
+class P2(torch.nn.Module):
+    """S4D style: default norms, no manual scale, the filter computed by the model (Vandermonde)."""
+
+    def __init__(self, H=4, N=8):
+        super().__init__()
+        self.log_dt = torch.nn.Parameter(torch.rand(H) * -3)
+        self.A_re = torch.nn.Parameter(-0.5 * torch.ones(H, N))
+        self.A_im = torch.nn.Parameter(math.pi * torch.arange(N).float().repeat(H, 1))
+        self.C = torch.nn.Parameter(torch.randn(H, N, 2) * 0.5)
+        self.D = torch.nn.Parameter(torch.randn(H))
+
+    def kernel(self, L):
+        dt = torch.exp(self.log_dt)
+        dtA_re = -torch.exp(self.A_re) * dt[:, None]
+        dtA_im = self.A_im * dt[:, None]
+        t = torch.arange(L, dtype=torch.float32)
+        decay = torch.exp(dtA_re[..., None] * t)  # (H, N, L)
+        C_re, C_im = self.C[..., 0], self.C[..., 1]
+        osc_re, osc_im = torch.cos(dtA_im[..., None] * t), torch.sin(dtA_im[..., None] * t)
+        return 2 * ((C_re[..., None] * osc_re - C_im[..., None] * osc_im) * decay).sum(1)  # (H, L)
+
+    def forward(self, u):
+        L = u.size(-1)
+        k = self.kernel(L)
+        k_f = torch.fft.rfft(k, n=2 * L)
+        u_f = torch.fft.rfft(u, n=2 * L)
+        y = torch.fft.irfft(u_f * k_f, n=2 * L)[..., :L]
+        return y + u * self.D.unsqueeze(-1)
+
+
+class NotAConvolution(torch.nn.Module):
+    """A spectral feature (power spectrum), not a convolution: must be left alone."""
+
+    def forward(self, u):
+        return torch.fft.irfft(torch.fft.rfft(u).abs() ** 2, n=u.shape[-1])
+
+
+class WrongScale(torch.nn.Module):
+    """rfft/irfft(norm='forward') without the 1/n: scaled by n, not a convolution with k."""
+
+    def __init__(self, H=4, Lmax=256):
+        super().__init__()
+        self.k = torch.nn.Parameter(_filter(H, Lmax))
+
+    def forward(self, u):
+        L = u.shape[-1]
+        y = torch.fft.irfft(torch.fft.rfft(u, n=2 * L) * torch.fft.rfft(self.k[:, :L], n=2 * L), n=2 * L,
+                            norm="forward")
+        return y[..., :L]
+
+
+class Plain(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(16, 16)
+
+    def forward(self, u):
+        return self.lin(u)
+
+
+def _check_ort(model, path, shapes, dtype=torch.float32):
+    session = make_session(path, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    for shape in shapes:
+        x = torch.randn(*shape).to(dtype)
+        with torch.no_grad():
+            expected = model(x).float().numpy()
+        got = session.run(None, {name: x.numpy()})[0].astype(np.float32)
+        assert got.shape == expected.shape
+        err = relative_error(got, expected)
+        assert err <= tolerance(str(dtype).replace("torch.", "")), f"{shape}: {err:.3e}"
+
+
+def _nodes(path):
+    return onnx.load(str(path)).graph.node
+
+
+@pytest.mark.parametrize("model,pattern", [(P1(), "P1"), (P1(d_shape="preshaped"), "P1"), (P1b(), "P1"),
+                                           (P2(), "P2")])
+def test_pattern_becomes_one_node_and_matches_pytorch(tmp_path, model, pattern):
+    path = tmp_path / "m.onnx"
+    report = export(model.eval(), (torch.randn(2, 4, 64),), path)
+    assert [r.pattern for r in report.rewrites] == [pattern]
+    assert report.rewrites[0].skip_term  # each of these models has the u * D term
+    assert report.left == []
+    nodes = _nodes(path)
+    assert sum(n.op_type == "FFTConv" for n in nodes) == 1
+    assert not [n for n in nodes if n.op_type == "DFT"]
+    # one exported model, two batch sizes and two sequence lengths
+    _check_ort(model, path, [(2, 4, 64), (3, 4, 200)])
+
+
+def test_float16_model_keeps_its_dtype(tmp_path):
+    model = P1().eval()
+    path = tmp_path / "m.onnx"
+    report = export(model, (torch.randn(2, 4, 64).half(),), path)
+    assert len(report.rewrites) == 1
+    graph = onnx.load(str(path)).graph
+    assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    _check_ort(model, path, [(2, 4, 64), (2, 4, 300)], dtype=torch.float16)
+
+
+def test_report_names_module_and_shapes(tmp_path):
+    class Wrapper(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mixer = P1()
+
+        def forward(self, u):
+            return self.mixer(u) * 2
+
+    report = export(Wrapper().eval(), (torch.randn(2, 4, 64),), tmp_path / "m.onnx")
+    r = report.rewrites[0]
+    assert r.module == "mixer" and r.u_shape[1] == "4" and r.fft_size == 0
+    text = str(report)
+    assert "P1" in text and "mixer" in text and "1 FFTConv nodes" in text
+    assert report.to_dict()["rewrites"][0]["pattern"] == "P1"
+
+
+def test_fft_that_is_not_a_convolution_is_left_with_a_reason(tmp_path):
+    class Mixed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = P1()
+            self.feature = NotAConvolution()
+
+        def forward(self, u):
+            return self.conv(u) + self.feature(u)
+
+    model = Mixed().eval()
+    path = tmp_path / "m.onnx"
+    report = export(model, (torch.randn(2, 4, 64),), path)
+    assert len(report.rewrites) == 1
+    assert len(report.left) == 2 and all(f.module == "feature" for f in report.left)
+    assert all("not part of a recognised long convolution" in f.reason for f in report.left)
+    _check_ort(model, path, [(2, 4, 64), (2, 4, 90)])
+
+
+def test_wrong_scale_is_not_rewritten(tmp_path):
+    with pytest.raises(NoLongConvolutionError) as info:
+        export(WrongScale().eval(), (torch.randn(2, 4, 64),), tmp_path / "m.onnx")
+    assert "not 1/n" in str(info.value)
+    report = export(WrongScale().eval(), (torch.randn(2, 4, 64),), tmp_path / "m.onnx", require_rewrite=False)
+    assert report.rewrites == [] and any("not 1/n" in f.reason for f in report.left)
+
+
+@pytest.mark.parametrize("model", [Plain(), NotAConvolution()])
+def test_model_without_long_convolution_is_refused(tmp_path, model):
+    with pytest.raises(NoLongConvolutionError, match="no long convolution found"):
+        export(model.eval(), (torch.randn(2, 4, 16),), tmp_path / "m.onnx")
+
+
+def test_static_shapes_export(tmp_path):
+    model = P1().eval()
+    path = tmp_path / "m.onnx"
+    export(model, (torch.randn(2, 4, 64),), path, dynamic_shapes=(None,))
+    dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims] == [2, 4, 64]
+    _check_ort(model, path, [(2, 4, 64)])
+
+
+def test_validate_through_polygraphy(tmp_path):
+    from fftconv_rt.validate import validate
+
+    model = P2().eval()
+    path = tmp_path / "m.onnx"
+    export(model, (torch.randn(2, 4, 64),), path)
+    report = validate(model, str(path), [(torch.randn(2, 4, 64),), (torch.randn(1, 4, 333),)])
+    assert report.passed and report.polygraphy_passed
+    assert report.checks[0].relative_error <= tolerance("float32")
+
+
+def test_validate_detects_a_wrong_model(tmp_path):
+    from fftconv_rt.validate import validate
+
+    model = P2().eval()
+    path = tmp_path / "m.onnx"
+    export(model, (torch.randn(2, 4, 64),), path)
+    with torch.no_grad():
+        model.D.add_(1.0)  # the PyTorch model no longer matches the exported one
+    report = validate(model, str(path), [(torch.randn(2, 4, 64),)])
+    assert not report.passed and not report.polygraphy_passed
+    assert "FAIL" in str(report)

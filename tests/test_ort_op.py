@@ -1,0 +1,176 @@
+"""The ONNX Runtime custom-op library: results, optional inputs, constant filters,
+shape inference, errors, and the library's exported symbols."""
+
+from __future__ import annotations
+
+import subprocess
+
+import ml_dtypes
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from fftconv_rt import ort_library_path
+from fftconv_rt.ort import make_session
+from fftconv_rt.ort import run as ort_run
+from fftconv_rt.reference import fftconv_reference, relative_error
+from fftconv_rt.spec import tolerance
+
+from helpers import make_inputs
+
+ONNX_TYPES = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16, "bfloat16": TensorProto.BFLOAT16}
+NAMES = ["u", "k", "D", "pregate", "postgate"]
+
+
+def onnx_type(a) -> int:
+    return TensorProto.BFLOAT16 if a.dtype == ml_dtypes.bfloat16 else helper.np_dtype_to_tensor_dtype(a.dtype)
+
+
+def build_model(arrays, dtype, constant_k=False, attributes=None, dynamic=True):
+    """One FFTConv node; omitted inputs are empty names, k optionally an initializer."""
+    graph_inputs, initializers, node_inputs = [], [], []
+    for name, a in zip(NAMES, arrays):
+        if a is None:
+            node_inputs.append("")
+            continue
+        node_inputs.append(name)
+        if name == "k" and constant_k:
+            initializers.append(numpy_helper.from_array(np.asarray(a, np.float32), "k"))
+            continue
+        elem = onnx_type(a)
+        shape = ["B", a.shape[1], "L"] if dynamic and a.ndim == 3 else list(a.shape)
+        graph_inputs.append(helper.make_tensor_value_info(name, elem, shape))
+    while node_inputs and node_inputs[-1] == "":
+        node_inputs.pop()
+    node = helper.make_node("FFTConv", node_inputs, ["y"], domain="fftconv_rt", **(attributes or {}))
+    out = helper.make_tensor_value_info("y", ONNX_TYPES[dtype], None)
+    graph = helper.make_graph([node], "fftconv", graph_inputs, [out], initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("fftconv_rt", 1)])
+
+
+def run(model, arrays):
+    session = make_session(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+    feed = {n: a for n, a in zip(NAMES, arrays) if a is not None and n in names}
+    return session, ort_run(session, feed)[0]
+
+
+@pytest.mark.parametrize("L", [1, 2, 3, 17, 128, 1000, 4096, 65536])
+@pytest.mark.parametrize("filter_len", ["short", "equal"])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("layout", ["BHL", "BLH"])
+def test_matches_reference(rng, L, filter_len, dtype, layout):
+    Lk = L if filter_len == "equal" else max(1, L // 3)
+    arrays = make_inputs(rng, 2 if L <= 4096 else 1, 3, L, Lk, dtype, ("D", "pregate", "postgate"), layout)
+    model = build_model(arrays, dtype, attributes={"layout": layout}, dynamic=False)
+    _, y = run(model, arrays)
+    assert y.shape == arrays[0].shape and y.dtype == arrays[0].dtype
+    assert relative_error(y, fftconv_reference(*arrays, layout=layout)) <= tolerance(dtype)
+
+
+@pytest.mark.parametrize("present", [("postgate",), ("pregate",), ("D", "postgate"), ()])
+def test_omitted_inputs_in_the_middle(rng, present):
+    arrays = make_inputs(rng, 2, 4, 300, 300, "float32", present)
+    _, y = run(build_model(arrays, "float32"), arrays)
+    assert relative_error(y, fftconv_reference(*arrays)) <= tolerance("float32")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_constant_filter_is_reused_across_lengths(rng, dtype):
+    """A constant k: spectra cached per transform size; several lengths through one session."""
+    u, k, D, _, _ = make_inputs(rng, 2, 4, 1000, 1000, dtype, ("D",))
+    model = build_model([u, k, D, None, None], dtype, constant_k=True)
+    session = make_session(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for L in (1000, 37, 1000, 2500, 37):
+        x = rng.standard_normal((3, 4, L)).astype(u.dtype)
+        y = session.run(None, {"u": x, "D": D})[0]
+        assert relative_error(y, fftconv_reference(x, k, D)) <= tolerance(dtype)
+
+
+def test_circular_fft_size_attribute(rng):
+    arrays = make_inputs(rng, 2, 3, 100, 100, "float32", ("D",))
+    _, y = run(build_model(arrays, "float32", attributes={"fft_size": 150}), arrays)
+    assert relative_error(y, fftconv_reference(*arrays, fft_size=150)) <= tolerance("float32")
+
+
+def test_shape_inference_gives_type_and_shape(rng):
+    arrays = make_inputs(rng, 2, 3, 40, 40, "float16", ("D",))
+    session, _ = run(build_model(arrays, "float16"), arrays)
+    out = session.get_outputs()[0]
+    assert out.type == "tensor(float16)"
+    assert out.shape == ["B", 3, "L"]
+
+
+def test_concurrent_runs_in_threads_agree(rng):
+    from concurrent.futures import ThreadPoolExecutor
+
+    arrays = make_inputs(rng, 2, 4, 3000, 3000, "float32", ("D",))
+    session = make_session(build_model(arrays, "float32", constant_k=True).SerializeToString(),
+                           providers=["CPUExecutionProvider"])
+    feed = {"u": arrays[0], "D": arrays[2]}
+    expected = session.run(None, feed)[0]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: session.run(None, feed)[0], range(16)))
+    for r in results:
+        np.testing.assert_array_equal(r, expected)
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda a: [a[0][0], *a[1:]], "input 'u' must be rank 3"),
+    (lambda a: [a[0], a[1][:2], *a[2:]], "input 'k' must have shape (H, Lk) with H = 3"),
+    (lambda a: [a[0], a[1], a[2][:2], *a[3:]], "input 'D' must have shape (H,) = (3,)"),
+    (lambda a: [a[0], a[1].astype(np.float64), *a[2:]], "input 'k' has element type float64"),
+    (lambda a: [a[0].astype(np.float64), a[1], *a[2:]], "input 'u' has element type float64"),
+])
+def test_bad_input_is_refused_with_a_clear_message(rng, mutate, message):
+    arrays = mutate(list(make_inputs(rng, 2, 3, 30, 30, "float32", ("D",))))
+    model = build_model(arrays, "float32", dynamic=False)
+    model.graph.input[0].type.tensor_type.ClearField("shape")  # let a wrong rank reach the kernel
+    with pytest.raises(Exception) as info:
+        run(model, arrays)
+    assert message in str(info.value) and "FFTConv:" in str(info.value)
+
+
+@pytest.mark.parametrize("attributes,message", [
+    ({"layout": "HLB"}, "attribute 'layout' must be \"BHL\" or \"BLH\""),
+    ({"fft_size": -4}, "attribute 'fft_size' must be >= 0"),
+    ({"fft_size": 10}, "smaller than the sequence length"),
+    ({"fft_size": 1.5}, "attribute 'fft_size'"),
+])
+def test_bad_attribute_is_refused(rng, attributes, message):
+    arrays = make_inputs(rng, 1, 3, 30, 5, "float32", ())
+    with pytest.raises(Exception) as info:
+        run(build_model(arrays, "float32", attributes=attributes), arrays)
+    assert message in str(info.value)
+
+
+def test_empty_sequence_gives_empty_output(rng):
+    arrays = make_inputs(rng, 2, 3, 0, 4, "float32", ("D",))
+    _, y = run(build_model(arrays, "float32"), arrays)
+    assert y.shape == (2, 3, 0)
+
+
+def test_library_exports_only_register_custom_ops(nm_available):
+    out = subprocess.run(["nm", "-D", "--defined-only", ort_library_path()], capture_output=True, text=True,
+                         check=True).stdout
+    exported = sorted(line.split()[-1] for line in out.splitlines() if line.split()[1] in "TtWDB")
+    assert exported == ["RegisterCustomOps"]
+
+
+def test_missing_library_is_reported(tmp_path, monkeypatch):
+    import fftconv_rt
+    from fftconv_rt import _lib
+
+    monkeypatch.setenv("FFTCONV_RT_LIB_DIR", str(tmp_path))
+    monkeypatch.setattr(fftconv_rt, "__path__", [str(tmp_path)])
+    monkeypatch.setattr(_lib, "_search_dirs", lambda: [tmp_path])
+    with pytest.raises(_lib.LibraryNotFoundError, match="libfftconv_ort.so not found"):
+        _lib.ort_library_path()
+
+
+def test_unregistered_session_names_the_missing_domain(rng):
+    arrays = make_inputs(rng, 1, 2, 10, 10, "float32", ())
+    with pytest.raises(Exception, match="fftconv_rt"):
+        ort.InferenceSession(build_model(arrays, "float32").SerializeToString(), providers=["CPUExecutionProvider"])
