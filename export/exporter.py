@@ -4,7 +4,10 @@ fftconv_rt::FFTConv node. Returns a report of what was rewritten and what was le
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -70,6 +73,20 @@ class ExportReport:
         if self.onnx_path:
             lines.append(f"ONNX model: {self.onnx_path} ({self.fftconv_nodes} {OP_NAME} nodes)")
         return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def _quiet_torch_onnx():
+    """torch.onnx logs a warning per torchvision op it cannot register, and progress lines to
+    stdout; neither concerns the user of this exporter."""
+    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def _default_dynamic_shapes(example_inputs: Sequence[Any]):
@@ -167,15 +184,17 @@ def export(model: torch.nn.Module, example_inputs: Sequence[Any], path: str | Pa
     if dynamic_shapes is None:
         dynamic_shapes = _default_dynamic_shapes(example_inputs)
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec.*")
         gm, report = rewrite_long_convolutions(model, example_inputs, dynamic_shapes)
     if require_rewrite and not report.rewrites:
         raise NoLongConvolutionError(
             "fftconv-rt export: no long convolution found in the model (expected the pattern "
             "rfft(u, n) * rfft(k, n) -> irfft(n) -> [..., :L], optionally + u * D).\n" + str(report))
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), _quiet_torch_onnx():
         # ep.module() refuses eval() and is always "training"; the model itself was set to eval.
         warnings.filterwarnings("ignore", message="Exporting a model while it is in training mode")
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec.*")
         program = torch.onnx.export(gm, example_inputs, dynamo=True, dynamic_shapes=dynamic_shapes,
                                     custom_translation_table=custom_translation_table(),
                                     opset_version=opset_version, input_names=input_names,
