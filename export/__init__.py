@@ -4,6 +4,19 @@ patterns.py holds one small matcher per code pattern (see the pattern catalogue)
 exporter.py applies them to the torch.export graph and writes the ONNX model.
 """
 
+import sys
+
 from .exporter import ExportReport, LeftFFT, NoLongConvolutionError, Rewrite, export, rewrite_long_convolutions
 
 __all__ = ["ExportReport", "LeftFFT", "NoLongConvolutionError", "Rewrite", "export", "rewrite_long_convolutions"]
+
+
+class _CallableModule(type(sys.modules[__name__])):
+    """Importing this subpackage rebinds the name fftconv_rt.export from the package's export()
+    function to this module; making the module callable keeps fftconv_rt.export(...) working."""
+
+    def __call__(self, *args, **kwargs):
+        return export(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -180,6 +180,13 @@ def export(model: torch.nn.Module, example_inputs: Sequence[Any], path: str | Pa
     """
     import onnx
 
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    if not isinstance(example_inputs, (tuple, list)):
+        raise TypeError(f"fftconv-rt export: example_inputs must be a tuple of the model's positional inputs, "
+                        f"got {type(example_inputs).__name__}")
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"fftconv-rt export: model must be a torch.nn.Module, got {type(model).__name__}")
     example_inputs = tuple(example_inputs)
     if dynamic_shapes is None:
         dynamic_shapes = _default_dynamic_shapes(example_inputs)

@@ -241,3 +241,20 @@ def test_validate_detects_a_wrong_model(tmp_path):
     report = validate(model, str(path), [(torch.randn(2, 4, 64),)])
     assert not report.passed and not report.polygraphy_passed
     assert "FAIL" in str(report)
+
+
+def test_package_level_export_is_callable_after_importing_the_subpackage(tmp_path):
+    import fftconv_rt
+    import fftconv_rt.export  # noqa: F401  (rebinds the attribute to the subpackage)
+
+    report = fftconv_rt.export(P1().eval(), (torch.randn(2, 4, 32),), tmp_path / "m.onnx")
+    assert len(report.rewrites) == 1
+
+
+def test_bad_arguments_are_refused(tmp_path):
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        export(lambda u: u, (torch.randn(2, 4, 16),), tmp_path / "m.onnx")
+    with pytest.raises(TypeError, match="example_inputs must be a tuple"):
+        export(P1().eval(), {"u": torch.randn(2, 4, 16)}, tmp_path / "m.onnx")
+    # a single tensor is taken as the one positional input
+    assert len(export(P1().eval(), torch.randn(2, 4, 16), tmp_path / "m.onnx").rewrites) == 1

@@ -102,6 +102,27 @@ struct FFTConvKernel {
   std::string layout = "BHL";
   std::unique_ptr<ConstantFilter> constant_filter;
 
+  // When the model fixes u's shape, the constant filter's spectrum is prepared
+  // now, at kernel creation; otherwise at the first run of each transform size.
+  void prepare_for_static_shape(const Ort::ConstKernelInfo& info) {
+    const std::vector<int64_t> shape = info.GetInputTypeInfo(FFTCONV_INPUT_U).GetTensorTypeAndShapeInfo().GetShape();
+    if (shape.size() != 3) return;
+    for (int64_t d : shape)
+      if (d < 0) return;  // symbolic dimension
+    fftconv_tensor_desc inputs[FFTCONV_NUM_INPUTS] = {};
+    inputs[FFTCONV_INPUT_U].present = 1;
+    inputs[FFTCONV_INPUT_U].dtype =
+        static_cast<int32_t>(info.GetInputTypeInfo(FFTCONV_INPUT_U).GetTensorTypeAndShapeInfo().GetElementType());
+    inputs[FFTCONV_INPUT_U].rank = 3;
+    for (int i = 0; i < 3; ++i) inputs[FFTCONV_INPUT_U].dims[i] = shape[size_t(i)];
+    inputs[FFTCONV_INPUT_K] = constant_filter->desc;
+    fftconv_params params{};
+    int64_t out_shape[3];
+    // An invalid combination is left for the first run to report with its message.
+    if (fftconv_resolve(inputs, fft_size, layout.c_str(), &params, out_shape) == FFTCONV_OK && params.L > 0)
+      constant_filter->spectrum_for(params);
+  }
+
   OrtStatusPtr ComputeV2(OrtKernelContext* raw_context) {
     try {
       Ort::KernelContext context(raw_context);
@@ -181,6 +202,7 @@ struct FFTConvOp : Ort::CustomOpBase<FFTConvOp, FFTConvKernel, /*WithStatus=*/tr
         filter->bytes.resize(bytes);
         std::memcpy(filter->bytes.data(), k.GetTensorRawData(), bytes);
         kernel->constant_filter = std::move(filter);
+        kernel->prepare_for_static_shape(info);
       }
       *kernel_out = kernel.release();
       return nullptr;

@@ -12,7 +12,7 @@ import platform
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -27,22 +27,27 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _time_ms(fn: Callable, repeats: int, budget_s: float) -> float:
-    """Median wall time of fn in ms, after one warm-up; stops early past budget_s."""
-    fn()
-    times = []
+def _time_round_robin(fns: dict, repeats: int, budget_s: float, block: int = 5) -> dict:
+    """Median wall time in ms of each callable. The callables take turns in blocks of
+    `block` back-to-back calls (the first of each block, which wakes the thread pools,
+    is not counted), so that a slow spell of a shared machine hits all of them alike;
+    rounds stop once `repeats` samples each are taken or past budget_s."""
+    times = {name: [] for name in fns}
     start_all = time.perf_counter()
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+    while min(len(t) for t in times.values()) < repeats:
+        for name, fn in fns.items():
+            fn()
+            for _ in range(block):
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
         if time.perf_counter() - start_all > budget_s:
             break
-    return float(np.median(times) * 1e3)
+    return {name: float(np.median(t) * 1e3) for name, t in times.items()}
 
 
 def run_cpu_bench(lengths=(1024, 4096, 16384, 65536), elements: int = 1 << 21, batch: int = 2,
-                  repeats: int = 11, threads: Optional[int] = None, default_export_max_len: int = 16384,
+                  repeats: int = 21, threads: Optional[int] = None, default_export_max_len: int = 16384,
                   out_path: Optional[str] = None, log=print) -> list[dict]:
     import onnxruntime as ort
     import torch
@@ -60,7 +65,7 @@ def run_cpu_bench(lengths=(1024, 4096, 16384, 65536), elements: int = 1 << 21, b
             "onnxruntime": ort.__version__, "dtype": "float32", "batch_x_channels_x_length": elements}
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="fftconv_bench_"))
-    log(f"CPU: {meta['cpu']}, {threads} threads; B*H*L = {elements}; float32; median of up to {repeats}")
+    log(f"CPU: {meta['cpu']}, {threads} threads; B*H*L = {elements}; float32; median of {repeats} calls in round-robin blocks")
     log(f"{'L':>7s} {'B':>3s} {'H':>5s} | {'torch rfft':>10s} {'torch cached':>12s} | {'ours op':>9s} "
         f"{'ours ORT':>9s} | {'ORT DFT':>9s} | {'op/torch':>8s} {'ORT/torch':>9s} | rel.err")
     for L in lengths:
@@ -76,19 +81,23 @@ def run_cpu_bench(lengths=(1024, 4096, 16384, 65536), elements: int = 1 << 21, b
             u_f = torch.fft.rfft(u, n=n)
             return torch.fft.irfft(u_f * k_f, n=n, norm="forward")[..., :L] + u * D.unsqueeze(-1)
 
-        with torch.no_grad():
-            t_torch = _time_ms(lambda: fft_long_conv(u, k, D), repeats, 20)
-            t_cached = _time_ms(torch_cached, repeats, 20)
-            t_op = _time_ms(lambda: fftconv(u, k, D), repeats, 20)
-            y_op = fftconv(u, k, D).numpy()
-        err = relative_error(y_op, fftconv_reference(u.numpy(), k.numpy(), D.numpy()))
-
         # ONNX Runtime: the exported model (constant filter: its spectrum is prepared once).
         onnx_path = tmp / f"conv_{L}.onnx"
         export(model, (u,), onnx_path, dynamic_shapes=(None,), input_names=["u"], output_names=["y"])
-        session = make_session(onnx_path, providers=["CPUExecutionProvider"], intra_op_threads=threads)
+        # ORT's idle workers spin by default and would slow whatever runs next in the round.
+        quiet = ort.SessionOptions()
+        quiet.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = make_session(onnx_path, providers=["CPUExecutionProvider"], options=quiet,
+                               intra_op_threads=threads)
         feed = {"u": u.numpy()}
-        t_ort = _time_ms(lambda: session.run(None, feed), repeats, 20)
+
+        with torch.no_grad():
+            t = _time_round_robin({"torch": lambda: fft_long_conv(u, k, D), "cached": torch_cached,
+                                   "op": lambda: fftconv(u, k, D), "ort": lambda: session.run(None, feed)},
+                                  repeats, 60)
+            y_op = fftconv(u, k, D).numpy()
+        t_torch, t_cached, t_op, t_ort = t["torch"], t["cached"], t["op"], t["ort"]
+        err = relative_error(y_op, fftconv_reference(u.numpy(), k.numpy(), D.numpy()))
         err_ort = relative_error(session.run(None, feed)[0], y_op)
 
         t_dft = None
@@ -97,8 +106,9 @@ def run_cpu_bench(lengths=(1024, 4096, 16384, 65536), elements: int = 1 << 21, b
             torch.onnx.export(model, (u,), dynamo=True, input_names=["u"], output_names=["y"]).save(str(dft_path))
             options = ort.SessionOptions()
             options.intra_op_num_threads = threads
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             dft = ort.InferenceSession(str(dft_path), options, providers=["CPUExecutionProvider"])
-            t_dft = _time_ms(lambda: dft.run(None, feed), max(3, repeats // 3), 30)
+            t_dft = _time_round_robin({"dft": lambda: dft.run(None, feed)}, 3, 30, block=3)["dft"]
 
         entries = {"torch_rfft_conv": t_torch, "torch_rfft_conv_cached_filter": t_cached,
                    "fftconv_rt_torch_op": t_op, "fftconv_rt_ort": t_ort, "ort_default_export_dft": t_dft}

@@ -133,7 +133,7 @@ def main(argv=None) -> int:
     p = sub.add_parser("bench", help="CPU benchmark: fftconv-rt vs torch.fft conv vs ONNX default export")
     p.add_argument("--lengths", default="1024,4096,16384,65536")
     p.add_argument("--elements", type=int, default=1 << 21, help="B*H*L per call (default: %(default)s)")
-    p.add_argument("--repeats", type=int, default=11)
+    p.add_argument("--repeats", type=int, default=21)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default=None, help="append JSON lines to this file")
     p.set_defaults(fn=_cmd_bench)
