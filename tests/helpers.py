@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ml_dtypes
+import pytest
 import numpy as np
 
 from fftconv_rt.reference import decaying_filter
@@ -27,3 +28,21 @@ def make_inputs(rng, B, H, L, Lk, dtype="float32", options=("D",), layout="BHL",
     pre = (rng.uniform(0.5, 1.5, shape)).astype(np_dtype) if "pregate" in options else None
     post = (rng.uniform(0.5, 1.5, shape)).astype(np_dtype) if "postgate" in options else None
     return u, k, D, pre, post
+
+
+REFERENCE_LENGTHS = [1, 2, 3, 17, 128, 1000, 4096, 65536]
+
+
+def reference_grid(test):
+    """Parametrises a test over the grid every entry point is checked on: L in
+    REFERENCE_LENGTHS, a filter shorter than L and one as long, every dtype, both layouts."""
+    for name, values in (("layout", ["BHL", "BLH"]), ("dtype", list(NUMPY_DTYPES)),
+                         ("filter_len", ["short", "equal"]), ("L", REFERENCE_LENGTHS)):
+        test = pytest.mark.parametrize(name, values)(test)
+    return test
+
+
+def grid_inputs(rng, L, filter_len, dtype, layout):
+    """Inputs of one grid case, with every optional input; B*H is odd, so one row goes unpaired."""
+    Lk = L if filter_len == "equal" else max(1, L // 3)
+    return make_inputs(rng, 1 if L > 4096 else 3, 3, L, Lk, dtype, ("D", "pregate", "postgate"), layout)

@@ -12,13 +12,10 @@ from fftconv_rt._lib import FFTConvError, fftconv_numpy
 from fftconv_rt.reference import fftconv_reference, relative_error
 from fftconv_rt.spec import tolerance
 
-from helpers import OPTIONS, make_inputs
+from helpers import OPTIONS, grid_inputs, make_inputs, reference_grid
 
-LENGTHS = [1, 2, 3, 17, 128, 1000, 4096, 65536]
-
-
-def _check(rng, B, H, L, Lk, dtype, options, layout="BHL", fft_size=0, **kw):
-    u, k, D, pre, post = make_inputs(rng, B, H, L, Lk, dtype, options, layout, **kw)
+def _check_arrays(arrays, dtype, layout="BHL", fft_size=0):
+    u, k, D, pre, post = arrays
     y = fftconv_numpy(u, k, D, pre, post, fft_size=fft_size, layout=layout)
     assert y.shape == u.shape and y.dtype == u.dtype
     ref = fftconv_reference(u, k, D, pre, post, fft_size=fft_size, layout=layout)
@@ -27,14 +24,13 @@ def _check(rng, B, H, L, Lk, dtype, options, layout="BHL", fft_size=0, **kw):
     return err
 
 
-@pytest.mark.parametrize("L", LENGTHS)
-@pytest.mark.parametrize("filter_len", ["short", "equal"])
-@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
-@pytest.mark.parametrize("layout", ["BHL", "BLH"])
+def _check(rng, B, H, L, Lk, dtype, options, layout="BHL", fft_size=0, **kw):
+    return _check_arrays(make_inputs(rng, B, H, L, Lk, dtype, options, layout, **kw), dtype, layout, fft_size)
+
+
+@reference_grid
 def test_matches_reference(rng, L, filter_len, dtype, layout):
-    Lk = L if filter_len == "equal" else max(1, L // 3)
-    B, H = (2, 3) if L <= 4096 else (1, 3)  # odd row count: exercises the unpaired last row
-    _check(rng, B, H, L, Lk, dtype, ("D", "pregate", "postgate"), layout)
+    _check_arrays(grid_inputs(rng, L, filter_len, dtype, layout), dtype, layout)
 
 
 @pytest.mark.parametrize("option", list(OPTIONS))

@@ -18,7 +18,7 @@ from fftconv_rt.ort import run as ort_run
 from fftconv_rt.reference import fftconv_reference, relative_error
 from fftconv_rt.spec import tolerance
 
-from helpers import make_inputs
+from helpers import grid_inputs, make_inputs, reference_grid
 
 ONNX_TYPES = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16, "bfloat16": TensorProto.BFLOAT16}
 NAMES = ["u", "k", "D", "pregate", "postgate"]
@@ -57,13 +57,9 @@ def run(model, arrays):
     return session, ort_run(session, feed)[0]
 
 
-@pytest.mark.parametrize("L", [1, 2, 3, 17, 128, 1000, 4096, 65536])
-@pytest.mark.parametrize("filter_len", ["short", "equal"])
-@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
-@pytest.mark.parametrize("layout", ["BHL", "BLH"])
+@reference_grid
 def test_matches_reference(rng, L, filter_len, dtype, layout):
-    Lk = L if filter_len == "equal" else max(1, L // 3)
-    arrays = make_inputs(rng, 2 if L <= 4096 else 1, 3, L, Lk, dtype, ("D", "pregate", "postgate"), layout)
+    arrays = grid_inputs(rng, L, filter_len, dtype, layout)
     model = build_model(arrays, dtype, attributes={"layout": layout}, dynamic=False)
     _, y = run(model, arrays)
     assert y.shape == arrays[0].shape and y.dtype == arrays[0].dtype

@@ -13,7 +13,7 @@ from fftconv_rt.reference import fftconv_reference, relative_error
 from fftconv_rt.spec import tolerance
 from fftconv_rt.torch_op import FFTConv, fftconv
 
-from helpers import make_inputs
+from helpers import grid_inputs, make_inputs, reference_grid
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -24,13 +24,9 @@ def _to_torch(a, dtype):
     return torch.from_numpy(np.asarray(a, dtype=np.float32)).to(dtype)
 
 
-@pytest.mark.parametrize("L", [1, 2, 3, 17, 128, 1000, 4096, 65536])
-@pytest.mark.parametrize("filter_len", ["short", "equal"])
-@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
-@pytest.mark.parametrize("layout", ["BHL", "BLH"])
+@reference_grid
 def test_matches_reference(rng, L, filter_len, dtype, layout):
-    Lk = L if filter_len == "equal" else max(1, L // 3)
-    arrays = make_inputs(rng, 2 if L <= 4096 else 1, 3, L, Lk, dtype, ("D", "pregate", "postgate"), layout)
+    arrays = grid_inputs(rng, L, filter_len, dtype, layout)
     u, k, D, pre, post = (_to_torch(a, TORCH_DTYPES[dtype]) for a in arrays)
     k, D = k.float(), D.float()
     y = fftconv(u, k, D, pre, post, 0, layout)

@@ -14,25 +14,26 @@ namespace {
 constexpr int64_t kColumnBlock = 32;
 
 
-// One radix-4 butterfly: inputs a, b, c, d; outputs to y0..y3 with twiddles w1..w3.
-#define FFTCONV_RADIX4(AR, AI, BR, BI, CR, CI, DR, DI, W1R, W1I, W2R, W2I, W3R, W3I, YR, YI, Y0, Y1, Y2, Y3) \
-  do {                                                                                         \
-    const float apc_r = (AR) + (CR), apc_i = (AI) + (CI);                                      \
-    const float amc_r = (AR) - (CR), amc_i = (AI) - (CI);                                      \
-    const float bpd_r = (BR) + (DR), bpd_i = (BI) + (DI);                                      \
-    const float jbmd_r = (DI) - (BI), jbmd_i = (BR) - (DR); /* j * (b - d) */                  \
-    const float t1r = amc_r - jbmd_r, t1i = amc_i - jbmd_i;                                    \
-    const float t2r = apc_r - bpd_r, t2i = apc_i - bpd_i;                                      \
-    const float t3r = amc_r + jbmd_r, t3i = amc_i + jbmd_i;                                    \
-    (YR)[Y0]= apc_r + bpd_r;                                                                    \
-    (YI)[Y0]= apc_i + bpd_i;                                                                    \
-    (YR)[Y1]= t1r * (W1R) - t1i * (W1I);                                                        \
-    (YI)[Y1]= t1r * (W1I) + t1i * (W1R);                                                        \
-    (YR)[Y2]= t2r * (W2R) - t2i * (W2I);                                                        \
-    (YI)[Y2]= t2r * (W2I) + t2i * (W2R);                                                        \
-    (YR)[Y3]= t3r * (W3R) - t3i * (W3I);                                                        \
-    (YI)[Y3]= t3r * (W3I) + t3i * (W3R);                                                        \
-  } while (0)
+// One radix-4 butterfly (forward DFT of a, b, c, d, outputs 1..3 times the
+// twiddles w1..w3) on values of type T: float in loops the compiler
+// vectorises, or a vector of lanes where it would not.
+template <typename T>
+struct Radix4 {
+  T r[4], i[4];
+};
+
+template <typename T>
+inline Radix4<T> radix4(T ar, T ai, T br, T bi, T cr, T ci, T dr, T di, float w1r, float w1i, float w2r,
+                        float w2i, float w3r, float w3i) {
+  const T apc_r = ar + cr, apc_i = ai + ci, amc_r = ar - cr, amc_i = ai - ci;
+  const T bpd_r = br + dr, bpd_i = bi + di;
+  const T jbmd_r = di - bi, jbmd_i = br - dr;  // j * (b - d)
+  const T t1r = amc_r - jbmd_r, t1i = amc_i - jbmd_i;
+  const T t2r = apc_r - bpd_r, t2i = apc_i - bpd_i;
+  const T t3r = amc_r + jbmd_r, t3i = amc_i + jbmd_i;
+  return {{apc_r + bpd_r, t1r * w1r - t1i * w1i, t2r * w2r - t2i * w2i, t3r * w3r - t3i * w3i},
+          {apc_i + bpd_i, t1r * w1i + t1i * w1r, t2r * w2i + t2i * w2r, t3r * w3i + t3i * w3r}};
+}
 
 // s butterflies on contiguous lanes: inputs at x + j*step, outputs at y + j*s (j < 4).
 inline void radix4_columns(int64_t s, const float* __restrict xr, const float* __restrict xi,
@@ -45,21 +46,10 @@ inline void radix4_columns(int64_t s, const float* __restrict xr, const float* _
   // The outputs y0..y3 are disjoint runs of s: no dependence between iterations.
 #pragma GCC ivdep
   for (int64_t q = 0; q < s; ++q) {
-    const float apc_r = ar[q] + cr[q], apc_i = ai[q] + ci[q];
-    const float amc_r = ar[q] - cr[q], amc_i = ai[q] - ci[q];
-    const float bpd_r = br[q] + dr[q], bpd_i = bi[q] + di[q];
-    const float jbmd_r = di[q] - bi[q], jbmd_i = br[q] - dr[q];  // j * (b - d)
-    const float t1r = amc_r - jbmd_r, t1i = amc_i - jbmd_i;
-    const float t2r = apc_r - bpd_r, t2i = apc_i - bpd_i;
-    const float t3r = amc_r + jbmd_r, t3i = amc_i + jbmd_i;
-    y0r[q] = apc_r + bpd_r;
-    y0i[q] = apc_i + bpd_i;
-    y1r[q] = t1r * w1r - t1i * w1i;
-    y1i[q] = t1r * w1i + t1i * w1r;
-    y2r[q] = t2r * w2r - t2i * w2i;
-    y2i[q] = t2r * w2i + t2i * w2r;
-    y3r[q] = t3r * w3r - t3i * w3i;
-    y3i[q] = t3r * w3i + t3i * w3r;
+    const Radix4<float> o = radix4(ar[q], ai[q], br[q], bi[q], cr[q], ci[q], dr[q], di[q], w1r, w1i, w2r, w2i,
+                                   w3r, w3i);
+    y0r[q] = o.r[0], y1r[q] = o.r[1], y2r[q] = o.r[2], y3r[q] = o.r[3];
+    y0i[q] = o.i[0], y1i[q] = o.i[1], y2i[q] = o.i[2], y3i[q] = o.i[3];
   }
 }
 
@@ -72,28 +62,6 @@ inline Lanes4 load4(const float* p) {
 }
 inline void store4(float* p, Lanes4 v) { std::memcpy(p, &v, sizeof(v)); }
 
-// The butterflies of a stride-4 stage for one p: 4 lanes, inputs at x + j*step,
-// outputs at y + 4*j.
-inline void radix4_lanes4(const float* xr, const float* xi, int64_t step, float w1r, float w1i, float w2r,
-                          float w2i, float w3r, float w3i, float* yr, float* yi) {
-  const Lanes4 ar = load4(xr), br = load4(xr + step), cr = load4(xr + 2 * step), dr = load4(xr + 3 * step);
-  const Lanes4 ai = load4(xi), bi = load4(xi + step), ci = load4(xi + 2 * step), di = load4(xi + 3 * step);
-  const Lanes4 apc_r = ar + cr, apc_i = ai + ci, amc_r = ar - cr, amc_i = ai - ci;
-  const Lanes4 bpd_r = br + dr, bpd_i = bi + di;
-  const Lanes4 jbmd_r = di - bi, jbmd_i = br - dr;  // j * (b - d)
-  const Lanes4 t1r = amc_r - jbmd_r, t1i = amc_i - jbmd_i;
-  const Lanes4 t2r = apc_r - bpd_r, t2i = apc_i - bpd_i;
-  const Lanes4 t3r = amc_r + jbmd_r, t3i = amc_i + jbmd_i;
-  store4(yr, apc_r + bpd_r);
-  store4(yi, apc_i + bpd_i);
-  store4(yr + 4, t1r * w1r - t1i * w1i);
-  store4(yi + 4, t1r * w1i + t1i * w1r);
-  store4(yr + 8, t2r * w2r - t2i * w2i);
-  store4(yi + 8, t2r * w2i + t2i * w2r);
-  store4(yr + 12, t3r * w3r - t3i * w3i);
-  store4(yi + 12, t3r * w3i + t3i * w3r);
-}
-
 // Twiddles are planar: w^p at [p], w^2p at [quarter + p], w^3p at [2*quarter + p].
 FFTCONV_SIMD_CLONES
 void radix4_stage(int64_t span, int64_t stride, const float* twr, const float* twi,
@@ -105,17 +73,31 @@ void radix4_stage(int64_t span, int64_t stride, const float* twr, const float* t
   const float *w1i = twi, *w2i = twi + quarter, *w3i = twi + 2 * quarter;
   if (s == 1) {
     // First stage of a single sequence: vectorise along p (stores interleave by 4).
-    for (int64_t p = 0; p < quarter; ++p)
-      FFTCONV_RADIX4(xr[p], xi[p], xr[p + quarter], xi[p + quarter], xr[p + 2 * quarter],
-                     xi[p + 2 * quarter], xr[p + 3 * quarter], xi[p + 3 * quarter], w1r[p], w1i[p],
-                     w2r[p], w2i[p], w3r[p], w3i[p], yr, yi, 4 * p, 4 * p + 1, 4 * p + 2, 4 * p + 3);
+    for (int64_t p = 0; p < quarter; ++p) {
+      const Radix4<float> o = radix4(xr[p], xi[p], xr[p + quarter], xi[p + quarter], xr[p + 2 * quarter],
+                                     xi[p + 2 * quarter], xr[p + 3 * quarter], xi[p + 3 * quarter], w1r[p],
+                                     w1i[p], w2r[p], w2i[p], w3r[p], w3i[p]);
+      for (int j = 0; j < 4; ++j) {
+        yr[4 * p + j] = o.r[j];
+        yi[4 * p + j] = o.i[j];
+      }
+    }
     return;
   }
   if (s == 4) {
     // Too short for the vectoriser (it would run scalar): one 4-lane vector per butterfly.
-    for (int64_t p = 0; p < quarter; ++p)
-      radix4_lanes4(xr + 4 * p, xi + 4 * p, 4 * quarter, w1r[p], w1i[p], w2r[p], w2i[p], w3r[p], w3i[p],
-                    yr + 16 * p, yi + 16 * p);
+    const int64_t step = 4 * quarter;
+    for (int64_t p = 0; p < quarter; ++p) {
+      const float* ar = xr + 4 * p;
+      const float* ai = xi + 4 * p;
+      const Radix4<Lanes4> o = radix4(load4(ar), load4(ai), load4(ar + step), load4(ai + step),
+                                      load4(ar + 2 * step), load4(ai + 2 * step), load4(ar + 3 * step),
+                                      load4(ai + 3 * step), w1r[p], w1i[p], w2r[p], w2i[p], w3r[p], w3i[p]);
+      for (int j = 0; j < 4; ++j) {
+        store4(yr + 16 * p + 4 * j, o.r[j]);
+        store4(yi + 16 * p + 4 * j, o.i[j]);
+      }
+    }
     return;
   }
   for (int64_t p = 0; p < quarter; ++p) {
@@ -124,7 +106,6 @@ void radix4_stage(int64_t span, int64_t stride, const float* twr, const float* t
                    yr + s * 4 * p, yi + s * 4 * p);
   }
 }
-#undef FFTCONV_RADIX4
 
 FFTCONV_SIMD_CLONES
 void radix2_stage(int64_t span, int64_t stride, const float* twr, const float* twi,

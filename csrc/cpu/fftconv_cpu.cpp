@@ -131,6 +131,38 @@ RowAddress row_address(const fftconv_params& p, int64_t row) {
 // plan's canonical positions (see FftPlan::for_each_conjugate_run).
 int64_t channel_floats(const FftPlan& plan) { return 2 * plan.canonical_count(); }
 
+// Processes items [0, count) (filters, or rows of u) two at a time, packed as the
+// real and imaginary parts of one transform: load(item, dst) writes the item's
+// `len` values, process(scratch, first, second) transforms them and returns
+// false when the pair holds a NaN or an infinity, which the packing would
+// spread from one item to the other; such a pair, like a lone last item, is
+// processed one item at a time (second = -1, imaginary part zero).
+template <typename Load, typename Process>
+void for_each_pair(const fftconv_params& p, const FftPlan& plan, int64_t count, int64_t len, Load load,
+                   Process process) {
+  const int64_t pairs = (count + 1) / 2;
+  parallel_for(p, pairs, chunk_count(p, plan.size(), pairs), [&](int64_t begin, int64_t end) {
+    Scratch s(plan);
+    auto alone = [&](int64_t item) {
+      load(item, s.re.data());
+      std::fill(s.im.begin(), s.im.begin() + len, 0.f);
+      process(s, item, int64_t(-1));
+    };
+    for (int64_t pair = begin; pair < end; ++pair) {
+      const int64_t first = 2 * pair, second = first + 1;
+      if (second < count) {
+        load(first, s.re.data());
+        load(second, s.im.data());
+        if (process(s, first, second)) continue;
+        alone(first);
+        alone(second);
+      } else {
+        alone(first);
+      }
+    }
+  });
+}
+
 // A sum is non-finite iff a summand was (or it overflowed, which is handled the same way).
 bool finite_sum(float x) { return x - x == 0.f; }
 
@@ -142,7 +174,6 @@ void prepare_filter(const fftconv_params& p, float* spectrum) {
   // 1/2 from separating the packed pair, 1/2 from the (K1 +- K2)/2 of the product,
   // 1/m of the inverse transform: all folded into the stored spectrum.
   const float scale = 0.25f / float(m);
-  const int64_t pairs = (p.H + 1) / 2;
   auto load_filter = [&](int64_t h, float* dst) {
     for (int64_t t = 0; t < taps; ++t) dst[t] = load_any(p.k, p.k_dtype, h * p.Lk + t);
   };
@@ -172,27 +203,7 @@ void prepare_filter(const fftconv_params& p, float* spectrum) {
     });
     return true;
   };
-  parallel_for(p, pairs, chunk_count(p, m, pairs), [&](int64_t begin, int64_t end) {
-    Scratch s(*plan);
-    for (int64_t pair = begin; pair < end; ++pair) {
-      const int64_t h1 = 2 * pair, h2 = h1 + 1 < p.H ? h1 + 1 : -1;
-      load_filter(h1, s.re.data());
-      if (h2 >= 0)
-        load_filter(h2, s.im.data());
-      else
-        std::fill(s.im.begin(), s.im.begin() + taps, 0.f);
-      if (transform(s, h1, h2)) continue;
-      // A NaN or infinity must not leak into the other filter of the pair: one at a time.
-      load_filter(h1, s.re.data());
-      std::fill(s.im.begin(), s.im.begin() + taps, 0.f);
-      transform(s, h1, -1);
-      if (h2 >= 0) {
-        load_filter(h2, s.re.data());
-        std::fill(s.im.begin(), s.im.begin() + taps, 0.f);
-        transform(s, h2, -1);
-      }
-    }
-  });
+  for_each_pair(p, *plan, p.H, taps, load_filter, transform);
 }
 
 // W[f] = Z[f] a + conj(Z[-f]) c and W[-f] = Z[-f] conj(a) + conj(Z[f]) conj(c) with
@@ -223,7 +234,6 @@ void run_rows(const fftconv_params& p, const float* spectrum, const std::vector<
   const auto plan = FftPlan::get(m);
   const int64_t bins = plan->canonical_count();
   const int64_t rows = p.B * p.H;
-  const int64_t pairs = (rows + 1) / 2;
   const int64_t L = p.L;
 
   auto load_v = [&](int64_t row, float* dst) {
@@ -278,27 +288,7 @@ void run_rows(const fftconv_params& p, const float* spectrum, const std::vector<
     return true;
   };
 
-  parallel_for(p, pairs, chunk_count(p, m, pairs), [&](int64_t begin, int64_t end) {
-    Scratch s(*plan);
-    for (int64_t pair = begin; pair < end; ++pair) {
-      const int64_t r1 = 2 * pair, r2 = r1 + 1 < rows ? r1 + 1 : -1;
-      load_v(r1, s.re.data());
-      if (r2 >= 0)
-        load_v(r2, s.im.data());
-      else
-        std::fill(s.im.begin(), s.im.begin() + L, 0.f);
-      if (convolve(s, r1, r2)) continue;
-      // A NaN or infinity must not leak into the other row of the pair: one at a time.
-      load_v(r1, s.re.data());
-      std::fill(s.im.begin(), s.im.begin() + L, 0.f);
-      convolve(s, r1, -1);
-      if (r2 >= 0) {
-        load_v(r2, s.re.data());
-        std::fill(s.im.begin(), s.im.begin() + L, 0.f);
-        convolve(s, r2, -1);
-      }
-    }
-  });
+  for_each_pair(p, *plan, rows, L, load_v, convolve);
 }
 
 void check_params(const fftconv_params* p) {
