@@ -25,6 +25,9 @@ class FFTConvError : public std::runtime_error {
 
 void set_last_error(const std::string& message);
 
+// Checks the numbers of a params struct (for callers that skipped fftconv_resolve).
+void check_params(const fftconv_params* p);
+
 // Runs fn, mapping every exception to a status and the thread's last-error message.
 template <typename Fn>
 fftconv_status guarded_call(Fn&& fn) {

@@ -61,6 +61,20 @@ void require_shape(const fftconv_tensor_desc& d, int slot, int rank, const int64
 
 void set_last_error(const std::string& message) { last_error_message = message; }
 
+void check_params(const fftconv_params* p) {
+  if (!p) fail(FFTCONV_ERR_INVALID_ARGUMENT, "null params");
+  if (p->B < 0 || p->H < 0 || p->L < 0 || p->Lk < 1)
+    fail(FFTCONV_ERR_INVALID_ARGUMENT, "sizes must satisfy B, H, L >= 0 and Lk >= 1");
+  if (p->fft_size < 0 || (p->fft_size > 0 && (p->fft_size < p->L || p->fft_size < p->Lk)))
+    fail(FFTCONV_ERR_INVALID_ARGUMENT, "fft_size must be 0 or >= max(L, Lk)");
+  for (int32_t t : {p->dtype, p->k_dtype, p->D_dtype})
+    if (t != FFTCONV_FLOAT32 && t != FFTCONV_FLOAT16 && t != FFTCONV_BFLOAT16)
+      fail(FFTCONV_ERR_INVALID_ARGUMENT, "element type must be float32, float16 or bfloat16");
+  if (p->layout != FFTCONV_LAYOUT_BHL && p->layout != FFTCONV_LAYOUT_BLH)
+    fail(FFTCONV_ERR_INVALID_ARGUMENT, "layout must be BHL or BLH");
+}
+
+
 }  // namespace fftconv
 
 using namespace fftconv;

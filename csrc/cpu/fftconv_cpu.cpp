@@ -13,33 +13,13 @@
 #include <vector>
 
 #include "../common/error.h"
+#include "../common/geometry.h"
 #include "../common/half_float.h"
 #include "fft_plan.h"
 #include "fftconv_rt/fftconv.h"
 
 namespace fftconv {
 namespace {
-
-int64_t next_pow2(int64_t x) {
-  int64_t p = 1;
-  while (p < x) p <<= 1;
-  return p;
-}
-
-bool is_circular(int64_t L, int64_t Lk, int64_t fft_size) {
-  return fft_size > 0 && fft_size < L + Lk - 1;
-}
-
-// Filter taps that influence the L outputs: a linear causal convolution only
-// sees k[:L]; a circular one sees all of k.
-int64_t used_taps(int64_t L, int64_t Lk, int64_t fft_size) {
-  return is_circular(L, Lk, fft_size) ? Lk : std::min(L, Lk);
-}
-
-int64_t transform_size(int64_t L, int64_t Lk, int64_t fft_size) {
-  // A circular result of period n is folded from the linear one (L + Lk - 1 < 2n).
-  return std::max<int64_t>(4, next_pow2(L + used_taps(L, Lk, fft_size) - 1));
-}
 
 // Element access by the ONNX type number of the buffer.
 template <int DT> struct Elem;
@@ -289,19 +269,6 @@ void run_rows(const fftconv_params& p, const float* spectrum, const std::vector<
   };
 
   for_each_pair(p, *plan, rows, L, load_v, convolve);
-}
-
-void check_params(const fftconv_params* p) {
-  if (!p) fail(FFTCONV_ERR_INVALID_ARGUMENT, "null params");
-  if (p->B < 0 || p->H < 0 || p->L < 0 || p->Lk < 1)
-    fail(FFTCONV_ERR_INVALID_ARGUMENT, "sizes must satisfy B, H, L >= 0 and Lk >= 1");
-  if (p->fft_size < 0 || (p->fft_size > 0 && (p->fft_size < p->L || p->fft_size < p->Lk)))
-    fail(FFTCONV_ERR_INVALID_ARGUMENT, "fft_size must be 0 or >= max(L, Lk)");
-  for (int32_t t : {p->dtype, p->k_dtype, p->D_dtype})
-    if (t != FFTCONV_FLOAT32 && t != FFTCONV_FLOAT16 && t != FFTCONV_BFLOAT16)
-      fail(FFTCONV_ERR_INVALID_ARGUMENT, "element type must be float32, float16 or bfloat16");
-  if (p->layout != FFTCONV_LAYOUT_BHL && p->layout != FFTCONV_LAYOUT_BLH)
-    fail(FFTCONV_ERR_INVALID_ARGUMENT, "layout must be BHL or BLH");
 }
 
 }  // namespace

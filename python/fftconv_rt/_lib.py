@@ -113,8 +113,27 @@ def core() -> ctypes.CDLL:
         lib.fftconv_cpu_prepare_filter.argtypes = [ctypes.POINTER(Params), ctypes.c_void_p]
         lib.fftconv_cpu_filter_floats.restype = ctypes.c_int64
         lib.fftconv_cpu_filter_floats.argtypes = [ctypes.POINTER(Params)]
+        if hasattr(lib, "fftconv_cuda_forward"):  # built with CUDA
+            lib.fftconv_cuda_available.restype = ctypes.c_int32
+            for name in ("fftconv_cuda_filter_bytes", "fftconv_cuda_workspace_bytes"):
+                getattr(lib, name).restype = ctypes.c_int64
+                getattr(lib, name).argtypes = [ctypes.POINTER(Params)]
+            for name in ("fftconv_cuda_prepare_filter", "fftconv_cuda_forward"):
+                getattr(lib, name).restype = ctypes.c_int
+                getattr(lib, name).argtypes = [ctypes.POINTER(Params), ctypes.c_void_p, ctypes.c_void_p,
+                                               ctypes.c_int64]
         _core = lib
     return _core
+
+
+def has_cuda_kernels() -> bool:
+    """True when the core library was built with the CUDA kernels."""
+    return hasattr(core(), "fftconv_cuda_forward")
+
+
+def cuda_available() -> bool:
+    """True when the CUDA kernels are built and a CUDA device is visible."""
+    return has_cuda_kernels() and bool(core().fftconv_cuda_available())
 
 
 def check(status: int) -> None:

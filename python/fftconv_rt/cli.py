@@ -83,10 +83,15 @@ def _cmd_validate(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from .bench import run_cpu_bench
+    from .bench import GPU_LENGTHS, run_cpu_bench, run_gpu_bench
 
-    lengths = tuple(int(x) for x in args.lengths.split(","))
-    run_cpu_bench(lengths=lengths, elements=args.elements, repeats=args.repeats, threads=args.threads,
+    if args.gpu:
+        lengths = tuple(int(x) for x in args.lengths.split(",")) if args.lengths else GPU_LENGTHS
+        run_gpu_bench(lengths=lengths, dtypes=tuple(args.dtypes.split(",")), elements=args.elements or 1 << 26,
+                      out_path=args.out)
+        return 0
+    lengths = tuple(int(x) for x in (args.lengths or "1024,4096,16384,65536").split(","))
+    run_cpu_bench(lengths=lengths, elements=args.elements or 1 << 21, repeats=args.repeats, threads=args.threads,
                   out_path=args.out)
     return 0
 
@@ -130,9 +135,12 @@ def main(argv=None) -> int:
     p.add_argument("--verbose", action="store_true", help="show Polygraphy's own log")
     p.set_defaults(fn=_cmd_validate)
 
-    p = sub.add_parser("bench", help="CPU benchmark: fftconv-rt vs torch.fft conv vs ONNX default export")
-    p.add_argument("--lengths", default="1024,4096,16384,65536")
-    p.add_argument("--elements", type=int, default=1 << 21, help="B*H*L per call (default: %(default)s)")
+    p = sub.add_parser("bench", help="benchmark: CPU (vs torch.fft conv and the default ONNX export) or --gpu "
+                                     "(vs a device copy and cuFFT)")
+    p.add_argument("--gpu", action="store_true", help="the CUDA benchmark")
+    p.add_argument("--lengths", default=None, help="comma-separated L (default: 1K..64K on CPU, 128..2M on GPU)")
+    p.add_argument("--dtypes", default="float16,bfloat16,float32", help="GPU I/O types")
+    p.add_argument("--elements", type=int, default=None, help="B*H*L per call (default: 2^21 CPU, 2^26 GPU)")
     p.add_argument("--repeats", type=int, default=21)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default=None, help="append JSON lines to this file")

@@ -56,11 +56,51 @@ def fftconv(u: Tensor, k: Tensor, D: Optional[Tensor] = None, pregate: Optional[
     return y
 
 
+def _check_same_device(u, tensors):
+    for name, t in zip(_lib.INPUT_NAMES, tensors):
+        if t is not None and t.device != u.device:
+            raise _lib.FFTConvError(f"FFTConv: input '{name}' is on {t.device}; expected {u.device} like 'u'")
+
+
+def prepare_filter_cuda(params, k: Tensor, device) -> Tensor:
+    """The filter spectrum of k for these params, on the current stream (a float32 device buffer)."""
+    lib = _lib.core()
+    spectrum = torch.empty(max(1, lib.fftconv_cuda_filter_bytes(ctypes.byref(params)) // 4), dtype=torch.float32,
+                           device=device)
+    workspace = _workspace(params, device)
+    params.k = k.data_ptr()
+    _lib.check(lib.fftconv_cuda_prepare_filter(ctypes.byref(params), spectrum.data_ptr(), workspace.data_ptr(),
+                                               workspace.numel()))
+    return spectrum
+
+
+def _workspace(params, device) -> Tensor:
+    return torch.empty(max(1, _lib.core().fftconv_cuda_workspace_bytes(ctypes.byref(params))), dtype=torch.uint8,
+                       device=device)
+
+
 @fftconv.register_kernel("cuda")
 def _fftconv_cuda(u, k, D=None, pregate=None, postgate=None, fft_size=0, layout="BHL"):
-    raise _lib.FFTConvError(
-        "FFTConv: CUDA tensors need the fftconv-rt CUDA kernels, which this build does not have yet; "
-        "move the tensors to the CPU")
+    _check_tensor_args(u, k, D, pregate, postgate)
+    if not _lib.has_cuda_kernels():
+        raise _lib.FFTConvError("FFTConv: this build of fftconv-rt has no CUDA kernels (built without nvcc); "
+                                "rebuild with -DFFTCONV_BUILD_CUDA=ON or move the tensors to the CPU")
+    tensors = [t.contiguous() if t is not None else None for t in (u, k, D, pregate, postgate)]
+    _check_same_device(u, tensors)
+    params, out_shape = _resolve(*tensors, fft_size, layout)
+    y = torch.empty(out_shape, dtype=u.dtype, device=u.device)
+    if y.numel() == 0:
+        return y
+    with torch.cuda.device(u.device):
+        params.stream = torch.cuda.current_stream(u.device).cuda_stream
+        spectrum = prepare_filter_cuda(params, tensors[1], u.device)
+        for name, t in zip(_lib.INPUT_NAMES, tensors):
+            setattr(params, name, t.data_ptr() if t is not None else None)
+        params.y = y.data_ptr()
+        workspace = _workspace(params, u.device)
+        _lib.check(_lib.core().fftconv_cuda_forward(ctypes.byref(params), spectrum.data_ptr(), workspace.data_ptr(),
+                                                    workspace.numel()))
+    return y
 
 
 @fftconv.register_fake

@@ -127,6 +127,32 @@ FFTCONV_API fftconv_status fftconv_cpu_prepare_filter(const fftconv_params* p, f
  * size), or NULL to transform p->k within the call. */
 FFTCONV_API fftconv_status fftconv_cpu_forward(const fftconv_params* p, const float* spectrum);
 
+/* ---- CUDA (present when the library was built with CUDA) -------------------
+ * All pointers of params are device pointers; everything runs on
+ * params->stream (a cudaStream_t; NULL = the legacy default stream), with no
+ * device-wide synchronisation and no allocation: the caller provides the
+ * filter spectrum buffer and the workspace, whose sizes these queries give.
+ * A constant filter is prepared once and its spectrum reused by every run of
+ * the same (H, Lk, transform size); the transform size depends on (L, Lk,
+ * fft_size) as on the CPU. */
+
+/* 1 when this library has the CUDA kernels and a CUDA device is visible. */
+FFTCONV_API int32_t fftconv_cuda_available(void);
+
+/* Bytes of the prepared filter spectrum for these params. */
+FFTCONV_API int64_t fftconv_cuda_filter_bytes(const fftconv_params* p);
+
+/* Bytes of workspace fftconv_cuda_prepare_filter and fftconv_cuda_forward need (0 for short sequences). */
+FFTCONV_API int64_t fftconv_cuda_workspace_bytes(const fftconv_params* p);
+
+/* Computes the spectrum of p->k into `spectrum` (device memory, fftconv_cuda_filter_bytes). */
+FFTCONV_API fftconv_status fftconv_cuda_prepare_filter(const fftconv_params* p, void* spectrum, void* workspace,
+                                                       int64_t workspace_bytes);
+
+/* Runs the op with a prepared spectrum (p->k is not read). */
+FFTCONV_API fftconv_status fftconv_cuda_forward(const fftconv_params* p, const void* spectrum, void* workspace,
+                                                int64_t workspace_bytes);
+
 #ifdef __cplusplus
 }
 #endif

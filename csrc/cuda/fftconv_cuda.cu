@@ -1,0 +1,733 @@
+// CUDA implementation of FFTConv.
+//
+// As on the CPU, two rows (two (b, h) sequences, or two filters) are packed as
+// the real and imaginary parts of one complex sequence of the power-of-two
+// transform size m; the spectral product separates them (see fftconv_cpu.cpp).
+// All arithmetic is float32, in shared memory.
+//
+// m <= kFusedMax: one kernel per pair does load, forward transform, product,
+//   inverse transform and the epilogue (skip term, gate, causal cut).
+// m > kFusedMax: the four-step split m = N1 x N2 (N2 = kRowLength) in three
+//   passes over a workspace of one complex sequence per pair:
+//   1. columns: load (zero-padded) rows, length-N1 transforms down the columns,
+//      twiddle W_m^(k1*n2), store;
+//   2. rows: rows k1 and N1 - k1 together: length-N2 transforms, the product
+//      (f and -f lie in those two rows), inverse transforms, store;
+//   3. columns: twiddle W_m^(-k1*n2), inverse length-N1 transforms, and the
+//      epilogue for the time steps t < L only (the causal cut).
+// The spectrum of frequency k1 + N1*k2 lies at k1*N2 + k2; filter spectra are
+// stored at the canonical positions (rows k1 <= N1/2) in that order.
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+
+#include "../common/error.h"
+#include "../common/geometry.h"
+#include "fftconv_rt/fftconv.h"
+
+namespace fftconv {
+namespace {
+
+constexpr int64_t kFusedMax = 8192;   // largest transform done by the fused kernel
+constexpr int64_t kRowLength = 4096;  // N2 of the split
+constexpr int kSharedFloats = 32768;  // 128 KiB of shared memory per block
+constexpr int kThreads = 512;
+
+// ---- element access ------------------------------------------------------
+
+template <int DT> struct Elem;
+template <> struct Elem<FFTCONV_FLOAT32> {
+  __device__ static float load(const void* p, int64_t i) { return static_cast<const float*>(p)[i]; }
+  __device__ static void store(void* p, int64_t i, float v) { static_cast<float*>(p)[i] = v; }
+};
+template <> struct Elem<FFTCONV_FLOAT16> {
+  __device__ static float load(const void* p, int64_t i) { return __half2float(static_cast<const __half*>(p)[i]); }
+  __device__ static void store(void* p, int64_t i, float v) { static_cast<__half*>(p)[i] = __float2half_rn(v); }
+};
+template <> struct Elem<FFTCONV_BFLOAT16> {
+  __device__ static float load(const void* p, int64_t i) {
+    return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
+  }
+  __device__ static void store(void* p, int64_t i, float v) {
+    static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(v);
+  }
+};
+
+__device__ float load_any(const void* p, int32_t dtype, int64_t i) {
+  switch (dtype) {
+    case FFTCONV_FLOAT16: return Elem<FFTCONV_FLOAT16>::load(p, i);
+    case FFTCONV_BFLOAT16: return Elem<FFTCONV_BFLOAT16>::load(p, i);
+    default: return Elem<FFTCONV_FLOAT32>::load(p, i);
+  }
+}
+
+// Where element t of row `row` lies (rows are (b, h) sequences of u, y and the gates).
+struct Rows {
+  int64_t H, L;
+  bool channels_last;
+  __device__ int64_t index(int64_t row, int64_t t) const {
+    if (channels_last) return ((row / H) * L + t) * H + row % H;
+    return row * L + t;
+  }
+};
+
+// ---- shared-memory transforms ----------------------------------------------
+
+// exp(sign * 2 pi i * num / den) with num/den reduced to a float exactly (den a power of two).
+__device__ __forceinline__ void unit_root(float sign, int64_t num, int64_t den, float* re, float* im) {
+  float s, c;
+  sincospif(2.0f * float(num % den) / float(den), &s, &c);
+  *re = c;
+  *im = sign * s;
+}
+
+// Stockham transform of `batch` interleaved sequences of length n (element j of
+// sequence b at j*batch + b), unscaled, sign -1 forward and +1 inverse, by the
+// whole block; (xr, xi) in, (yr, yi) scratch. Returns true when the result is in
+// the scratch pair. Ends with a barrier.
+__device__ bool block_fft(int n, int batch, float* xr, float* xi, float* yr, float* yi, float sign) {
+  int span = n;
+  int stride = 1;
+  bool in_scratch = false;
+  while (span >= 2) {
+    const int radix = span >= 4 ? 4 : 2;
+    const int part = span / radix;
+    const int S = stride * batch;
+    const int butterflies = part * S;
+    for (int idx = threadIdx.x; idx < butterflies; idx += blockDim.x) {
+      const int q = idx % S, p = idx / S;
+      if (radix == 4) {
+        const float ar = xr[q + S * p], ai = xi[q + S * p];
+        const float br = xr[q + S * (p + part)], bi = xi[q + S * (p + part)];
+        const float cr = xr[q + S * (p + 2 * part)], ci = xi[q + S * (p + 2 * part)];
+        const float dr = xr[q + S * (p + 3 * part)], di = xi[q + S * (p + 3 * part)];
+        const float apc_r = ar + cr, apc_i = ai + ci, amc_r = ar - cr, amc_i = ai - ci;
+        const float bpd_r = br + dr, bpd_i = bi + di;
+        // sign * i * (b - d): -i for the forward transform, +i for the inverse
+        const float jr = -sign * (bi - di), ji = sign * (br - dr);
+        const float t1r = amc_r + jr, t1i = amc_i + ji;
+        const float t2r = apc_r - bpd_r, t2i = apc_i - bpd_i;
+        const float t3r = amc_r - jr, t3i = amc_i - ji;
+        float w1r, w1i, w2r, w2i, w3r, w3i;
+        unit_root(sign, p, span, &w1r, &w1i);
+        unit_root(sign, 2 * p, span, &w2r, &w2i);
+        unit_root(sign, 3 * p, span, &w3r, &w3i);
+        const int out = q + S * 4 * p;
+        yr[out] = apc_r + bpd_r;
+        yi[out] = apc_i + bpd_i;
+        yr[out + S] = t1r * w1r - t1i * w1i;
+        yi[out + S] = t1r * w1i + t1i * w1r;
+        yr[out + 2 * S] = t2r * w2r - t2i * w2i;
+        yi[out + 2 * S] = t2r * w2i + t2i * w2r;
+        yr[out + 3 * S] = t3r * w3r - t3i * w3i;
+        yi[out + 3 * S] = t3r * w3i + t3i * w3r;
+      } else {
+        const float ar = xr[q + S * p], ai = xi[q + S * p];
+        const float br = xr[q + S * (p + part)], bi = xi[q + S * (p + part)];
+        float wr, wi;
+        unit_root(sign, p, span, &wr, &wi);
+        const float dr = ar - br, di = ai - bi;
+        const int out = q + S * 2 * p;
+        yr[out] = ar + br;
+        yi[out] = ai + bi;
+        yr[out + S] = dr * wr - di * wi;
+        yi[out + S] = dr * wi + di * wr;
+      }
+    }
+    __syncthreads();
+    float* t;
+    t = xr, xr = yr, yr = t;
+    t = xi, xi = yi, yi = t;
+    in_scratch = !in_scratch;
+    span /= radix;
+    stride *= radix;
+  }
+  return in_scratch;
+}
+
+// The product of the packed pair with filters 1 and 2 (a = (K1 + K2)/2, c = (K1 - K2)/2,
+// K at position i, spectra pre-scaled), for positions i (frequency f) and j (-f).
+__device__ __forceinline__ void pair_product(float& zfr, float& zfi, float& zjr, float& zji, float k1r, float k1i,
+                                             float k2r, float k2i) {
+  const float ar = k1r + k2r, ai = k1i + k2i, cr = k1r - k2r, ci = k1i - k2i;
+  const float fr = zfr, fi = zfi, jr = zjr, ji = zji;
+  zfr = fr * ar - fi * ai + jr * cr + ji * ci;
+  zfi = fr * ai + fi * ar + jr * ci - ji * cr;
+  zjr = jr * ar + ji * ai + fr * cr - fi * ci;
+  zji = ji * ar - jr * ai - fr * ci - fi * cr;
+}
+
+__device__ __forceinline__ bool finite_sum(float x) { return x - x == 0.f; }
+
+// ---- the run ------------------------------------------------------------------
+
+struct RunArgs {
+  const void* u;
+  const void* pregate;
+  const void* postgate;
+  const void* D;
+  void* y;
+  const float* spectrum;  // per channel: re then im, `bins` floats each
+  float* spectrum_out;    // the filter kernels' output, same layout
+  float2* work;           // split path: one complex sequence of m per pair
+  Rows rows;
+  int64_t count;  // B * H rows
+  int64_t m, n1, n2, bins;
+  int64_t fft_size;  // circular period, 0 for linear
+  int32_t D_dtype;
+};
+
+template <int DT>
+__device__ float load_v(const RunArgs& a, int64_t row, int64_t t) {
+  const int64_t i = a.rows.index(row, t);
+  float v = Elem<DT>::load(a.u, i);
+  if (a.pregate) v *= Elem<DT>::load(a.pregate, i);
+  return v;
+}
+
+// y[t] for one row from its convolution value(s): skip term, gate, store.
+template <int DT>
+__device__ void store_y(const RunArgs& a, int64_t row, int64_t t, float conv) {
+  const int64_t i = a.rows.index(row, t);
+  float y = conv;
+  if (a.D) {
+    float v = Elem<DT>::load(a.u, i);
+    if (a.pregate) v *= Elem<DT>::load(a.pregate, i);
+    y += load_any(a.D, a.D_dtype, row % a.rows.H) * v;
+  }
+  if (a.postgate) y *= Elem<DT>::load(a.postgate, i);
+  Elem<DT>::store(a.y, i, y);
+}
+
+// Fused path: one block per pair of rows (second < 0: a lone row).
+template <int DT>
+__device__ bool fused_pair(const RunArgs& a, int64_t first, int64_t second, float* sm) {
+  const int m = int(a.m);
+  float *xr = sm, *xi = sm + m, *yr = sm + 2 * m, *yi = sm + 3 * m;
+  const int64_t L = a.rows.L;
+  for (int t = threadIdx.x; t < m; t += blockDim.x) {
+    xr[t] = t < L ? load_v<DT>(a, first, t) : 0.f;
+    xi[t] = (t < L && second >= 0) ? load_v<DT>(a, second, t) : 0.f;
+  }
+  __syncthreads();
+  if (block_fft(m, 1, xr, xi, yr, yi, -1.f)) {
+    float* t;
+    t = xr, xr = yr, yr = t;
+    t = xi, xi = yi, yi = t;
+  }
+  const float* k1r = a.spectrum + (first % a.rows.H) * 2 * a.bins;
+  const float* k1i = k1r + a.bins;
+  const float* k2r = second >= 0 ? a.spectrum + (second % a.rows.H) * 2 * a.bins : k1r;
+  const float* k2i = k2r + a.bins;
+  // A NaN or infinity in one row or filter must not spread to the other: the DC bin is a sum.
+  if (second >= 0 && !(finite_sum(xr[0]) && finite_sum(xi[0]) && finite_sum(k1r[0]) && finite_sum(k2r[0]))) {
+    __syncthreads();  // everyone has read xr[0] before anything is overwritten
+    return false;
+  }
+  for (int f = threadIdx.x; f <= m / 2; f += blockDim.x) {
+    const int j = (m - f) & (m - 1);
+    float zfr = xr[f], zfi = xi[f], zjr = xr[j], zji = xi[j];
+    pair_product(zfr, zfi, zjr, zji, k1r[f], k1i[f], k2r[f], k2i[f]);
+    xr[f] = zfr, xi[f] = zfi;
+    if (j != f) xr[j] = zjr, xi[j] = zji;
+  }
+  __syncthreads();
+  if (block_fft(m, 1, xr, xi, yr, yi, 1.f)) {
+    float* t;
+    t = xr, xr = yr, yr = t;
+    t = xi, xi = yi, yi = t;
+  }
+  for (int64_t t = threadIdx.x; t < L; t += blockDim.x) {
+    float c1 = xr[t], c2 = xi[t];
+    if (a.fft_size > 0 && t + a.fft_size < m) c1 += xr[t + a.fft_size], c2 += xi[t + a.fft_size];
+    store_y<DT>(a, first, t, c1);
+    if (second >= 0) store_y<DT>(a, second, t, c2);
+  }
+  __syncthreads();
+  return true;
+}
+
+template <int DT>
+__global__ void __launch_bounds__(kThreads) fused_kernel(RunArgs a) {
+  extern __shared__ float sm[];
+  const int64_t first = 2 * int64_t(blockIdx.x), second = first + 1 < a.count ? first + 1 : -1;
+  if (fused_pair<DT>(a, first, second, sm)) return;
+  fused_pair<DT>(a, first, -1, sm);
+  fused_pair<DT>(a, second, -1, sm);
+}
+
+// Split pass 1: block (pair, column block): columns c0 .. c0 + cols - 1 of the
+// N1 x N2 matrix of the packed pair (zero past L), transformed and twiddled.
+template <typename LoadFn>
+__device__ void columns_forward(const RunArgs& a, int64_t pair, int cols, float* sm, LoadFn load) {
+  const int n1 = int(a.n1), n2 = int(a.n2);
+  const int c0 = blockIdx.y * cols;
+  float *xr = sm, *xi = sm + n1 * cols, *yr = sm + 2 * n1 * cols, *yi = sm + 3 * n1 * cols;
+  for (int idx = threadIdx.x; idx < n1 * cols; idx += blockDim.x) {
+    const int r = idx / cols, c = idx % cols;
+    const int64_t t = int64_t(r) * n2 + c0 + c;
+    float v1, v2;
+    load(t, &v1, &v2);
+    xr[idx] = v1;
+    xi[idx] = v2;
+  }
+  __syncthreads();
+  if (block_fft(n1, cols, xr, xi, yr, yi, -1.f)) {
+    float* t;
+    t = xr, xr = yr, yr = t;
+    t = xi, xi = yi, yi = t;
+  }
+  float2* out = a.work + pair * a.m;
+  for (int idx = threadIdx.x; idx < n1 * cols; idx += blockDim.x) {
+    const int k1 = idx / cols, c = idx % cols;
+    float wr, wi;
+    unit_root(-1.f, int64_t(k1) * (c0 + c), a.m, &wr, &wi);
+    const float r = xr[idx], i = xi[idx];
+    out[int64_t(k1) * n2 + c0 + c] = make_float2(r * wr - i * wi, r * wi + i * wr);
+  }
+}
+
+template <int DT>
+__global__ void __launch_bounds__(kThreads) columns_forward_kernel(RunArgs a, int cols) {
+  extern __shared__ float sm[];
+  const int64_t pair = blockIdx.x;
+  const int64_t first = 2 * pair, second = first + 1 < a.count ? first + 1 : -1;
+  const int64_t L = a.rows.L;
+  columns_forward(a, pair, cols, sm, [&](int64_t t, float* v1, float* v2) {
+    *v1 = t < L ? load_v<DT>(a, first, t) : 0.f;
+    *v2 = (t < L && second >= 0) ? load_v<DT>(a, second, t) : 0.f;
+  });
+}
+
+// Split pass 2: block (pair, k1 in [0, N1/2]): rows k1 and N1 - k1 (one row when
+// they coincide) transformed, multiplied (or, for a filter, split into its two
+// spectra), transformed back. `product` gets the rows in shared memory.
+template <typename ProductFn>
+__device__ void rows_pass(const RunArgs& a, int64_t pair, float* sm, bool inverse_after, ProductFn product) {
+  const int n1 = int(a.n1), n2 = int(a.n2);
+  const int k1 = blockIdx.y;
+  const int partner = (n1 - k1) % n1;
+  const int rows = partner == k1 ? 1 : 2;
+  float *xr = sm, *xi = sm + rows * n2, *yr = sm + 2 * rows * n2, *yi = sm + 3 * rows * n2;
+  float2* base = a.work + pair * a.m;
+  for (int idx = threadIdx.x; idx < rows * n2; idx += blockDim.x) {
+    const int c = idx / rows, which = idx % rows;  // interleaved: element c of row `which`
+    const float2 v = base[int64_t(which ? partner : k1) * n2 + c];
+    xr[idx] = v.x;
+    xi[idx] = v.y;
+  }
+  __syncthreads();
+  if (block_fft(n2, rows, xr, xi, yr, yi, -1.f)) {
+    float* t;
+    t = xr, xr = yr, yr = t;
+    t = xi, xi = yi, yi = t;
+  }
+  product(k1, partner, rows, xr, xi);
+  __syncthreads();
+  if (!inverse_after) return;
+  if (block_fft(n2, rows, xr, xi, yr, yi, 1.f)) {
+    float* t;
+    t = xr, xr = yr, yr = t;
+    t = xi, xi = yi, yi = t;
+  }
+  for (int idx = threadIdx.x; idx < rows * n2; idx += blockDim.x) {
+    const int c = idx / rows, which = idx % rows;
+    base[int64_t(which ? partner : k1) * n2 + c] = make_float2(xr[idx], xi[idx]);
+  }
+}
+
+// Visits the pairs {f, -f} within rows k1 and partner: fn(i, j, c) with i, j the
+// shared-memory indices (interleaved by `rows`) and c the column of i in row k1.
+template <typename Fn>
+__device__ void for_each_row_pair(int k1, int partner, int rows, int n1, int n2, Fn fn) {
+  if (rows == 2) {  // row k1 column c pairs with row n1 - k1 column n2 - 1 - c
+    for (int c = threadIdx.x; c < n2; c += blockDim.x) fn(2 * c, 2 * (n2 - 1 - c) + 1, c);
+  } else if (k1 == 0) {  // row 0: column c pairs with (n2 - c) mod n2
+    for (int c = threadIdx.x; c <= n2 / 2; c += blockDim.x) fn(c, (n2 - c) & (n2 - 1), c);
+  } else {  // row n1/2: column c pairs with n2 - 1 - c
+    for (int c = threadIdx.x; c < n2 / 2; c += blockDim.x) fn(c, n2 - 1 - c, c);
+  }
+}
+
+__global__ void __launch_bounds__(kThreads) rows_product_kernel(RunArgs a) {
+  extern __shared__ float sm[];
+  const int64_t pair = blockIdx.x;
+  const int64_t first = 2 * pair, second = first + 1 < a.count ? first + 1 : -1;
+  const float* k1s = a.spectrum + (first % a.rows.H) * 2 * a.bins;
+  const float* k2s = second >= 0 ? a.spectrum + (second % a.rows.H) * 2 * a.bins : k1s;
+  rows_pass(a, pair, sm, true, [&](int k1, int partner, int rows, float* xr, float* xi) {
+    const int64_t base = int64_t(k1) * a.n2;  // canonical positions of row k1
+    for_each_row_pair(k1, partner, rows, int(a.n1), int(a.n2), [&](int i, int j, int c) {
+      float zfr = xr[i], zfi = xi[i], zjr = xr[j], zji = xi[j];
+      pair_product(zfr, zfi, zjr, zji, k1s[base + c], k1s[a.bins + base + c], k2s[base + c],
+                   k2s[a.bins + base + c]);
+      xr[i] = zfr, xi[i] = zfi;
+      if (j != i) xr[j] = zjr, xi[j] = zji;
+    });
+  });
+}
+
+// Split pass 3: block (pair, column block): twiddle back, inverse column
+// transforms, then `finish(t, value1, value2)` for the time steps t < limit.
+template <typename FinishFn>
+__device__ void columns_inverse(const RunArgs& a, int64_t pair, int cols, int64_t limit, float* sm, FinishFn finish) {
+  const int n1 = int(a.n1), n2 = int(a.n2);
+  const int c0 = blockIdx.y * cols;
+  float *xr = sm, *xi = sm + n1 * cols, *yr = sm + 2 * n1 * cols, *yi = sm + 3 * n1 * cols;
+  const float2* in = a.work + pair * a.m;
+  for (int idx = threadIdx.x; idx < n1 * cols; idx += blockDim.x) {
+    const int k1 = idx / cols, c = idx % cols;
+    const float2 v = in[int64_t(k1) * n2 + c0 + c];
+    float wr, wi;
+    unit_root(1.f, int64_t(k1) * (c0 + c), a.m, &wr, &wi);
+    xr[idx] = v.x * wr - v.y * wi;
+    xi[idx] = v.x * wi + v.y * wr;
+  }
+  __syncthreads();
+  if (block_fft(n1, cols, xr, xi, yr, yi, 1.f)) {
+    float* t;
+    t = xr, xr = yr, yr = t;
+    t = xi, xi = yi, yi = t;
+  }
+  for (int idx = threadIdx.x; idx < n1 * cols; idx += blockDim.x) {
+    const int r = idx / cols, c = idx % cols;
+    const int64_t t = int64_t(r) * n2 + c0 + c;
+    if (t < limit) finish(t, xr[idx], xi[idx]);
+  }
+}
+
+template <int DT>
+__global__ void __launch_bounds__(kThreads) columns_inverse_kernel(RunArgs a, int cols) {
+  extern __shared__ float sm[];
+  const int64_t pair = blockIdx.x;
+  const int64_t first = 2 * pair, second = first + 1 < a.count ? first + 1 : -1;
+  if (a.fft_size > 0) {
+    // circular: keep the time series (the wrap lies in other columns), fold in fold_kernel
+    float2* out = a.work + pair * a.m;
+    columns_inverse(a, pair, cols, a.m, sm, [&](int64_t t, float c1, float c2) { out[t] = make_float2(c1, c2); });
+    return;
+  }
+  columns_inverse(a, pair, cols, a.rows.L, sm, [&](int64_t t, float c1, float c2) {
+    store_y<DT>(a, first, t, c1);
+    if (second >= 0) store_y<DT>(a, second, t, c2);
+  });
+}
+
+template <int DT>
+__global__ void fold_kernel(RunArgs a) {
+  const int64_t pair = blockIdx.x;
+  const int64_t first = 2 * pair, second = first + 1 < a.count ? first + 1 : -1;
+  const float2* series = a.work + pair * a.m;
+  for (int64_t t = threadIdx.x; t < a.rows.L; t += blockDim.x) {
+    float2 v = series[t];
+    if (t + a.fft_size < a.m) {
+      const float2 w = series[t + a.fft_size];
+      v.x += w.x, v.y += w.y;
+    }
+    store_y<DT>(a, first, t, v.x);
+    if (second >= 0) store_y<DT>(a, second, t, v.y);
+  }
+}
+
+// ---- the filter spectrum -------------------------------------------------------
+
+struct FilterArgs {
+  const void* k;
+  int32_t k_dtype;
+  int64_t H, Lk, taps;
+};
+
+// K1 = (Z[f] + conj Z[-f]) / 2 and K2 = (Z[f] - conj Z[-f]) / 2i, times `scale`.
+__device__ __forceinline__ void split_pair(float zfr, float zfi, float zjr, float zji, float scale, float* k1r,
+                                           float* k1i, float* k2r, float* k2i) {
+  *k1r = (zfr + zjr) * scale;
+  *k1i = (zfi - zji) * scale;
+  *k2r = (zfi + zji) * scale;
+  *k2i = (zjr - zfr) * scale;
+}
+
+// Fused-size filters: the spectra of channels `first` and `second` (< 0: none)
+// by frequency f = 0 .. m/2. Refuses (false) a packed pair holding a NaN or an
+// infinity, which the split would spread from one filter to the other.
+__device__ bool fused_filter_pair(const RunArgs& a, const FilterArgs& f, int64_t first, int64_t second, float* sm) {
+  const int m = int(a.m);
+  float *xr = sm, *xi = sm + m, *yr = sm + 2 * m, *yi = sm + 3 * m;
+  for (int t = threadIdx.x; t < m; t += blockDim.x) {
+    xr[t] = t < f.taps ? load_any(f.k, f.k_dtype, first * f.Lk + t) : 0.f;
+    xi[t] = (t < f.taps && second >= 0) ? load_any(f.k, f.k_dtype, second * f.Lk + t) : 0.f;
+  }
+  __syncthreads();
+  if (block_fft(m, 1, xr, xi, yr, yi, -1.f)) {
+    float* t;
+    t = xr, xr = yr, yr = t;
+    t = xi, xi = yi, yi = t;
+  }
+  if (second >= 0 && !(finite_sum(xr[0]) && finite_sum(xi[0]))) {
+    __syncthreads();
+    return false;
+  }
+  const float scale = 0.25f / float(m);
+  float* s1 = a.spectrum_out + first * 2 * a.bins;
+  float* s2 = second >= 0 ? a.spectrum_out + second * 2 * a.bins : nullptr;
+  for (int k = threadIdx.x; k <= m / 2; k += blockDim.x) {
+    float k1r, k1i, k2r, k2i;
+    split_pair(xr[k], xi[k], xr[(m - k) & (m - 1)], xi[(m - k) & (m - 1)], scale, &k1r, &k1i, &k2r, &k2i);
+    s1[k] = k1r, s1[a.bins + k] = k1i;
+    if (s2) s2[k] = k2r, s2[a.bins + k] = k2i;
+  }
+  __syncthreads();
+  return true;
+}
+
+__global__ void __launch_bounds__(kThreads) fused_filter_kernel(RunArgs a, FilterArgs f) {
+  extern __shared__ float sm[];
+  const int64_t h1 = 2 * int64_t(blockIdx.x), h2 = h1 + 1 < f.H ? h1 + 1 : -1;
+  if (fused_filter_pair(a, f, h1, h2, sm)) return;
+  fused_filter_pair(a, f, h1, -1, sm);
+  fused_filter_pair(a, f, h2, -1, sm);
+}
+
+__global__ void __launch_bounds__(kThreads) columns_filter_kernel(RunArgs a, FilterArgs f, int cols) {
+  extern __shared__ float sm[];
+  const int64_t pair = blockIdx.x;
+  const int64_t h1 = 2 * pair, h2 = h1 + 1 < f.H ? h1 + 1 : -1;
+  columns_forward(a, pair, cols, sm, [&](int64_t t, float* v1, float* v2) {
+    *v1 = t < f.taps ? load_any(f.k, f.k_dtype, h1 * f.Lk + t) : 0.f;
+    *v2 = (t < f.taps && h2 >= 0) ? load_any(f.k, f.k_dtype, h2 * f.Lk + t) : 0.f;
+  });
+}
+
+__global__ void __launch_bounds__(kThreads) rows_filter_kernel(RunArgs a, FilterArgs f) {
+  extern __shared__ float sm[];
+  const int64_t pair = blockIdx.x;
+  const int64_t h1 = 2 * pair, h2 = h1 + 1 < f.H ? h1 + 1 : -1;
+  const float scale = 0.25f / float(a.m);
+  rows_pass(a, pair, sm, false, [&](int k1, int partner, int rows, float* xr, float* xi) {
+    const int64_t base = int64_t(k1) * a.n2;
+    float* s1 = a.spectrum_out + h1 * 2 * a.bins;
+    float* s2 = h2 >= 0 ? a.spectrum_out + h2 * 2 * a.bins : nullptr;
+    auto split = [&](int i, int j, int c) {
+      float k1r, k1i, k2r, k2i;
+      split_pair(xr[i], xi[i], xr[j], xi[j], scale, &k1r, &k1i, &k2r, &k2i);
+      s1[base + c] = k1r, s1[a.bins + base + c] = k1i;
+      if (s2) s2[base + c] = k2r, s2[a.bins + base + c] = k2i;
+    };
+    // every column of row k1 is stored (rows 0 and N1/2 pair within themselves)
+    if (rows == 2) {
+      for (int c = threadIdx.x; c < a.n2; c += blockDim.x) split(2 * c, 2 * (int(a.n2) - 1 - c) + 1, c);
+    } else {
+      const int n2 = int(a.n2);
+      for (int c = threadIdx.x; c < n2; c += blockDim.x) split(c, k1 == 0 ? (n2 - c) & (n2 - 1) : n2 - 1 - c, c);
+    }
+  });
+}
+
+// ---- host side -------------------------------------------------------------------
+
+struct Plan {
+  int64_t m, n1, n2, bins;
+  bool fused;
+  int cols;  // columns per block of the split passes
+};
+
+// Largest transform of the split: a column of N1 = m / N2 must fit a block's shared memory.
+constexpr int64_t kLargestTransform = kRowLength * (kSharedFloats / 4);
+
+Plan make_plan(const fftconv_params& p) {
+  Plan plan{};
+  plan.m = transform_size(p.L, p.Lk, p.fft_size);
+  plan.fused = plan.m <= kFusedMax;
+  if (plan.fused) {
+    plan.n1 = 1;
+    plan.n2 = plan.m;
+    plan.bins = plan.m / 2 + 1;
+  } else {
+    plan.n2 = kRowLength;
+    plan.n1 = plan.m / kRowLength;
+    plan.bins = (plan.n1 / 2 + 1) * plan.n2;
+    plan.cols = int(std::max<int64_t>(1, std::min<int64_t>(plan.n2, kSharedFloats / 4 / plan.n1)));
+  }
+  return plan;
+}
+
+void check_cuda(cudaError_t e, const char* what) {
+  if (e != cudaSuccess)
+    fail(FFTCONV_ERR_INTERNAL, std::string(what) + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
+}
+
+// Refuses host pointers and pointers not aligned to their element type.
+void check_device_pointer(const void* ptr, const char* name, int64_t element_bytes) {
+  if (!ptr) return;
+  cudaPointerAttributes attributes{};
+  if (cudaPointerGetAttributes(&attributes, ptr) != cudaSuccess) cudaGetLastError();  // clear it
+  if (attributes.type != cudaMemoryTypeDevice && attributes.type != cudaMemoryTypeManaged)
+    fail(FFTCONV_ERR_INVALID_ARGUMENT,
+         std::string("'") + name + "' is not a CUDA device pointer; the CUDA path needs device memory");
+  if (reinterpret_cast<uintptr_t>(ptr) % uintptr_t(element_bytes) != 0)
+    fail(FFTCONV_ERR_INVALID_ARGUMENT, std::string("'") + name + "' is not aligned to its element size (" +
+                                           std::to_string(element_bytes) + " bytes)");
+}
+
+int64_t element_bytes(int32_t dtype) { return dtype == FFTCONV_FLOAT32 ? 4 : 2; }
+
+template <typename Kernel>
+void allow_shared(Kernel kernel, int bytes) {
+  check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes),
+             "setting the shared-memory size");
+}
+
+RunArgs run_args(const fftconv_params& p, const Plan& plan, const float* spectrum, void* workspace) {
+  RunArgs a{};
+  a.u = p.u;
+  a.pregate = p.pregate;
+  a.postgate = p.postgate;
+  a.D = p.D;
+  a.y = p.y;
+  a.spectrum = spectrum;
+  a.work = static_cast<float2*>(workspace);
+  a.rows = Rows{p.H, p.L, p.layout == FFTCONV_LAYOUT_BLH};
+  a.count = p.B * p.H;
+  a.m = plan.m, a.n1 = plan.n1, a.n2 = plan.n2, a.bins = plan.bins;
+  a.fft_size = is_circular(p.L, p.Lk, p.fft_size) ? p.fft_size : 0;
+  a.D_dtype = p.D_dtype;
+  return a;
+}
+
+int64_t workspace_bytes(const Plan& plan, int64_t sequences) {
+  return plan.fused ? 0 : ((sequences + 1) / 2) * plan.m * int64_t(sizeof(float2));
+}
+
+void check_workspace(const Plan& plan, int64_t sequences, void* workspace, int64_t bytes) {
+  const int64_t need = workspace_bytes(plan, sequences);
+  if (need > 0 && (!workspace || bytes < need))
+    fail(FFTCONV_ERR_INVALID_ARGUMENT, "the workspace is " + std::to_string(workspace ? bytes : 0) +
+                                           " bytes; this call needs " + std::to_string(need) +
+                                           " (fftconv_cuda_workspace_bytes)");
+  check_device_pointer(workspace, "workspace", 8);
+}
+
+void check_size(const Plan& plan, const fftconv_params& p) {
+  if (plan.m > kLargestTransform)
+    fail(FFTCONV_ERR_UNSUPPORTED, "L = " + std::to_string(p.L) + " with Lk = " + std::to_string(p.Lk) +
+                                      " needs a transform of " + std::to_string(plan.m) +
+                                      " points; the CUDA kernels go up to " + std::to_string(kLargestTransform));
+}
+
+void check_grid(int64_t pairs) {
+  if (pairs > int64_t(0x7fffffff))
+    fail(FFTCONV_ERR_UNSUPPORTED, "more than 2^31 row pairs in one call");
+}
+
+template <int DT>
+void launch_forward(const fftconv_params& p, const Plan& plan, const RunArgs& a, cudaStream_t stream) {
+  const int64_t pairs = (a.count + 1) / 2;
+  check_grid(pairs);
+  const int shared = kSharedFloats * int(sizeof(float));
+  if (plan.fused) {
+    allow_shared(fused_kernel<DT>, shared);
+    fused_kernel<DT><<<dim3(unsigned(pairs)), kThreads, shared, stream>>>(a);
+  } else {
+    allow_shared(columns_forward_kernel<DT>, shared);
+    allow_shared(rows_product_kernel, shared);
+    allow_shared(columns_inverse_kernel<DT>, shared);
+    const dim3 column_grid(unsigned(pairs), unsigned(plan.n2 / plan.cols));
+    columns_forward_kernel<DT><<<column_grid, kThreads, shared, stream>>>(a, plan.cols);
+    rows_product_kernel<<<dim3(unsigned(pairs), unsigned(plan.n1 / 2 + 1)), kThreads, shared, stream>>>(a);
+    columns_inverse_kernel<DT><<<column_grid, kThreads, shared, stream>>>(a, plan.cols);
+    if (a.fft_size > 0) fold_kernel<DT><<<dim3(unsigned(pairs)), kThreads, 0, stream>>>(a);
+  }
+  check_cuda(cudaGetLastError(), "launching the FFTConv kernels");
+}
+
+}  // namespace
+}  // namespace fftconv
+
+using namespace fftconv;
+
+extern "C" {
+
+int32_t fftconv_cuda_available(void) {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return count > 0 ? 1 : 0;
+}
+
+int64_t fftconv_cuda_filter_bytes(const fftconv_params* p) {
+  if (!p || p->H < 0 || p->L < 0 || p->Lk < 1 || p->fft_size < 0) return 0;
+  return p->H * 2 * make_plan(*p).bins * int64_t(sizeof(float));
+}
+
+int64_t fftconv_cuda_workspace_bytes(const fftconv_params* p) {
+  if (!p || p->B < 0 || p->H < 0 || p->L < 0 || p->Lk < 1 || p->fft_size < 0) return 0;
+  const Plan plan = make_plan(*p);
+  return std::max(workspace_bytes(plan, p->B * p->H), workspace_bytes(plan, p->H));
+}
+
+fftconv_status fftconv_cuda_prepare_filter(const fftconv_params* p, void* spectrum, void* workspace,
+                                           int64_t workspace_bytes_given) {
+  return guarded_call([&] {
+    check_params(p);
+    if (!p->k || !spectrum) fail(FFTCONV_ERR_INVALID_ARGUMENT, "k and spectrum must not be null");
+    if (p->H == 0) return;
+    check_device_pointer(p->k, "k", element_bytes(p->k_dtype));
+    check_device_pointer(spectrum, "spectrum", 4);
+    const Plan plan = make_plan(*p);
+    check_size(plan, *p);
+    check_workspace(plan, p->H, workspace, workspace_bytes_given);
+    RunArgs a = run_args(*p, plan, nullptr, workspace);
+    a.spectrum_out = static_cast<float*>(spectrum);
+    a.count = p->H;
+    FilterArgs f{p->k, p->k_dtype, p->H, p->Lk, used_taps(p->L, p->Lk, p->fft_size)};
+    const int64_t pairs = (p->H + 1) / 2;
+    check_grid(pairs);
+    const int shared = kSharedFloats * int(sizeof(float));
+    cudaStream_t stream = static_cast<cudaStream_t>(p->stream);
+    if (plan.fused) {
+      allow_shared(fused_filter_kernel, shared);
+      fused_filter_kernel<<<dim3(unsigned(pairs)), kThreads, shared, stream>>>(a, f);
+    } else {
+      allow_shared(columns_filter_kernel, shared);
+      allow_shared(rows_filter_kernel, shared);
+      columns_filter_kernel<<<dim3(unsigned(pairs), unsigned(plan.n2 / plan.cols)), kThreads, shared, stream>>>(
+          a, f, plan.cols);
+      rows_filter_kernel<<<dim3(unsigned(pairs), unsigned(plan.n1 / 2 + 1)), kThreads, shared, stream>>>(a, f);
+    }
+    check_cuda(cudaGetLastError(), "launching the filter-spectrum kernels");
+  });
+}
+
+fftconv_status fftconv_cuda_forward(const fftconv_params* p, const void* spectrum, void* workspace,
+                                    int64_t workspace_bytes_given) {
+  return guarded_call([&] {
+    check_params(p);
+    if (p->B == 0 || p->H == 0 || p->L == 0) return;  // empty output
+    if (!p->u || !p->y || !spectrum)
+      fail(FFTCONV_ERR_INVALID_ARGUMENT, "u, y and the prepared spectrum must not be null");
+    const int64_t io = element_bytes(p->dtype);
+    check_device_pointer(p->u, "u", io);
+    check_device_pointer(p->y, "y", io);
+    check_device_pointer(p->pregate, "pregate", io);
+    check_device_pointer(p->postgate, "postgate", io);
+    check_device_pointer(p->D, "D", element_bytes(p->D_dtype));
+    check_device_pointer(spectrum, "spectrum", 4);
+    const Plan plan = make_plan(*p);
+    check_size(plan, *p);
+    check_workspace(plan, p->B * p->H, workspace, workspace_bytes_given);
+    const RunArgs a = run_args(*p, plan, static_cast<const float*>(spectrum), workspace);
+    cudaStream_t stream = static_cast<cudaStream_t>(p->stream);
+    switch (p->dtype) {
+      case FFTCONV_FLOAT16: launch_forward<FFTCONV_FLOAT16>(*p, plan, a, stream); break;
+      case FFTCONV_BFLOAT16: launch_forward<FFTCONV_BFLOAT16>(*p, plan, a, stream); break;
+      default: launch_forward<FFTCONV_FLOAT32>(*p, plan, a, stream); break;
+    }
+  });
+}
+
+}  // extern "C"

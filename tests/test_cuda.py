@@ -1,0 +1,137 @@
+"""The CUDA kernels through the torch op, against the float64 reference (GPU machine only)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fftconv_rt import _lib
+from fftconv_rt._lib import FFTConvError
+from fftconv_rt.reference import fftconv_reference, relative_error
+from fftconv_rt.spec import tolerance
+from fftconv_rt.torch_op import fftconv
+
+from helpers import OPTIONS, grid_inputs, make_inputs, reference_grid
+
+pytestmark = pytest.mark.cuda
+
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kernels_built():
+    if not _lib.has_cuda_kernels():
+        pytest.fail("a CUDA GPU is present but libfftconv_rt has no CUDA kernels: build with -DFFTCONV_BUILD_CUDA=ON")
+
+
+def _cuda(a, dtype):
+    if a is None:
+        return None
+    return torch.from_numpy(np.asarray(a, dtype=np.float32)).to(device="cuda", dtype=dtype)
+
+
+def _run(arrays, dtype, layout="BHL", fft_size=0, k_dtype=torch.float32):
+    u, k, D, pre, post = (_cuda(a, TORCH_DTYPES[dtype]) for a in arrays)
+    k = k.to(k_dtype)
+    D = D.float() if D is not None else None
+    y = fftconv(u, k, D, pre, post, fft_size, layout)
+    torch.cuda.synchronize()
+    assert y.device.type == "cuda" and y.dtype == u.dtype and y.shape == u.shape
+    ref = fftconv_reference(*(None if t is None else t.float().cpu().numpy() for t in (u, k, D, pre, post)),
+                            fft_size=fft_size, layout=layout)
+    return relative_error(y.float().cpu().numpy(), ref)
+
+
+@reference_grid
+def test_matches_reference(rng, L, filter_len, dtype, layout):
+    err = _run(grid_inputs(rng, L, filter_len, dtype, layout), dtype, layout)
+    assert err <= tolerance(dtype), f"{err:.3e}"
+
+
+@pytest.mark.parametrize("L", [5000, 8191, 8192, 16385, 100003, 1 << 20, (1 << 21)])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_long_and_odd_lengths(rng, L, dtype):
+    """Both sides of the fused/split boundary, odd lengths, up to 2M."""
+    H = 3 if L <= 100003 else 1
+    arrays = make_inputs(rng, 1, H, L, L, dtype, ("D", "postgate"))
+    err = _run(arrays, dtype)
+    assert err <= tolerance(dtype), f"{err:.3e}"
+
+
+@pytest.mark.parametrize("option", list(OPTIONS))
+@pytest.mark.parametrize("L", [300, 20000])
+def test_each_optional_input(rng, option, L):
+    err = _run(make_inputs(rng, 2, 4, L, L, "float32", OPTIONS[option]), "float32")
+    assert err <= tolerance("float32")
+
+
+@pytest.mark.parametrize("L,Lk,n", [(100, 30, 120), (64, 64, 64), (5000, 5000, 6000), (20000, 20000, 30000)])
+def test_circular_fft_size(rng, L, Lk, n):
+    err = _run(make_inputs(rng, 1, 3, L, Lk, "float32", ("D",)), "float32", fft_size=n)
+    assert err <= tolerance("float32")
+
+
+def test_filter_in_io_dtype(rng):
+    err = _run(make_inputs(rng, 2, 3, 3000, 3000, "float16", ("D",)), "float16", k_dtype=torch.float16)
+    assert err <= tolerance("float16")
+
+
+@pytest.mark.parametrize("L", [1000, 4096])
+def test_non_finite_stays_in_its_row(rng, L):
+    """Fused lengths (transforms up to 8K) keep a NaN/Inf in its own row; the split path
+    does not isolate them yet (issue 8)."""
+    u, k, _, _, _ = make_inputs(rng, 1, 4, L, L, "float32", ())
+    u[0, 0, 7] = np.nan
+    k[3, 2] = np.inf
+    y = fftconv(_cuda(u, torch.float32), _cuda(k, torch.float32)).cpu().numpy()
+    finite_rows = [1, 2]
+    assert np.isfinite(y[0, finite_rows]).all()
+    ref = fftconv_reference(u[:, finite_rows], k[finite_rows])
+    assert relative_error(y[:, finite_rows], ref) <= tolerance("float32")
+
+
+def test_runs_on_the_current_stream(rng):
+    u, k, D, _, _ = make_inputs(rng, 2, 8, 20000, 20000, "float32", ("D",))
+    ut, kt, Dt = (_cuda(a, torch.float32) for a in (u, k, D))
+    expected = fftconv(ut, kt, Dt)
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        outs = [fftconv(ut, kt, Dt) for _ in range(3)]
+    stream.synchronize()
+    for y in outs:
+        torch.testing.assert_close(y, expected, rtol=0, atol=0)
+
+
+def test_more_than_2_to_31_elements():
+    """64-bit offsets: B*H*L = 2^31 + 2^12 elements, checked on rows at both ends."""
+    L, H = 4096, 3
+    B = (1 << 31) // (H * L) + 1
+    g = torch.Generator(device="cuda").manual_seed(0)
+    u = torch.randn(B, H, L, device="cuda", dtype=torch.float16, generator=g)
+    k = torch.randn(H, L, device="cuda", generator=g) * torch.exp(-8 * torch.arange(L, device="cuda") / L)
+    D = torch.randn(H, device="cuda", generator=g)
+    y = fftconv(u, k, D)
+    assert u.numel() > (1 << 31)
+    for b in (0, B - 1):
+        ref = fftconv_reference(u[b:b + 1].float().cpu().numpy(), k.cpu().numpy(), D.cpu().numpy())
+        assert relative_error(y[b:b + 1].float().cpu().numpy(), ref) <= tolerance("float16")
+
+
+def test_host_pointer_is_refused(rng):
+    import ctypes
+
+    u = torch.randn(1, 2, 64)
+    k = torch.randn(2, 64)
+    params, _ = _lib.resolve([_lib.describe(u.shape, 1), _lib.describe(k.shape, 1)] + [_lib.describe((), None)] * 3,
+                             0, "BHL")
+    params.u, params.k, params.y = u.data_ptr(), k.data_ptr(), u.data_ptr()
+    spectrum = torch.empty(1024, device="cuda")
+    status = _lib.core().fftconv_cuda_forward(ctypes.byref(params), spectrum.data_ptr(), None, 0)
+    with pytest.raises(FFTConvError, match="'u' is not a CUDA device pointer"):
+        _lib.check(status)
+
+
+def test_mixed_devices_are_refused():
+    with pytest.raises(FFTConvError, match="input 'k' is on cpu"):
+        fftconv(torch.randn(1, 2, 8, device="cuda"), torch.randn(2, 8))
