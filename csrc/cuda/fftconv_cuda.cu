@@ -22,8 +22,11 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "../common/error.h"
 #include "../common/geometry.h"
@@ -77,6 +80,11 @@ struct Rows {
 
 // ---- shared-memory transforms ----------------------------------------------
 
+// W^j = exp(-2 pi i j / kRootCount) for j < kRootCount: every in-block transform
+// (sizes up to kRootCount) reads its twiddles here (through the read-only cache).
+constexpr int kRootCount = 8192;
+__device__ float2 g_roots[kRootCount];
+
 // exp(sign * 2 pi i * num / den) with num/den reduced to a float exactly (den a power of two).
 __device__ __forceinline__ void unit_root(float sign, int64_t num, int64_t den, float* re, float* im) {
   float s, c;
@@ -98,6 +106,7 @@ __device__ bool block_fft(int n, int batch, float* xr, float* xi, float* yr, flo
     const int part = span / radix;
     const int S = stride * batch;
     const int butterflies = part * S;
+    const int root_step = kRootCount / span;  // twiddle j*p of this span is root (j*p*root_step)
     for (int idx = threadIdx.x; idx < butterflies; idx += blockDim.x) {
       const int q = idx % S, p = idx / S;
       if (radix == 4) {
@@ -112,10 +121,11 @@ __device__ bool block_fft(int n, int batch, float* xr, float* xi, float* yr, flo
         const float t1r = amc_r + jr, t1i = amc_i + ji;
         const float t2r = apc_r - bpd_r, t2i = apc_i - bpd_i;
         const float t3r = amc_r - jr, t3i = amc_i - ji;
-        float w1r, w1i, w2r, w2i, w3r, w3i;
-        unit_root(sign, p, span, &w1r, &w1i);
-        unit_root(sign, 2 * p, span, &w2r, &w2i);
-        unit_root(sign, 3 * p, span, &w3r, &w3i);
+        const float2 w1 = __ldg(&g_roots[(p * root_step) & (kRootCount - 1)]);
+        const float2 w2 = __ldg(&g_roots[(2 * p * root_step) & (kRootCount - 1)]);
+        const float2 w3 = __ldg(&g_roots[(3 * p * root_step) & (kRootCount - 1)]);
+        // the table holds the forward roots; the inverse uses their conjugates
+        const float w1r = w1.x, w1i = -sign * w1.y, w2r = w2.x, w2i = -sign * w2.y, w3r = w3.x, w3i = -sign * w3.y;
         const int out = q + S * 4 * p;
         yr[out] = apc_r + bpd_r;
         yi[out] = apc_i + bpd_i;
@@ -128,8 +138,8 @@ __device__ bool block_fft(int n, int batch, float* xr, float* xi, float* yr, flo
       } else {
         const float ar = xr[q + S * p], ai = xi[q + S * p];
         const float br = xr[q + S * (p + part)], bi = xi[q + S * (p + part)];
-        float wr, wi;
-        unit_root(sign, p, span, &wr, &wi);
+        const float2 w = __ldg(&g_roots[(p * root_step) & (kRootCount - 1)]);
+        const float wr = w.x, wi = -sign * w.y;
         const float dr = ar - br, di = ai - bi;
         const int out = q + S * 2 * p;
         yr[out] = ar + br;
@@ -203,61 +213,88 @@ __device__ void store_y(const RunArgs& a, int64_t row, int64_t t, float conv) {
   Elem<DT>::store(a.y, i, y);
 }
 
-// Fused path: one block per pair of rows (second < 0: a lone row).
+// Fused path: a block transforms `batch` sequences at once (interleaved in
+// shared memory: point t of sequence b at t*batch + b). Sequence b packs rows
+// first_row + 2b and first_row + 2b + 1; in `alone` mode it holds row
+// first_row + b only (imaginary part zero), so that a NaN or an infinity never
+// shares a transform with another row. Returns false (and does nothing else)
+// when a packed pair holds a non-finite value.
 template <int DT>
-__device__ bool fused_pair(const RunArgs& a, int64_t first, int64_t second, float* sm) {
+__device__ bool fused_block(const RunArgs& a, int64_t first_row, int batch, bool alone, float* sm) {
   const int m = int(a.m);
-  float *xr = sm, *xi = sm + m, *yr = sm + 2 * m, *yi = sm + 3 * m;
+  const int points = m * batch;
+  float *xr = sm, *xi = sm + points, *yr = sm + 2 * points, *yi = sm + 3 * points;
   const int64_t L = a.rows.L;
-  for (int t = threadIdx.x; t < m; t += blockDim.x) {
-    xr[t] = t < L ? load_v<DT>(a, first, t) : 0.f;
-    xi[t] = (t < L && second >= 0) ? load_v<DT>(a, second, t) : 0.f;
+  // rows of sequence b (-1: none)
+  auto row_of = [&](int b, int part) -> int64_t {
+    const int64_t row = alone ? (part == 0 ? first_row + b : -1) : first_row + 2 * b + part;
+    return row >= 0 && row < a.count ? row : -1;
+  };
+  for (int idx = threadIdx.x; idx < points; idx += blockDim.x) {
+    const int b = idx / m, t = idx % m;  // consecutive threads: consecutive t of one row
+    const int64_t r1 = row_of(b, 0), r2 = row_of(b, 1);
+    xr[t * batch + b] = (t < L && r1 >= 0) ? load_v<DT>(a, r1, t) : 0.f;
+    xi[t * batch + b] = (t < L && r2 >= 0) ? load_v<DT>(a, r2, t) : 0.f;
   }
   __syncthreads();
-  if (block_fft(m, 1, xr, xi, yr, yi, -1.f)) {
+  if (block_fft(m, batch, xr, xi, yr, yi, -1.f)) {
     float* t;
     t = xr, xr = yr, yr = t;
     t = xi, xi = yi, yi = t;
   }
-  const float* k1r = a.spectrum + (first % a.rows.H) * 2 * a.bins;
-  const float* k1i = k1r + a.bins;
-  const float* k2r = second >= 0 ? a.spectrum + (second % a.rows.H) * 2 * a.bins : k1r;
-  const float* k2i = k2r + a.bins;
-  // A NaN or infinity in one row or filter must not spread to the other: the DC bin is a sum.
-  if (second >= 0 && !(finite_sum(xr[0]) && finite_sum(xi[0]) && finite_sum(k1r[0]) && finite_sum(k2r[0]))) {
-    __syncthreads();  // everyone has read xr[0] before anything is overwritten
-    return false;
+  if (!alone) {
+    // The DC bin is the sum of its sequence: non-finite exactly when a value (or its filter's) is.
+    int bad = 0;
+    for (int b = 0; b < batch; ++b) {
+      const int64_t r1 = row_of(b, 0), r2 = row_of(b, 1);
+      if (r2 < 0) continue;
+      const float k1 = a.spectrum[(r1 % a.rows.H) * 2 * a.bins], k2 = a.spectrum[(r2 % a.rows.H) * 2 * a.bins];
+      bad |= !(finite_sum(xr[b]) && finite_sum(xi[b]) && finite_sum(k1) && finite_sum(k2));
+    }
+    __syncthreads();  // every thread has read the DC bins before the product rewrites them
+    if (bad) return false;
   }
-  for (int f = threadIdx.x; f <= m / 2; f += blockDim.x) {
-    const int j = (m - f) & (m - 1);
-    float zfr = xr[f], zfi = xi[f], zjr = xr[j], zji = xi[j];
-    pair_product(zfr, zfi, zjr, zji, k1r[f], k1i[f], k2r[f], k2i[f]);
-    xr[f] = zfr, xi[f] = zfi;
-    if (j != f) xr[j] = zjr, xi[j] = zji;
+  for (int idx = threadIdx.x; idx < (m / 2 + 1) * batch; idx += blockDim.x) {
+    const int f = idx / batch, b = idx % batch;
+    const int64_t r1 = row_of(b, 0), r2 = row_of(b, 1);
+    if (r1 < 0) continue;
+    const float* k1 = a.spectrum + (r1 % a.rows.H) * 2 * a.bins;
+    const float* k2 = r2 >= 0 ? a.spectrum + (r2 % a.rows.H) * 2 * a.bins : k1;
+    const int i = f * batch + b, j = ((m - f) & (m - 1)) * batch + b;
+    float zfr = xr[i], zfi = xi[i], zjr = xr[j], zji = xi[j];
+    pair_product(zfr, zfi, zjr, zji, k1[f], k1[a.bins + f], k2[f], k2[a.bins + f]);
+    xr[i] = zfr, xi[i] = zfi;
+    if (j != i) xr[j] = zjr, xi[j] = zji;
   }
   __syncthreads();
-  if (block_fft(m, 1, xr, xi, yr, yi, 1.f)) {
+  if (block_fft(m, batch, xr, xi, yr, yi, 1.f)) {
     float* t;
     t = xr, xr = yr, yr = t;
     t = xi, xi = yi, yi = t;
   }
-  for (int64_t t = threadIdx.x; t < L; t += blockDim.x) {
-    float c1 = xr[t], c2 = xi[t];
-    if (a.fft_size > 0 && t + a.fft_size < m) c1 += xr[t + a.fft_size], c2 += xi[t + a.fft_size];
-    store_y<DT>(a, first, t, c1);
-    if (second >= 0) store_y<DT>(a, second, t, c2);
+  for (int64_t idx = threadIdx.x; idx < L * batch; idx += blockDim.x) {
+    const int b = int(idx / L);
+    const int64_t t = idx % L;  // consecutive threads: consecutive t of one row
+    const int64_t r1 = row_of(b, 0), r2 = row_of(b, 1);
+    if (r1 < 0) continue;
+    float c1 = xr[t * batch + b], c2 = xi[t * batch + b];
+    if (a.fft_size > 0 && t + a.fft_size < m)
+      c1 += xr[(t + a.fft_size) * batch + b], c2 += xi[(t + a.fft_size) * batch + b];
+    store_y<DT>(a, r1, t, c1);
+    if (r2 >= 0) store_y<DT>(a, r2, t, c2);
   }
   __syncthreads();
   return true;
 }
 
 template <int DT>
-__global__ void __launch_bounds__(kThreads) fused_kernel(RunArgs a) {
+__global__ void __launch_bounds__(kThreads) fused_kernel(RunArgs a, int batch) {
   extern __shared__ float sm[];
-  const int64_t first = 2 * int64_t(blockIdx.x), second = first + 1 < a.count ? first + 1 : -1;
-  if (fused_pair<DT>(a, first, second, sm)) return;
-  fused_pair<DT>(a, first, -1, sm);
-  fused_pair<DT>(a, second, -1, sm);
+  const int64_t first_row = 2 * int64_t(blockIdx.x) * batch;
+  if (fused_block<DT>(a, first_row, batch, false, sm)) return;
+  // some pair of the block holds a NaN or an infinity: every row on its own
+  fused_block<DT>(a, first_row, batch, true, sm);
+  fused_block<DT>(a, first_row + batch, batch, true, sm);
 }
 
 // Split pass 1: block (pair, column block): columns c0 .. c0 + cols - 1 of the
@@ -531,8 +568,11 @@ __global__ void __launch_bounds__(kThreads) rows_filter_kernel(RunArgs a, Filter
 struct Plan {
   int64_t m, n1, n2, bins;
   bool fused;
-  int cols;  // columns per block of the split passes
+  int batch;  // fused path: pairs per block, so that a block holds at least kBlockPoints points
+  int cols;   // columns per block of the split passes
 };
+
+constexpr int64_t kBlockPoints = 4096;
 
 // Largest transform of the split: a column of N1 = m / N2 must fit a block's shared memory.
 constexpr int64_t kLargestTransform = kRowLength * (kSharedFloats / 4);
@@ -545,6 +585,7 @@ Plan make_plan(const fftconv_params& p) {
     plan.n1 = 1;
     plan.n2 = plan.m;
     plan.bins = plan.m / 2 + 1;
+    plan.batch = int(std::max<int64_t>(1, kBlockPoints / plan.m));
   } else {
     plan.n2 = kRowLength;
     plan.n1 = plan.m / kRowLength;
@@ -573,6 +614,26 @@ void check_device_pointer(const void* ptr, const char* name, int64_t element_byt
 }
 
 int64_t element_bytes(int32_t dtype) { return dtype == FFTCONV_FLOAT32 ? 4 : 2; }
+
+// Fills g_roots on the current device, once per process (the first call waits for it).
+void ensure_roots(cudaStream_t stream) {
+  constexpr int kMaxDevices = 64;
+  static std::once_flag once[kMaxDevices];
+  int device = 0;
+  check_cuda(cudaGetDevice(&device), "querying the current device");
+  if (device >= kMaxDevices) fail(FFTCONV_ERR_UNSUPPORTED, "more than 64 CUDA devices");
+  std::call_once(once[device], [stream] {
+    std::vector<float2> roots(kRootCount);
+    for (int j = 0; j < kRootCount; ++j) {
+      const double angle = -2.0 * M_PI * double(j) / double(kRootCount);
+      roots[size_t(j)] = make_float2(float(std::cos(angle)), float(std::sin(angle)));
+    }
+    check_cuda(cudaMemcpyToSymbolAsync(g_roots, roots.data(), sizeof(float2) * kRootCount, 0,
+                                       cudaMemcpyHostToDevice, stream),
+               "uploading the twiddle table");
+    check_cuda(cudaStreamSynchronize(stream), "uploading the twiddle table");
+  });
+}
 
 template <typename Kernel>
 void allow_shared(Kernel kernel, int bytes) {
@@ -628,8 +689,10 @@ void launch_forward(const fftconv_params& p, const Plan& plan, const RunArgs& a,
   check_grid(pairs);
   const int shared = kSharedFloats * int(sizeof(float));
   if (plan.fused) {
-    allow_shared(fused_kernel<DT>, shared);
-    fused_kernel<DT><<<dim3(unsigned(pairs)), kThreads, shared, stream>>>(a);
+    const int fused_shared = int(4 * plan.m * plan.batch * sizeof(float));
+    allow_shared(fused_kernel<DT>, fused_shared);
+    const int64_t blocks = (pairs + plan.batch - 1) / plan.batch;
+    fused_kernel<DT><<<dim3(unsigned(blocks)), kThreads, fused_shared, stream>>>(a, plan.batch);
   } else {
     allow_shared(columns_forward_kernel<DT>, shared);
     allow_shared(rows_product_kernel, shared);
@@ -689,6 +752,7 @@ fftconv_status fftconv_cuda_prepare_filter(const fftconv_params* p, void* spectr
     check_grid(pairs);
     const int shared = kSharedFloats * int(sizeof(float));
     cudaStream_t stream = static_cast<cudaStream_t>(p->stream);
+    ensure_roots(stream);
     if (plan.fused) {
       allow_shared(fused_filter_kernel, shared);
       fused_filter_kernel<<<dim3(unsigned(pairs)), kThreads, shared, stream>>>(a, f);
@@ -722,6 +786,7 @@ fftconv_status fftconv_cuda_forward(const fftconv_params* p, const void* spectru
     check_workspace(plan, p->B * p->H, workspace, workspace_bytes_given);
     const RunArgs a = run_args(*p, plan, static_cast<const float*>(spectrum), workspace);
     cudaStream_t stream = static_cast<cudaStream_t>(p->stream);
+    ensure_roots(stream);
     switch (p->dtype) {
       case FFTCONV_FLOAT16: launch_forward<FFTCONV_FLOAT16>(*p, plan, a, stream); break;
       case FFTCONV_BFLOAT16: launch_forward<FFTCONV_BFLOAT16>(*p, plan, a, stream); break;
