@@ -68,13 +68,20 @@ __device__ float load_any(const void* p, int32_t dtype, int64_t i) {
   }
 }
 
-// Where element t of row `row` lies (rows are (b, h) sequences of u, y and the gates).
+// Where a row (a (b, h) sequence of u, y and the gates) lies: element t at base + t * stride.
+struct RowAddress {
+  int64_t base, stride;
+  int64_t channel;
+};
+
 struct Rows {
   int64_t H, L;
   bool channels_last;
-  __device__ int64_t index(int64_t row, int64_t t) const {
-    if (channels_last) return ((row / H) * L + t) * H + row % H;
-    return row * L + t;
+  // The divisions are done once per row, never per element.
+  __device__ RowAddress address(int64_t row) const {
+    const int64_t b = row / H, h = row - b * H;
+    if (channels_last) return {b * L * H + h, H, h};
+    return {row * L, 1, h};
   }
 };
 
@@ -85,10 +92,10 @@ struct Rows {
 constexpr int kRootCount = 8192;
 __device__ float2 g_roots[kRootCount];
 
-// exp(sign * 2 pi i * num / den) with num/den reduced to a float exactly (den a power of two).
+// exp(sign * 2 pi i * num / den), den a power of two.
 __device__ __forceinline__ void unit_root(float sign, int64_t num, int64_t den, float* re, float* im) {
   float s, c;
-  sincospif(2.0f * float(num % den) / float(den), &s, &c);
+  sincospif(2.0f * float(num & (den - 1)) / float(den), &s, &c);
   *re = c;
   *im = sign * s;
 }
@@ -104,11 +111,12 @@ __device__ bool block_fft(int n, int batch, float* xr, float* xi, float* yr, flo
   while (span >= 2) {
     const int radix = span >= 4 ? 4 : 2;
     const int part = span / radix;
-    const int S = stride * batch;
+    const int S = stride * batch;  // a power of two: batch is one too
+    const int log_s = __ffs(S) - 1;
     const int butterflies = part * S;
     const int root_step = kRootCount / span;  // twiddle j*p of this span is root (j*p*root_step)
     for (int idx = threadIdx.x; idx < butterflies; idx += blockDim.x) {
-      const int q = idx % S, p = idx / S;
+      const int q = idx & (S - 1), p = idx >> log_s;
       if (radix == 4) {
         const float ar = xr[q + S * p], ai = xi[q + S * p];
         const float br = xr[q + S * (p + part)], bi = xi[q + S * (p + part)];
@@ -191,23 +199,36 @@ struct RunArgs {
   int32_t D_dtype;
 };
 
+// One row of a call: where it lies and its skip coefficient.
+struct Row {
+  bool valid;
+  RowAddress at;
+  float d;
+};
+
+__device__ Row row_info(const RunArgs& a, int64_t row) {
+  if (row < 0 || row >= a.count) return {false, {0, 0, 0}, 0.f};
+  const RowAddress at = a.rows.address(row);
+  return {true, at, a.D ? load_any(a.D, a.D_dtype, at.channel) : 0.f};
+}
+
 template <int DT>
-__device__ float load_v(const RunArgs& a, int64_t row, int64_t t) {
-  const int64_t i = a.rows.index(row, t);
+__device__ float load_v(const RunArgs& a, const Row& r, int64_t t) {
+  const int64_t i = r.at.base + t * r.at.stride;
   float v = Elem<DT>::load(a.u, i);
   if (a.pregate) v *= Elem<DT>::load(a.pregate, i);
   return v;
 }
 
-// y[t] for one row from its convolution value(s): skip term, gate, store.
+// y[t] of a row from its convolution value: skip term, gate, store.
 template <int DT>
-__device__ void store_y(const RunArgs& a, int64_t row, int64_t t, float conv) {
-  const int64_t i = a.rows.index(row, t);
+__device__ void store_y(const RunArgs& a, const Row& r, int64_t t, float conv) {
+  const int64_t i = r.at.base + t * r.at.stride;
   float y = conv;
   if (a.D) {
     float v = Elem<DT>::load(a.u, i);
     if (a.pregate) v *= Elem<DT>::load(a.pregate, i);
-    y += load_any(a.D, a.D_dtype, row % a.rows.H) * v;
+    y += r.d * v;
   }
   if (a.postgate) y *= Elem<DT>::load(a.postgate, i);
   Elem<DT>::store(a.y, i, y);
@@ -227,14 +248,14 @@ __device__ bool fused_block(const RunArgs& a, int64_t first_row, int batch, bool
   const int64_t L = a.rows.L;
   // rows of sequence b (-1: none)
   auto row_of = [&](int b, int part) -> int64_t {
-    const int64_t row = alone ? (part == 0 ? first_row + b : -1) : first_row + 2 * b + part;
-    return row >= 0 && row < a.count ? row : -1;
+    return alone ? (part == 0 ? first_row + b : -1) : first_row + 2 * b + part;
   };
-  for (int idx = threadIdx.x; idx < points; idx += blockDim.x) {
-    const int b = idx / m, t = idx % m;  // consecutive threads: consecutive t of one row
-    const int64_t r1 = row_of(b, 0), r2 = row_of(b, 1);
-    xr[t * batch + b] = (t < L && r1 >= 0) ? load_v<DT>(a, r1, t) : 0.f;
-    xi[t * batch + b] = (t < L && r2 >= 0) ? load_v<DT>(a, r2, t) : 0.f;
+  for (int b = 0; b < batch; ++b) {
+    const Row r1 = row_info(a, row_of(b, 0)), r2 = row_info(a, row_of(b, 1));
+    for (int t = threadIdx.x; t < m; t += blockDim.x) {  // consecutive threads: consecutive t
+      xr[t * batch + b] = (t < L && r1.valid) ? load_v<DT>(a, r1, t) : 0.f;
+      xi[t * batch + b] = (t < L && r2.valid) ? load_v<DT>(a, r2, t) : 0.f;
+    }
   }
   __syncthreads();
   if (block_fft(m, batch, xr, xi, yr, yi, -1.f)) {
@@ -246,25 +267,26 @@ __device__ bool fused_block(const RunArgs& a, int64_t first_row, int batch, bool
     // The DC bin is the sum of its sequence: non-finite exactly when a value (or its filter's) is.
     int bad = 0;
     for (int b = 0; b < batch; ++b) {
-      const int64_t r1 = row_of(b, 0), r2 = row_of(b, 1);
-      if (r2 < 0) continue;
-      const float k1 = a.spectrum[(r1 % a.rows.H) * 2 * a.bins], k2 = a.spectrum[(r2 % a.rows.H) * 2 * a.bins];
+      const Row r1 = row_info(a, row_of(b, 0)), r2 = row_info(a, row_of(b, 1));
+      if (!r2.valid) continue;
+      const float k1 = a.spectrum[r1.at.channel * 2 * a.bins], k2 = a.spectrum[r2.at.channel * 2 * a.bins];
       bad |= !(finite_sum(xr[b]) && finite_sum(xi[b]) && finite_sum(k1) && finite_sum(k2));
     }
     __syncthreads();  // every thread has read the DC bins before the product rewrites them
     if (bad) return false;
   }
-  for (int idx = threadIdx.x; idx < (m / 2 + 1) * batch; idx += blockDim.x) {
-    const int f = idx / batch, b = idx % batch;
-    const int64_t r1 = row_of(b, 0), r2 = row_of(b, 1);
-    if (r1 < 0) continue;
-    const float* k1 = a.spectrum + (r1 % a.rows.H) * 2 * a.bins;
-    const float* k2 = r2 >= 0 ? a.spectrum + (r2 % a.rows.H) * 2 * a.bins : k1;
-    const int i = f * batch + b, j = ((m - f) & (m - 1)) * batch + b;
-    float zfr = xr[i], zfi = xi[i], zjr = xr[j], zji = xi[j];
-    pair_product(zfr, zfi, zjr, zji, k1[f], k1[a.bins + f], k2[f], k2[a.bins + f]);
-    xr[i] = zfr, xi[i] = zfi;
-    if (j != i) xr[j] = zjr, xi[j] = zji;
+  for (int b = 0; b < batch; ++b) {
+    const Row r1 = row_info(a, row_of(b, 0)), r2 = row_info(a, row_of(b, 1));
+    if (!r1.valid) continue;
+    const float* k1 = a.spectrum + r1.at.channel * 2 * a.bins;
+    const float* k2 = r2.valid ? a.spectrum + r2.at.channel * 2 * a.bins : k1;
+    for (int f = threadIdx.x; f <= m / 2; f += blockDim.x) {
+      const int i = f * batch + b, j = ((m - f) & (m - 1)) * batch + b;
+      float zfr = xr[i], zfi = xi[i], zjr = xr[j], zji = xi[j];
+      pair_product(zfr, zfi, zjr, zji, k1[f], k1[a.bins + f], k2[f], k2[a.bins + f]);
+      xr[i] = zfr, xi[i] = zfi;
+      if (j != i) xr[j] = zjr, xi[j] = zji;
+    }
   }
   __syncthreads();
   if (block_fft(m, batch, xr, xi, yr, yi, 1.f)) {
@@ -272,16 +294,16 @@ __device__ bool fused_block(const RunArgs& a, int64_t first_row, int batch, bool
     t = xr, xr = yr, yr = t;
     t = xi, xi = yi, yi = t;
   }
-  for (int64_t idx = threadIdx.x; idx < L * batch; idx += blockDim.x) {
-    const int b = int(idx / L);
-    const int64_t t = idx % L;  // consecutive threads: consecutive t of one row
-    const int64_t r1 = row_of(b, 0), r2 = row_of(b, 1);
-    if (r1 < 0) continue;
-    float c1 = xr[t * batch + b], c2 = xi[t * batch + b];
-    if (a.fft_size > 0 && t + a.fft_size < m)
-      c1 += xr[(t + a.fft_size) * batch + b], c2 += xi[(t + a.fft_size) * batch + b];
-    store_y<DT>(a, r1, t, c1);
-    if (r2 >= 0) store_y<DT>(a, r2, t, c2);
+  for (int b = 0; b < batch; ++b) {
+    const Row r1 = row_info(a, row_of(b, 0)), r2 = row_info(a, row_of(b, 1));
+    if (!r1.valid) continue;
+    for (int t = threadIdx.x; t < L; t += blockDim.x) {  // L <= m <= kFusedMax: int is enough
+      float c1 = xr[t * batch + b], c2 = xi[t * batch + b];
+      if (a.fft_size > 0 && t + a.fft_size < m)
+        c1 += xr[(t + a.fft_size) * batch + b], c2 += xi[(t + a.fft_size) * batch + b];
+      store_y<DT>(a, r1, t, c1);
+      if (r2.valid) store_y<DT>(a, r2, t, c2);
+    }
   }
   __syncthreads();
   return true;
@@ -303,9 +325,10 @@ template <typename LoadFn>
 __device__ void columns_forward(const RunArgs& a, int64_t pair, int cols, float* sm, LoadFn load) {
   const int n1 = int(a.n1), n2 = int(a.n2);
   const int c0 = blockIdx.y * cols;
+  const int log_cols = __ffs(cols) - 1;  // cols is a power of two
   float *xr = sm, *xi = sm + n1 * cols, *yr = sm + 2 * n1 * cols, *yi = sm + 3 * n1 * cols;
   for (int idx = threadIdx.x; idx < n1 * cols; idx += blockDim.x) {
-    const int r = idx / cols, c = idx % cols;
+    const int r = idx >> log_cols, c = idx & (cols - 1);
     const int64_t t = int64_t(r) * n2 + c0 + c;
     float v1, v2;
     load(t, &v1, &v2);
@@ -320,7 +343,7 @@ __device__ void columns_forward(const RunArgs& a, int64_t pair, int cols, float*
   }
   float2* out = a.work + pair * a.m;
   for (int idx = threadIdx.x; idx < n1 * cols; idx += blockDim.x) {
-    const int k1 = idx / cols, c = idx % cols;
+    const int k1 = idx >> log_cols, c = idx & (cols - 1);
     float wr, wi;
     unit_root(-1.f, int64_t(k1) * (c0 + c), a.m, &wr, &wi);
     const float r = xr[idx], i = xi[idx];
@@ -332,11 +355,11 @@ template <int DT>
 __global__ void __launch_bounds__(kThreads) columns_forward_kernel(RunArgs a, int cols) {
   extern __shared__ float sm[];
   const int64_t pair = blockIdx.x;
-  const int64_t first = 2 * pair, second = first + 1 < a.count ? first + 1 : -1;
+  const Row r1 = row_info(a, 2 * pair), r2 = row_info(a, 2 * pair + 1);
   const int64_t L = a.rows.L;
   columns_forward(a, pair, cols, sm, [&](int64_t t, float* v1, float* v2) {
-    *v1 = t < L ? load_v<DT>(a, first, t) : 0.f;
-    *v2 = (t < L && second >= 0) ? load_v<DT>(a, second, t) : 0.f;
+    *v1 = t < L ? load_v<DT>(a, r1, t) : 0.f;
+    *v2 = (t < L && r2.valid) ? load_v<DT>(a, r2, t) : 0.f;
   });
 }
 
@@ -352,7 +375,7 @@ __device__ void rows_pass(const RunArgs& a, int64_t pair, float* sm, bool invers
   float *xr = sm, *xi = sm + rows * n2, *yr = sm + 2 * rows * n2, *yi = sm + 3 * rows * n2;
   float2* base = a.work + pair * a.m;
   for (int idx = threadIdx.x; idx < rows * n2; idx += blockDim.x) {
-    const int c = idx / rows, which = idx % rows;  // interleaved: element c of row `which`
+    const int c = idx >> (rows - 1), which = idx & (rows - 1);  // interleaved: element c of row `which`
     const float2 v = base[int64_t(which ? partner : k1) * n2 + c];
     xr[idx] = v.x;
     xi[idx] = v.y;
@@ -372,7 +395,7 @@ __device__ void rows_pass(const RunArgs& a, int64_t pair, float* sm, bool invers
     t = xi, xi = yi, yi = t;
   }
   for (int idx = threadIdx.x; idx < rows * n2; idx += blockDim.x) {
-    const int c = idx / rows, which = idx % rows;
+    const int c = idx >> (rows - 1), which = idx & (rows - 1);
     base[int64_t(which ? partner : k1) * n2 + c] = make_float2(xr[idx], xi[idx]);
   }
 }
@@ -393,9 +416,9 @@ __device__ void for_each_row_pair(int k1, int partner, int rows, int n1, int n2,
 __global__ void __launch_bounds__(kThreads) rows_product_kernel(RunArgs a) {
   extern __shared__ float sm[];
   const int64_t pair = blockIdx.x;
-  const int64_t first = 2 * pair, second = first + 1 < a.count ? first + 1 : -1;
-  const float* k1s = a.spectrum + (first % a.rows.H) * 2 * a.bins;
-  const float* k2s = second >= 0 ? a.spectrum + (second % a.rows.H) * 2 * a.bins : k1s;
+  const Row r1 = row_info(a, 2 * pair), r2 = row_info(a, 2 * pair + 1);
+  const float* k1s = a.spectrum + r1.at.channel * 2 * a.bins;
+  const float* k2s = r2.valid ? a.spectrum + r2.at.channel * 2 * a.bins : k1s;
   rows_pass(a, pair, sm, true, [&](int k1, int partner, int rows, float* xr, float* xi) {
     const int64_t base = int64_t(k1) * a.n2;  // canonical positions of row k1
     for_each_row_pair(k1, partner, rows, int(a.n1), int(a.n2), [&](int i, int j, int c) {
@@ -414,10 +437,11 @@ template <typename FinishFn>
 __device__ void columns_inverse(const RunArgs& a, int64_t pair, int cols, int64_t limit, float* sm, FinishFn finish) {
   const int n1 = int(a.n1), n2 = int(a.n2);
   const int c0 = blockIdx.y * cols;
+  const int log_cols = __ffs(cols) - 1;  // cols is a power of two
   float *xr = sm, *xi = sm + n1 * cols, *yr = sm + 2 * n1 * cols, *yi = sm + 3 * n1 * cols;
   const float2* in = a.work + pair * a.m;
   for (int idx = threadIdx.x; idx < n1 * cols; idx += blockDim.x) {
-    const int k1 = idx / cols, c = idx % cols;
+    const int k1 = idx >> log_cols, c = idx & (cols - 1);
     const float2 v = in[int64_t(k1) * n2 + c0 + c];
     float wr, wi;
     unit_root(1.f, int64_t(k1) * (c0 + c), a.m, &wr, &wi);
@@ -431,7 +455,7 @@ __device__ void columns_inverse(const RunArgs& a, int64_t pair, int cols, int64_
     t = xi, xi = yi, yi = t;
   }
   for (int idx = threadIdx.x; idx < n1 * cols; idx += blockDim.x) {
-    const int r = idx / cols, c = idx % cols;
+    const int r = idx >> log_cols, c = idx & (cols - 1);
     const int64_t t = int64_t(r) * n2 + c0 + c;
     if (t < limit) finish(t, xr[idx], xi[idx]);
   }
@@ -441,7 +465,7 @@ template <int DT>
 __global__ void __launch_bounds__(kThreads) columns_inverse_kernel(RunArgs a, int cols) {
   extern __shared__ float sm[];
   const int64_t pair = blockIdx.x;
-  const int64_t first = 2 * pair, second = first + 1 < a.count ? first + 1 : -1;
+  const Row r1 = row_info(a, 2 * pair), r2 = row_info(a, 2 * pair + 1);
   if (a.fft_size > 0) {
     // circular: keep the time series (the wrap lies in other columns), fold in fold_kernel
     float2* out = a.work + pair * a.m;
@@ -449,15 +473,15 @@ __global__ void __launch_bounds__(kThreads) columns_inverse_kernel(RunArgs a, in
     return;
   }
   columns_inverse(a, pair, cols, a.rows.L, sm, [&](int64_t t, float c1, float c2) {
-    store_y<DT>(a, first, t, c1);
-    if (second >= 0) store_y<DT>(a, second, t, c2);
+    store_y<DT>(a, r1, t, c1);
+    if (r2.valid) store_y<DT>(a, r2, t, c2);
   });
 }
 
 template <int DT>
 __global__ void fold_kernel(RunArgs a) {
   const int64_t pair = blockIdx.x;
-  const int64_t first = 2 * pair, second = first + 1 < a.count ? first + 1 : -1;
+  const Row r1 = row_info(a, 2 * pair), r2 = row_info(a, 2 * pair + 1);
   const float2* series = a.work + pair * a.m;
   for (int64_t t = threadIdx.x; t < a.rows.L; t += blockDim.x) {
     float2 v = series[t];
@@ -465,8 +489,8 @@ __global__ void fold_kernel(RunArgs a) {
       const float2 w = series[t + a.fft_size];
       v.x += w.x, v.y += w.y;
     }
-    store_y<DT>(a, first, t, v.x);
-    if (second >= 0) store_y<DT>(a, second, t, v.y);
+    store_y<DT>(a, r1, t, v.x);
+    if (r2.valid) store_y<DT>(a, r2, t, v.y);
   }
 }
 
