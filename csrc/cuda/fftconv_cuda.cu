@@ -36,8 +36,8 @@ namespace fftconv {
 namespace {
 
 constexpr int64_t kFusedMax = 8192;   // largest transform done by the fused kernel
-constexpr int64_t kRowLength = 4096;  // N2 of the split
-constexpr int kSharedFloats = 32768;  // 128 KiB of shared memory per block
+constexpr int64_t kRowLength = 2048;  // N2 of the split
+constexpr int kSharedFloats = 16384;  // 64 KiB of shared memory per block of the split passes
 constexpr int kThreads = 512;
 
 // ---- element access ------------------------------------------------------
@@ -243,19 +243,24 @@ __device__ void store_y(const RunArgs& a, const Row& r, int64_t t, float conv) {
 template <int DT>
 __device__ bool fused_block(const RunArgs& a, int64_t first_row, int batch, bool alone, float* sm) {
   const int m = int(a.m);
+  const int log_m = __ffs(m) - 1;
   const int points = m * batch;
   float *xr = sm, *xi = sm + points, *yr = sm + 2 * points, *yi = sm + 3 * points;
-  const int64_t L = a.rows.L;
-  // rows of sequence b (-1: none)
-  auto row_of = [&](int b, int part) -> int64_t {
-    return alone ? (part == 0 ? first_row + b : -1) : first_row + 2 * b + part;
-  };
-  for (int b = 0; b < batch; ++b) {
-    const Row r1 = row_info(a, row_of(b, 0)), r2 = row_info(a, row_of(b, 1));
-    for (int t = threadIdx.x; t < m; t += blockDim.x) {  // consecutive threads: consecutive t
-      xr[t * batch + b] = (t < L && r1.valid) ? load_v<DT>(a, r1, t) : 0.f;
-      xi[t * batch + b] = (t < L && r2.valid) ? load_v<DT>(a, r2, t) : 0.f;
-    }
+  // the rows of the block's sequences, looked up once: sequence b packs rows[2b] (real part)
+  // and rows[2b + 1] (imaginary part)
+  Row* rows = reinterpret_cast<Row*>(sm + 4 * points);
+  for (int i = threadIdx.x; i < 2 * batch; i += blockDim.x) {
+    const int b = i >> 1, part = i & 1;
+    rows[i] = row_info(a, alone ? (part == 0 ? first_row + b : -1) : first_row + 2 * b + part);
+  }
+  __syncthreads();
+  const int L = int(a.rows.L);  // L <= m <= kFusedMax
+  // point t of sequence b at t*batch + b; consecutive threads take consecutive t of one row
+  for (int idx = threadIdx.x; idx < points; idx += blockDim.x) {
+    const int b = idx >> log_m, t = idx & (m - 1);
+    const Row &r1 = rows[2 * b], &r2 = rows[2 * b + 1];
+    xr[t * batch + b] = (t < L && r1.valid) ? load_v<DT>(a, r1, t) : 0.f;
+    xi[t * batch + b] = (t < L && r2.valid) ? load_v<DT>(a, r2, t) : 0.f;
   }
   __syncthreads();
   if (block_fft(m, batch, xr, xi, yr, yi, -1.f)) {
@@ -267,7 +272,7 @@ __device__ bool fused_block(const RunArgs& a, int64_t first_row, int batch, bool
     // The DC bin is the sum of its sequence: non-finite exactly when a value (or its filter's) is.
     int bad = 0;
     for (int b = 0; b < batch; ++b) {
-      const Row r1 = row_info(a, row_of(b, 0)), r2 = row_info(a, row_of(b, 1));
+      const Row &r1 = rows[2 * b], &r2 = rows[2 * b + 1];
       if (!r2.valid) continue;
       const float k1 = a.spectrum[r1.at.channel * 2 * a.bins], k2 = a.spectrum[r2.at.channel * 2 * a.bins];
       bad |= !(finite_sum(xr[b]) && finite_sum(xi[b]) && finite_sum(k1) && finite_sum(k2));
@@ -275,18 +280,18 @@ __device__ bool fused_block(const RunArgs& a, int64_t first_row, int batch, bool
     __syncthreads();  // every thread has read the DC bins before the product rewrites them
     if (bad) return false;
   }
-  for (int b = 0; b < batch; ++b) {
-    const Row r1 = row_info(a, row_of(b, 0)), r2 = row_info(a, row_of(b, 1));
+  const int half = m / 2 + 1;
+  for (int idx = threadIdx.x; idx < half * batch; idx += blockDim.x) {
+    const int b = idx / half, f = idx - b * half;
+    const Row &r1 = rows[2 * b], &r2 = rows[2 * b + 1];
     if (!r1.valid) continue;
     const float* k1 = a.spectrum + r1.at.channel * 2 * a.bins;
     const float* k2 = r2.valid ? a.spectrum + r2.at.channel * 2 * a.bins : k1;
-    for (int f = threadIdx.x; f <= m / 2; f += blockDim.x) {
-      const int i = f * batch + b, j = ((m - f) & (m - 1)) * batch + b;
-      float zfr = xr[i], zfi = xi[i], zjr = xr[j], zji = xi[j];
-      pair_product(zfr, zfi, zjr, zji, k1[f], k1[a.bins + f], k2[f], k2[a.bins + f]);
-      xr[i] = zfr, xi[i] = zfi;
-      if (j != i) xr[j] = zjr, xi[j] = zji;
-    }
+    const int i = f * batch + b, j = ((m - f) & (m - 1)) * batch + b;
+    float zfr = xr[i], zfi = xi[i], zjr = xr[j], zji = xi[j];
+    pair_product(zfr, zfi, zjr, zji, k1[f], k1[a.bins + f], k2[f], k2[a.bins + f]);
+    xr[i] = zfr, xi[i] = zfi;
+    if (j != i) xr[j] = zjr, xi[j] = zji;
   }
   __syncthreads();
   if (block_fft(m, batch, xr, xi, yr, yi, 1.f)) {
@@ -294,16 +299,15 @@ __device__ bool fused_block(const RunArgs& a, int64_t first_row, int batch, bool
     t = xr, xr = yr, yr = t;
     t = xi, xi = yi, yi = t;
   }
-  for (int b = 0; b < batch; ++b) {
-    const Row r1 = row_info(a, row_of(b, 0)), r2 = row_info(a, row_of(b, 1));
+  for (int idx = threadIdx.x; idx < L * batch; idx += blockDim.x) {
+    const int b = idx / L, t = idx - b * L;
+    const Row &r1 = rows[2 * b], &r2 = rows[2 * b + 1];
     if (!r1.valid) continue;
-    for (int t = threadIdx.x; t < L; t += blockDim.x) {  // L <= m <= kFusedMax: int is enough
-      float c1 = xr[t * batch + b], c2 = xi[t * batch + b];
-      if (a.fft_size > 0 && t + a.fft_size < m)
-        c1 += xr[(t + a.fft_size) * batch + b], c2 += xi[(t + a.fft_size) * batch + b];
-      store_y<DT>(a, r1, t, c1);
-      if (r2.valid) store_y<DT>(a, r2, t, c2);
-    }
+    float c1 = xr[t * batch + b], c2 = xi[t * batch + b];
+    if (a.fft_size > 0 && t + a.fft_size < m)
+      c1 += xr[(t + a.fft_size) * batch + b], c2 += xi[(t + a.fft_size) * batch + b];
+    store_y<DT>(a, r1, t, c1);
+    if (r2.valid) store_y<DT>(a, r2, t, c2);
   }
   __syncthreads();
   return true;
@@ -713,7 +717,7 @@ void launch_forward(const fftconv_params& p, const Plan& plan, const RunArgs& a,
   check_grid(pairs);
   const int shared = kSharedFloats * int(sizeof(float));
   if (plan.fused) {
-    const int fused_shared = int(4 * plan.m * plan.batch * sizeof(float));
+    const int fused_shared = int(4 * plan.m * plan.batch * sizeof(float) + 2 * plan.batch * sizeof(Row));
     allow_shared(fused_kernel<DT>, fused_shared);
     const int64_t blocks = (pairs + plan.batch - 1) / plan.batch;
     fused_kernel<DT><<<dim3(unsigned(blocks)), kThreads, fused_shared, stream>>>(a, plan.batch);
@@ -778,8 +782,9 @@ fftconv_status fftconv_cuda_prepare_filter(const fftconv_params* p, void* spectr
     cudaStream_t stream = static_cast<cudaStream_t>(p->stream);
     ensure_roots(stream);
     if (plan.fused) {
-      allow_shared(fused_filter_kernel, shared);
-      fused_filter_kernel<<<dim3(unsigned(pairs)), kThreads, shared, stream>>>(a, f);
+      const int fused_shared = int(4 * plan.m * sizeof(float));
+      allow_shared(fused_filter_kernel, fused_shared);
+      fused_filter_kernel<<<dim3(unsigned(pairs)), kThreads, fused_shared, stream>>>(a, f);
     } else {
       allow_shared(columns_filter_kernel, shared);
       allow_shared(rows_filter_kernel, shared);
