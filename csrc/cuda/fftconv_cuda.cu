@@ -100,61 +100,119 @@ __device__ __forceinline__ void unit_root(float sign, int64_t num, int64_t den, 
   *im = sign * s;
 }
 
+__device__ __forceinline__ float2 cmul(float2 a, float2 b) {
+  return make_float2(a.x * b.x - a.y * b.y, a.x * b.y + a.y * b.x);
+}
+__device__ __forceinline__ float2 cadd(float2 a, float2 b) { return make_float2(a.x + b.x, a.y + b.y); }
+__device__ __forceinline__ float2 csub(float2 a, float2 b) { return make_float2(a.x - b.x, a.y - b.y); }
+// (sign * i) * z
+__device__ __forceinline__ float2 mul_i(float2 z, float sign) { return make_float2(-sign * z.y, sign * z.x); }
+
+// exp(sign * 2 pi i * j / 16) for a compile-time j (folded to constants once unrolled).
+__device__ __forceinline__ float2 root16(int j, float sign) {
+  constexpr float c[16] = {1.f, 0.92387953f, 0.70710678f, 0.38268343f, 0.f, -0.38268343f, -0.70710678f,
+                           -0.92387953f, -1.f, -0.92387953f, -0.70710678f, -0.38268343f, 0.f, 0.38268343f,
+                           0.70710678f, 0.92387953f};
+  return make_float2(c[j & 15], sign * c[(j + 12) & 15]);  // sin(x) = cos(x - pi/2)
+}
+
+__device__ __forceinline__ void dft2(float2& a0, float2& a1) {
+  const float2 t = a0;
+  a0 = cadd(t, a1);
+  a1 = csub(t, a1);
+}
+
+__device__ __forceinline__ void dft4(float2& a0, float2& a1, float2& a2, float2& a3, float sign) {
+  const float2 s02 = cadd(a0, a2), d02 = csub(a0, a2), s13 = cadd(a1, a3), d13 = mul_i(csub(a1, a3), sign);
+  a0 = cadd(s02, s13);
+  a2 = csub(s02, s13);
+  a1 = cadd(d02, d13);
+  a3 = csub(d02, d13);
+}
+
+// In-register DFT of R = 2, 4, 8 or 16 points, exp(sign * 2 pi i nk / R), natural order in and out.
+// R = R1 * R2 (R1 = 4 or 2... below): n = R2*n1 + n2, k = k1 + R1*k2.
+template <int R>
+__device__ __forceinline__ void dft(float2 (&v)[R], float sign) {
+  if constexpr (R == 2) {
+    dft2(v[0], v[1]);
+  } else if constexpr (R == 4) {
+    dft4(v[0], v[1], v[2], v[3], sign);
+  } else {
+    constexpr int R2 = R / 4;  // R1 = 4
+    // inner 4-point DFTs over n1, twiddle W_R^(n2*k1)
+#pragma unroll
+    for (int n2 = 0; n2 < R2; ++n2) {
+      dft4(v[n2], v[n2 + R2], v[n2 + 2 * R2], v[n2 + 3 * R2], sign);
+#pragma unroll
+      for (int k1 = 1; k1 < 4; ++k1) v[n2 + R2 * k1] = cmul(v[n2 + R2 * k1], root16(n2 * k1 * (16 / R), sign));
+    }
+    // outer R2-point DFTs over n2 for each k1; X[k1 + 4*k2] ends at v[R2*k1 + k2]
+    float2 out[R];
+#pragma unroll
+    for (int k1 = 0; k1 < 4; ++k1) {
+      if constexpr (R2 == 2) {
+        dft2(v[R2 * k1], v[R2 * k1 + 1]);
+      } else {
+        dft4(v[R2 * k1], v[R2 * k1 + 1], v[R2 * k1 + 2], v[R2 * k1 + 3], sign);
+      }
+#pragma unroll
+      for (int k2 = 0; k2 < R2; ++k2) out[k1 + 4 * k2] = v[R2 * k1 + k2];
+    }
+#pragma unroll
+    for (int k = 0; k < R; ++k) v[k] = out[k];
+  }
+}
+
+// One radix-R Stockham pass over `span`-point sub-transforms with stride S
+// (= stride * batch, a power of two): butterfly (p, q) reads x[q + S*(p + i*span/R)]
+// and writes y[q + S*(R*p + i)] = W_span^(i*p) * DFT_R(...)_i.
+template <int R>
+__device__ void stockham_pass(int span, int S, int log_s, int points, const float* __restrict xr,
+                              const float* __restrict xi, float* __restrict yr, float* __restrict yi, float sign) {
+  const int part = span / R;
+  const int in_step = part * S;  // = points / R
+  const int root_step = kRootCount / span;
+  for (int idx = threadIdx.x; idx < points / R; idx += blockDim.x) {
+    const int q = idx & (S - 1), p = idx >> log_s;
+    float2 v[R];
+#pragma unroll
+    for (int i = 0; i < R; ++i) v[i] = make_float2(xr[idx + i * in_step], xi[idx + i * in_step]);
+    dft<R>(v, sign);
+    const int out = q + S * R * p;
+    yr[out] = v[0].x;
+    yi[out] = v[0].y;
+#pragma unroll
+    for (int i = 1; i < R; ++i) {
+      // the table holds the forward roots; the inverse uses their conjugates
+      float2 w = __ldg(&g_roots[(i * p * root_step) & (kRootCount - 1)]);
+      w.y *= -sign;
+      const float2 o = cmul(v[i], w);
+      yr[out + i * S] = o.x;
+      yi[out + i * S] = o.y;
+    }
+  }
+}
+
 // Stockham transform of `batch` interleaved sequences of length n (element j of
-// sequence b at j*batch + b), unscaled, sign -1 forward and +1 inverse, by the
-// whole block; (xr, xi) in, (yr, yi) scratch. Returns true when the result is in
-// the scratch pair. Ends with a barrier.
+// sequence b at j*batch + b; n and batch powers of two), unscaled, sign -1 forward
+// and +1 inverse, by the whole block: radix-16 passes in registers, then one of
+// radix 8, 4 or 2 for what is left. (xr, xi) in, (yr, yi) scratch. Returns true
+// when the result is in the scratch pair. Ends with a barrier.
 __device__ bool block_fft(int n, int batch, float* xr, float* xi, float* yr, float* yi, float sign) {
+  const int points = n * batch;
   int span = n;
   int stride = 1;
   bool in_scratch = false;
   while (span >= 2) {
-    const int radix = span >= 4 ? 4 : 2;
-    const int part = span / radix;
-    const int S = stride * batch;  // a power of two: batch is one too
+    const int S = stride * batch;
     const int log_s = __ffs(S) - 1;
-    const int butterflies = part * S;
-    const int root_step = kRootCount / span;  // twiddle j*p of this span is root (j*p*root_step)
-    for (int idx = threadIdx.x; idx < butterflies; idx += blockDim.x) {
-      const int q = idx & (S - 1), p = idx >> log_s;
-      if (radix == 4) {
-        const float ar = xr[q + S * p], ai = xi[q + S * p];
-        const float br = xr[q + S * (p + part)], bi = xi[q + S * (p + part)];
-        const float cr = xr[q + S * (p + 2 * part)], ci = xi[q + S * (p + 2 * part)];
-        const float dr = xr[q + S * (p + 3 * part)], di = xi[q + S * (p + 3 * part)];
-        const float apc_r = ar + cr, apc_i = ai + ci, amc_r = ar - cr, amc_i = ai - ci;
-        const float bpd_r = br + dr, bpd_i = bi + di;
-        // sign * i * (b - d): -i for the forward transform, +i for the inverse
-        const float jr = -sign * (bi - di), ji = sign * (br - dr);
-        const float t1r = amc_r + jr, t1i = amc_i + ji;
-        const float t2r = apc_r - bpd_r, t2i = apc_i - bpd_i;
-        const float t3r = amc_r - jr, t3i = amc_i - ji;
-        const float2 w1 = __ldg(&g_roots[(p * root_step) & (kRootCount - 1)]);
-        const float2 w2 = __ldg(&g_roots[(2 * p * root_step) & (kRootCount - 1)]);
-        const float2 w3 = __ldg(&g_roots[(3 * p * root_step) & (kRootCount - 1)]);
-        // the table holds the forward roots; the inverse uses their conjugates
-        const float w1r = w1.x, w1i = -sign * w1.y, w2r = w2.x, w2i = -sign * w2.y, w3r = w3.x, w3i = -sign * w3.y;
-        const int out = q + S * 4 * p;
-        yr[out] = apc_r + bpd_r;
-        yi[out] = apc_i + bpd_i;
-        yr[out + S] = t1r * w1r - t1i * w1i;
-        yi[out + S] = t1r * w1i + t1i * w1r;
-        yr[out + 2 * S] = t2r * w2r - t2i * w2i;
-        yi[out + 2 * S] = t2r * w2i + t2i * w2r;
-        yr[out + 3 * S] = t3r * w3r - t3i * w3i;
-        yi[out + 3 * S] = t3r * w3i + t3i * w3r;
-      } else {
-        const float ar = xr[q + S * p], ai = xi[q + S * p];
-        const float br = xr[q + S * (p + part)], bi = xi[q + S * (p + part)];
-        const float2 w = __ldg(&g_roots[(p * root_step) & (kRootCount - 1)]);
-        const float wr = w.x, wi = -sign * w.y;
-        const float dr = ar - br, di = ai - bi;
-        const int out = q + S * 2 * p;
-        yr[out] = ar + br;
-        yi[out] = ai + bi;
-        yr[out + S] = dr * wr - di * wi;
-        yi[out + S] = dr * wi + di * wr;
-      }
+    const int radix = span >= 16 ? 16 : span;
+    switch (radix) {
+      case 16: stockham_pass<16>(span, S, log_s, points, xr, xi, yr, yi, sign); break;
+      case 8: stockham_pass<8>(span, S, log_s, points, xr, xi, yr, yi, sign); break;
+      case 4: stockham_pass<4>(span, S, log_s, points, xr, xi, yr, yi, sign); break;
+      default: stockham_pass<2>(span, S, log_s, points, xr, xi, yr, yi, sign); break;
     }
     __syncthreads();
     float* t;
