@@ -100,12 +100,6 @@ __device__ __forceinline__ void unit_root(float sign, int64_t num, int64_t den, 
   *im = sign * s;
 }
 
-// Shared-memory data arrays have one padding float after every 32: strided
-// accesses (stride 16 or a batch interleave) then fall in distinct banks, and
-// contiguous runs of 32 stay in one wavefront.
-__device__ __forceinline__ int pad(int j) { return j + (j >> 5); }
-__host__ __device__ constexpr int padded(int points) { return points + points / 32; }
-
 __device__ __forceinline__ float2 cmul(float2 a, float2 b) {
   return make_float2(a.x * b.x - a.y * b.y, a.x * b.y + a.y * b.x);
 }
@@ -183,19 +177,19 @@ __device__ void stockham_pass(int span, int S, int log_s, int points, const floa
     const int q = idx & (S - 1), p = idx >> log_s;
     float2 v[R];
 #pragma unroll
-    for (int i = 0; i < R; ++i) v[i] = make_float2(xr[pad(idx + i * in_step)], xi[pad(idx + i * in_step)]);
+    for (int i = 0; i < R; ++i) v[i] = make_float2(xr[idx + i * in_step], xi[idx + i * in_step]);
     dft<R>(v, sign);
     const int out = q + S * R * p;
-    yr[pad(out)] = v[0].x;
-    yi[pad(out)] = v[0].y;
+    yr[out] = v[0].x;
+    yi[out] = v[0].y;
 #pragma unroll
     for (int i = 1; i < R; ++i) {
       // the table holds the forward roots; the inverse uses their conjugates
       float2 w = __ldg(&g_roots[(i * p * root_step) & (kRootCount - 1)]);
       w.y *= -sign;
       const float2 o = cmul(v[i], w);
-      yr[pad(out + i * S)] = o.x;
-      yi[pad(out + i * S)] = o.y;
+      yr[out + i * S] = o.x;
+      yi[out + i * S] = o.y;
     }
   }
 }
@@ -309,11 +303,10 @@ __device__ bool fused_block(const RunArgs& a, int64_t first_row, int batch, bool
   const int m = int(a.m);
   const int log_m = __ffs(m) - 1;
   const int points = m * batch;
-  const int stride_p = padded(points);
-  float *xr = sm, *xi = sm + stride_p, *yr = sm + 2 * stride_p, *yi = sm + 3 * stride_p;
+  float *xr = sm, *xi = sm + points, *yr = sm + 2 * points, *yi = sm + 3 * points;
   // the rows of the block's sequences, looked up once: sequence b packs rows[2b] (real part)
   // and rows[2b + 1] (imaginary part)
-  Row* rows = reinterpret_cast<Row*>(sm + 4 * ((stride_p + 3) / 4 * 4));  // 16-byte aligned
+  Row* rows = reinterpret_cast<Row*>(sm + 4 * points);
   for (int i = threadIdx.x; i < 2 * batch; i += blockDim.x) {
     const int b = i >> 1, part = i & 1;
     rows[i] = row_info(a, alone ? (part == 0 ? first_row + b : -1) : first_row + 2 * b + part);
@@ -324,8 +317,8 @@ __device__ bool fused_block(const RunArgs& a, int64_t first_row, int batch, bool
   for (int idx = threadIdx.x; idx < points; idx += blockDim.x) {
     const int b = idx >> log_m, t = idx & (m - 1);
     const Row &r1 = rows[2 * b], &r2 = rows[2 * b + 1];
-    xr[pad(t * batch + b)] = (t < L && r1.valid) ? load_v<DT>(a, r1, t) : 0.f;
-    xi[pad(t * batch + b)] = (t < L && r2.valid) ? load_v<DT>(a, r2, t) : 0.f;
+    xr[t * batch + b] = (t < L && r1.valid) ? load_v<DT>(a, r1, t) : 0.f;
+    xi[t * batch + b] = (t < L && r2.valid) ? load_v<DT>(a, r2, t) : 0.f;
   }
   __syncthreads();
   if (block_fft(m, batch, xr, xi, yr, yi, -1.f)) {
@@ -340,7 +333,7 @@ __device__ bool fused_block(const RunArgs& a, int64_t first_row, int batch, bool
       const Row &r1 = rows[2 * b], &r2 = rows[2 * b + 1];
       if (!r2.valid) continue;
       const float k1 = a.spectrum[r1.at.channel * 2 * a.bins], k2 = a.spectrum[r2.at.channel * 2 * a.bins];
-      bad |= !(finite_sum(xr[pad(b)]) && finite_sum(xi[pad(b)]) && finite_sum(k1) && finite_sum(k2));
+      bad |= !(finite_sum(xr[b]) && finite_sum(xi[b]) && finite_sum(k1) && finite_sum(k2));
     }
     __syncthreads();  // every thread has read the DC bins before the product rewrites them
     if (bad) return false;
@@ -353,10 +346,10 @@ __device__ bool fused_block(const RunArgs& a, int64_t first_row, int batch, bool
     const float* k1 = a.spectrum + r1.at.channel * 2 * a.bins;
     const float* k2 = r2.valid ? a.spectrum + r2.at.channel * 2 * a.bins : k1;
     const int i = f * batch + b, j = ((m - f) & (m - 1)) * batch + b;
-    float zfr = xr[pad(i)], zfi = xi[pad(i)], zjr = xr[pad(j)], zji = xi[pad(j)];
+    float zfr = xr[i], zfi = xi[i], zjr = xr[j], zji = xi[j];
     pair_product(zfr, zfi, zjr, zji, k1[f], k1[a.bins + f], k2[f], k2[a.bins + f]);
-    xr[pad(i)] = zfr, xi[pad(i)] = zfi;
-    if (j != i) xr[pad(j)] = zjr, xi[pad(j)] = zji;
+    xr[i] = zfr, xi[i] = zfi;
+    if (j != i) xr[j] = zjr, xi[j] = zji;
   }
   __syncthreads();
   if (block_fft(m, batch, xr, xi, yr, yi, 1.f)) {
@@ -368,9 +361,9 @@ __device__ bool fused_block(const RunArgs& a, int64_t first_row, int batch, bool
     const int b = idx / L, t = idx - b * L;
     const Row &r1 = rows[2 * b], &r2 = rows[2 * b + 1];
     if (!r1.valid) continue;
-    float c1 = xr[pad(t * batch + b)], c2 = xi[pad(t * batch + b)];
+    float c1 = xr[t * batch + b], c2 = xi[t * batch + b];
     if (a.fft_size > 0 && t + a.fft_size < m)
-      c1 += xr[pad((t + a.fft_size) * batch + b)], c2 += xi[pad((t + a.fft_size) * batch + b)];
+      c1 += xr[(t + a.fft_size) * batch + b], c2 += xi[(t + a.fft_size) * batch + b];
     store_y<DT>(a, r1, t, c1);
     if (r2.valid) store_y<DT>(a, r2, t, c2);
   }
@@ -395,15 +388,14 @@ __device__ void columns_forward(const RunArgs& a, int64_t pair, int cols, float*
   const int n1 = int(a.n1), n2 = int(a.n2);
   const int c0 = blockIdx.y * cols;
   const int log_cols = __ffs(cols) - 1;  // cols is a power of two
-  const int stride_p = padded(n1 * cols);
-  float *xr = sm, *xi = sm + stride_p, *yr = sm + 2 * stride_p, *yi = sm + 3 * stride_p;
+  float *xr = sm, *xi = sm + n1 * cols, *yr = sm + 2 * n1 * cols, *yi = sm + 3 * n1 * cols;
   for (int idx = threadIdx.x; idx < n1 * cols; idx += blockDim.x) {
     const int r = idx >> log_cols, c = idx & (cols - 1);
     const int64_t t = int64_t(r) * n2 + c0 + c;
     float v1, v2;
     load(t, &v1, &v2);
-    xr[pad(idx)] = v1;
-    xi[pad(idx)] = v2;
+    xr[idx] = v1;
+    xi[idx] = v2;
   }
   __syncthreads();
   if (block_fft(n1, cols, xr, xi, yr, yi, -1.f)) {
@@ -416,7 +408,7 @@ __device__ void columns_forward(const RunArgs& a, int64_t pair, int cols, float*
     const int k1 = idx >> log_cols, c = idx & (cols - 1);
     float wr, wi;
     unit_root(-1.f, int64_t(k1) * (c0 + c), a.m, &wr, &wi);
-    const float r = xr[pad(idx)], i = xi[pad(idx)];
+    const float r = xr[idx], i = xi[idx];
     out[int64_t(k1) * n2 + c0 + c] = make_float2(r * wr - i * wi, r * wi + i * wr);
   }
 }
@@ -442,14 +434,13 @@ __device__ void rows_pass(const RunArgs& a, int64_t pair, float* sm, bool invers
   const int k1 = blockIdx.y;
   const int partner = (n1 - k1) % n1;
   const int rows = partner == k1 ? 1 : 2;
-  const int stride_p = padded(rows * n2);
-  float *xr = sm, *xi = sm + stride_p, *yr = sm + 2 * stride_p, *yi = sm + 3 * stride_p;
+  float *xr = sm, *xi = sm + rows * n2, *yr = sm + 2 * rows * n2, *yi = sm + 3 * rows * n2;
   float2* base = a.work + pair * a.m;
   for (int idx = threadIdx.x; idx < rows * n2; idx += blockDim.x) {
     const int c = idx >> (rows - 1), which = idx & (rows - 1);  // interleaved: element c of row `which`
     const float2 v = base[int64_t(which ? partner : k1) * n2 + c];
-    xr[pad(idx)] = v.x;
-    xi[pad(idx)] = v.y;
+    xr[idx] = v.x;
+    xi[idx] = v.y;
   }
   __syncthreads();
   if (block_fft(n2, rows, xr, xi, yr, yi, -1.f)) {
@@ -467,7 +458,7 @@ __device__ void rows_pass(const RunArgs& a, int64_t pair, float* sm, bool invers
   }
   for (int idx = threadIdx.x; idx < rows * n2; idx += blockDim.x) {
     const int c = idx >> (rows - 1), which = idx & (rows - 1);
-    base[int64_t(which ? partner : k1) * n2 + c] = make_float2(xr[pad(idx)], xi[pad(idx)]);
+    base[int64_t(which ? partner : k1) * n2 + c] = make_float2(xr[idx], xi[idx]);
   }
 }
 
@@ -493,11 +484,11 @@ __global__ void __launch_bounds__(kThreads) rows_product_kernel(RunArgs a) {
   rows_pass(a, pair, sm, true, [&](int k1, int partner, int rows, float* xr, float* xi) {
     const int64_t base = int64_t(k1) * a.n2;  // canonical positions of row k1
     for_each_row_pair(k1, partner, rows, int(a.n1), int(a.n2), [&](int i, int j, int c) {
-      float zfr = xr[pad(i)], zfi = xi[pad(i)], zjr = xr[pad(j)], zji = xi[pad(j)];
+      float zfr = xr[i], zfi = xi[i], zjr = xr[j], zji = xi[j];
       pair_product(zfr, zfi, zjr, zji, k1s[base + c], k1s[a.bins + base + c], k2s[base + c],
                    k2s[a.bins + base + c]);
-      xr[pad(i)] = zfr, xi[pad(i)] = zfi;
-      if (j != i) xr[pad(j)] = zjr, xi[pad(j)] = zji;
+      xr[i] = zfr, xi[i] = zfi;
+      if (j != i) xr[j] = zjr, xi[j] = zji;
     });
   });
 }
@@ -509,16 +500,15 @@ __device__ void columns_inverse(const RunArgs& a, int64_t pair, int cols, int64_
   const int n1 = int(a.n1), n2 = int(a.n2);
   const int c0 = blockIdx.y * cols;
   const int log_cols = __ffs(cols) - 1;  // cols is a power of two
-  const int stride_p = padded(n1 * cols);
-  float *xr = sm, *xi = sm + stride_p, *yr = sm + 2 * stride_p, *yi = sm + 3 * stride_p;
+  float *xr = sm, *xi = sm + n1 * cols, *yr = sm + 2 * n1 * cols, *yi = sm + 3 * n1 * cols;
   const float2* in = a.work + pair * a.m;
   for (int idx = threadIdx.x; idx < n1 * cols; idx += blockDim.x) {
     const int k1 = idx >> log_cols, c = idx & (cols - 1);
     const float2 v = in[int64_t(k1) * n2 + c0 + c];
     float wr, wi;
     unit_root(1.f, int64_t(k1) * (c0 + c), a.m, &wr, &wi);
-    xr[pad(idx)] = v.x * wr - v.y * wi;
-    xi[pad(idx)] = v.x * wi + v.y * wr;
+    xr[idx] = v.x * wr - v.y * wi;
+    xi[idx] = v.x * wi + v.y * wr;
   }
   __syncthreads();
   if (block_fft(n1, cols, xr, xi, yr, yi, 1.f)) {
@@ -529,7 +519,7 @@ __device__ void columns_inverse(const RunArgs& a, int64_t pair, int cols, int64_
   for (int idx = threadIdx.x; idx < n1 * cols; idx += blockDim.x) {
     const int r = idx >> log_cols, c = idx & (cols - 1);
     const int64_t t = int64_t(r) * n2 + c0 + c;
-    if (t < limit) finish(t, xr[pad(idx)], xi[pad(idx)]);
+    if (t < limit) finish(t, xr[idx], xi[idx]);
   }
 }
 
@@ -588,11 +578,10 @@ __device__ __forceinline__ void split_pair(float zfr, float zfi, float zjr, floa
 // infinity, which the split would spread from one filter to the other.
 __device__ bool fused_filter_pair(const RunArgs& a, const FilterArgs& f, int64_t first, int64_t second, float* sm) {
   const int m = int(a.m);
-  const int stride_p = padded(m);
-  float *xr = sm, *xi = sm + stride_p, *yr = sm + 2 * stride_p, *yi = sm + 3 * stride_p;
+  float *xr = sm, *xi = sm + m, *yr = sm + 2 * m, *yi = sm + 3 * m;
   for (int t = threadIdx.x; t < m; t += blockDim.x) {
-    xr[pad(t)] = t < f.taps ? load_any(f.k, f.k_dtype, first * f.Lk + t) : 0.f;
-    xi[pad(t)] = (t < f.taps && second >= 0) ? load_any(f.k, f.k_dtype, second * f.Lk + t) : 0.f;
+    xr[t] = t < f.taps ? load_any(f.k, f.k_dtype, first * f.Lk + t) : 0.f;
+    xi[t] = (t < f.taps && second >= 0) ? load_any(f.k, f.k_dtype, second * f.Lk + t) : 0.f;
   }
   __syncthreads();
   if (block_fft(m, 1, xr, xi, yr, yi, -1.f)) {
@@ -600,7 +589,7 @@ __device__ bool fused_filter_pair(const RunArgs& a, const FilterArgs& f, int64_t
     t = xr, xr = yr, yr = t;
     t = xi, xi = yi, yi = t;
   }
-  if (second >= 0 && !(finite_sum(xr[pad(0)]) && finite_sum(xi[pad(0)]))) {
+  if (second >= 0 && !(finite_sum(xr[0]) && finite_sum(xi[0]))) {
     __syncthreads();
     return false;
   }
@@ -609,7 +598,7 @@ __device__ bool fused_filter_pair(const RunArgs& a, const FilterArgs& f, int64_t
   float* s2 = second >= 0 ? a.spectrum_out + second * 2 * a.bins : nullptr;
   for (int k = threadIdx.x; k <= m / 2; k += blockDim.x) {
     float k1r, k1i, k2r, k2i;
-    split_pair(xr[pad(k)], xi[pad(k)], xr[pad((m - k) & (m - 1))], xi[pad((m - k) & (m - 1))], scale, &k1r, &k1i, &k2r, &k2i);
+    split_pair(xr[k], xi[k], xr[(m - k) & (m - 1)], xi[(m - k) & (m - 1)], scale, &k1r, &k1i, &k2r, &k2i);
     s1[k] = k1r, s1[a.bins + k] = k1i;
     if (s2) s2[k] = k2r, s2[a.bins + k] = k2i;
   }
@@ -646,7 +635,7 @@ __global__ void __launch_bounds__(kThreads) rows_filter_kernel(RunArgs a, Filter
     float* s2 = h2 >= 0 ? a.spectrum_out + h2 * 2 * a.bins : nullptr;
     auto split = [&](int i, int j, int c) {
       float k1r, k1i, k2r, k2i;
-      split_pair(xr[pad(i)], xi[pad(i)], xr[pad(j)], xi[pad(j)], scale, &k1r, &k1i, &k2r, &k2i);
+      split_pair(xr[i], xi[i], xr[j], xi[j], scale, &k1r, &k1i, &k2r, &k2i);
       s1[base + c] = k1r, s1[a.bins + base + c] = k1i;
       if (s2) s2[base + c] = k2r, s2[a.bins + base + c] = k2i;
     };
@@ -784,10 +773,9 @@ template <int DT>
 void launch_forward(const fftconv_params& p, const Plan& plan, const RunArgs& a, cudaStream_t stream) {
   const int64_t pairs = (a.count + 1) / 2;
   check_grid(pairs);
-  const int shared = 4 * padded(kSharedFloats / 4) * int(sizeof(float));
+  const int shared = kSharedFloats * int(sizeof(float));
   if (plan.fused) {
-    const int fused_shared =
-        int(4 * ((padded(int(plan.m * plan.batch)) + 3) / 4 * 4) * sizeof(float) + 2 * plan.batch * sizeof(Row));
+    const int fused_shared = int(4 * plan.m * plan.batch * sizeof(float) + 2 * plan.batch * sizeof(Row));
     allow_shared(fused_kernel<DT>, fused_shared);
     const int64_t blocks = (pairs + plan.batch - 1) / plan.batch;
     fused_kernel<DT><<<dim3(unsigned(blocks)), kThreads, fused_shared, stream>>>(a, plan.batch);
@@ -848,11 +836,11 @@ fftconv_status fftconv_cuda_prepare_filter(const fftconv_params* p, void* spectr
     FilterArgs f{p->k, p->k_dtype, p->H, p->Lk, used_taps(p->L, p->Lk, p->fft_size)};
     const int64_t pairs = (p->H + 1) / 2;
     check_grid(pairs);
-    const int shared = 4 * padded(kSharedFloats / 4) * int(sizeof(float));
+    const int shared = kSharedFloats * int(sizeof(float));
     cudaStream_t stream = static_cast<cudaStream_t>(p->stream);
     ensure_roots(stream);
     if (plan.fused) {
-      const int fused_shared = int(4 * padded(int(plan.m)) * sizeof(float));
+      const int fused_shared = int(4 * plan.m * sizeof(float));
       allow_shared(fused_filter_kernel, fused_shared);
       fused_filter_kernel<<<dim3(unsigned(pairs)), kThreads, fused_shared, stream>>>(a, f);
     } else {
