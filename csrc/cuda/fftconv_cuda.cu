@@ -38,7 +38,14 @@ namespace {
 constexpr int64_t kFusedMax = 8192;   // largest transform done by the fused kernel
 constexpr int64_t kRowLength = 2048;  // N2 of the split
 constexpr int kSharedFloats = 16384;  // 64 KiB of shared memory per block of the split passes
-constexpr int kThreads = 512;
+// Build-time tunables (nvcc -D...): threads per block, and the fewest points a fused block transforms.
+#ifndef FFTCONV_CUDA_THREADS
+#define FFTCONV_CUDA_THREADS 256
+#endif
+#ifndef FFTCONV_CUDA_BLOCK_POINTS
+#define FFTCONV_CUDA_BLOCK_POINTS 2048
+#endif
+constexpr int kThreads = FFTCONV_CUDA_THREADS;
 
 // ---- element access ------------------------------------------------------
 
@@ -658,7 +665,7 @@ struct Plan {
   int cols;   // columns per block of the split passes
 };
 
-constexpr int64_t kBlockPoints = 4096;
+constexpr int64_t kBlockPoints = FFTCONV_CUDA_BLOCK_POINTS;
 
 // Largest transform of the split: a column of N1 = m / N2 must fit a block's shared memory.
 constexpr int64_t kLargestTransform = kRowLength * (kSharedFloats / 4);

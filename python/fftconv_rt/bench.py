@@ -234,3 +234,31 @@ def run_gpu_bench(lengths=GPU_LENGTHS, dtypes=("float16", "bfloat16", "float32")
                 f.write(json.dumps(row) + "\n")
         log(f"results appended to {out_path}")
     return rows
+
+
+def plot_gpu_results(jsonl_path: str, png_path: str) -> None:
+    """One panel per I/O type: time against L for the device copy, PyTorch cuFFT (cached
+    filter) and fftconv-rt, from the JSON lines of run_gpu_bench."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in Path(jsonl_path).read_text().splitlines() if line.strip()]
+    dtypes = list(dict.fromkeys(r["dtype"] for r in rows))
+    fig, axes = plt.subplots(1, len(dtypes), figsize=(5 * len(dtypes), 4), squeeze=False)
+    for ax, dtype in zip(axes[0], dtypes):
+        sel = sorted((r for r in rows if r["dtype"] == dtype), key=lambda r: r["L"])
+        Ls = [r["L"] for r in sel]
+        for key, label in (("copy_ms", "device copy (same bytes)"), ("cufft_cached_ms", "PyTorch cuFFT, cached filter"),
+                           ("fftconv_rt_ms", "fftconv-rt")):
+            ax.plot(Ls, [r[key] for r in sel], marker="o", label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("L (B*H*L = 2^26, causal)")
+        ax.set_ylabel("ms")
+        ax.set_title(f"{dtype} I/O on {sel[0]['gpu']}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=110)

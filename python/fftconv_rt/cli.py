@@ -96,6 +96,14 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _cmd_plot(args) -> int:
+    from .bench import plot_gpu_results
+
+    plot_gpu_results(args.results, args.png)
+    print(f"wrote {args.png}")
+    return 0
+
+
 def _cmd_info(args) -> int:
     from .info import render
 
@@ -145,6 +153,11 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default=None, help="append JSON lines to this file")
     p.set_defaults(fn=_cmd_bench)
+
+    p = sub.add_parser("plot", help="PNG plot of GPU benchmark results (JSON lines of `bench --gpu`)")
+    p.add_argument("results")
+    p.add_argument("png")
+    p.set_defaults(fn=_cmd_plot)
 
     p = sub.add_parser("info", help="versions, libraries found, providers, GPU")
     p.set_defaults(fn=_cmd_info)
