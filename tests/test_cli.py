@@ -80,3 +80,13 @@ def test_demo_quick(tmp_path):
     out = cli("demo", "--quick", "--out", str(tmp_path)).stdout
     assert "result: PASSED" in out and "FFTConv nodes" in out and "speed-up" in out
     assert (tmp_path / "hyena_demo.onnx").is_file()
+
+
+def test_plot_of_recorded_gpu_results(tmp_path):
+    from pathlib import Path
+
+    results = sorted((Path(__file__).resolve().parent.parent / "bench" / "results").glob("gpu-*.jsonl"))
+    assert results, "no recorded GPU results under bench/results"
+    out = tmp_path / "plot.png"
+    cli("plot", str(results[-1]), str(out))
+    assert out.stat().st_size > 10_000

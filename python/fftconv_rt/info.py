@@ -36,7 +36,14 @@ def collect() -> dict:
         info["onnxruntime providers"] = ", ".join(onnxruntime.get_available_providers())
     except ImportError:
         info["onnxruntime providers"] = "onnxruntime not installed"
-    info["CUDA kernels"] = "not in this build (CPU only)"
+    try:
+        if not _lib.has_cuda_kernels():
+            info["CUDA kernels"] = "not in this build (built without nvcc)"
+        else:
+            info["CUDA kernels"] = "built; " + ("a CUDA device is visible" if _lib.cuda_available()
+                                               else "no CUDA device visible")
+    except _lib.LibraryNotFoundError as e:
+        info["CUDA kernels"] = f"unavailable: {e}"
     gpu = "none found"
     if shutil.which("nvidia-smi"):
         try:
