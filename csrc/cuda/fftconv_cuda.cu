@@ -175,8 +175,8 @@ __device__ __forceinline__ void dft(float2 (&v)[R], float sign) {
 // (= stride * batch, a power of two): butterfly (p, q) reads x[q + S*(p + i*span/R)]
 // and writes y[q + S*(R*p + i)] = W_span^(i*p) * DFT_R(...)_i.
 template <int R>
-__device__ void stockham_pass(int span, int S, int log_s, int points, const float* __restrict xr,
-                              const float* __restrict xi, float* __restrict yr, float* __restrict yi, float sign) {
+__device__ void stockham_pass(int span, int S, int log_s, int points, const float2* __restrict x,
+                              float2* __restrict y, float sign) {
   const int part = span / R;
   const int in_step = part * S;  // = points / R
   const int root_step = kRootCount / span;
@@ -184,19 +184,16 @@ __device__ void stockham_pass(int span, int S, int log_s, int points, const floa
     const int q = idx & (S - 1), p = idx >> log_s;
     float2 v[R];
 #pragma unroll
-    for (int i = 0; i < R; ++i) v[i] = make_float2(xr[idx + i * in_step], xi[idx + i * in_step]);
+    for (int i = 0; i < R; ++i) v[i] = x[idx + i * in_step];
     dft<R>(v, sign);
     const int out = q + S * R * p;
-    yr[out] = v[0].x;
-    yi[out] = v[0].y;
+    y[out] = v[0];
 #pragma unroll
     for (int i = 1; i < R; ++i) {
       // the table holds the forward roots; the inverse uses their conjugates
       float2 w = __ldg(&g_roots[(i * p * root_step) & (kRootCount - 1)]);
       w.y *= -sign;
-      const float2 o = cmul(v[i], w);
-      yr[out + i * S] = o.x;
-      yi[out + i * S] = o.y;
+      y[out + i * S] = cmul(v[i], w);
     }
   }
 }
@@ -204,9 +201,9 @@ __device__ void stockham_pass(int span, int S, int log_s, int points, const floa
 // Stockham transform of `batch` interleaved sequences of length n (element j of
 // sequence b at j*batch + b; n and batch powers of two), unscaled, sign -1 forward
 // and +1 inverse, by the whole block: radix-16 passes in registers, then one of
-// radix 8, 4 or 2 for what is left. (xr, xi) in, (yr, yi) scratch. Returns true
-// when the result is in the scratch pair. Ends with a barrier.
-__device__ bool block_fft(int n, int batch, float* xr, float* xi, float* yr, float* yi, float sign) {
+// radix 8, 4 or 2 for what is left. x in, y scratch (complex values as float2).
+// Returns true when the result is in y. Ends with a barrier.
+__device__ bool block_fft(int n, int batch, float2* x, float2* y, float sign) {
   const int points = n * batch;
   int span = n;
   int stride = 1;
@@ -216,15 +213,15 @@ __device__ bool block_fft(int n, int batch, float* xr, float* xi, float* yr, flo
     const int log_s = __ffs(S) - 1;
     const int radix = span >= 16 ? 16 : span;
     switch (radix) {
-      case 16: stockham_pass<16>(span, S, log_s, points, xr, xi, yr, yi, sign); break;
-      case 8: stockham_pass<8>(span, S, log_s, points, xr, xi, yr, yi, sign); break;
-      case 4: stockham_pass<4>(span, S, log_s, points, xr, xi, yr, yi, sign); break;
-      default: stockham_pass<2>(span, S, log_s, points, xr, xi, yr, yi, sign); break;
+      case 16: stockham_pass<16>(span, S, log_s, points, x, y, sign); break;
+      case 8: stockham_pass<8>(span, S, log_s, points, x, y, sign); break;
+      case 4: stockham_pass<4>(span, S, log_s, points, x, y, sign); break;
+      default: stockham_pass<2>(span, S, log_s, points, x, y, sign); break;
     }
     __syncthreads();
-    float* t;
-    t = xr, xr = yr, yr = t;
-    t = xi, xi = yi, yi = t;
+    float2* t = x;
+    x = y;
+    y = t;
     in_scratch = !in_scratch;
     span /= radix;
     stride *= radix;
@@ -310,7 +307,7 @@ __device__ bool fused_block(const RunArgs& a, int64_t first_row, int batch, bool
   const int m = int(a.m);
   const int log_m = __ffs(m) - 1;
   const int points = m * batch;
-  float *xr = sm, *xi = sm + points, *yr = sm + 2 * points, *yi = sm + 3 * points;
+  float2 *x = reinterpret_cast<float2*>(sm), *y = x + (points);
   // the rows of the block's sequences, looked up once: sequence b packs rows[2b] (real part)
   // and rows[2b + 1] (imaginary part)
   Row* rows = reinterpret_cast<Row*>(sm + 4 * points);
@@ -324,14 +321,14 @@ __device__ bool fused_block(const RunArgs& a, int64_t first_row, int batch, bool
   for (int idx = threadIdx.x; idx < points; idx += blockDim.x) {
     const int b = idx >> log_m, t = idx & (m - 1);
     const Row &r1 = rows[2 * b], &r2 = rows[2 * b + 1];
-    xr[t * batch + b] = (t < L && r1.valid) ? load_v<DT>(a, r1, t) : 0.f;
-    xi[t * batch + b] = (t < L && r2.valid) ? load_v<DT>(a, r2, t) : 0.f;
+    x[t * batch + b] = make_float2((t < L && r1.valid) ? load_v<DT>(a, r1, t) : 0.f,
+                                   (t < L && r2.valid) ? load_v<DT>(a, r2, t) : 0.f);
   }
   __syncthreads();
-  if (block_fft(m, batch, xr, xi, yr, yi, -1.f)) {
-    float* t;
-    t = xr, xr = yr, yr = t;
-    t = xi, xi = yi, yi = t;
+  if (block_fft(m, batch, x, y, -1.f)) {
+    float2* t = x;
+    x = y;
+    y = t;
   }
   if (!alone) {
     // The DC bin is the sum of its sequence: non-finite exactly when a value (or its filter's) is.
@@ -340,39 +337,46 @@ __device__ bool fused_block(const RunArgs& a, int64_t first_row, int batch, bool
       const Row &r1 = rows[2 * b], &r2 = rows[2 * b + 1];
       if (!r2.valid) continue;
       const float k1 = a.spectrum[r1.at.channel * 2 * a.bins], k2 = a.spectrum[r2.at.channel * 2 * a.bins];
-      bad |= !(finite_sum(xr[b]) && finite_sum(xi[b]) && finite_sum(k1) && finite_sum(k2));
+      bad |= !(finite_sum(x[b].x) && finite_sum(x[b].y) && finite_sum(k1) && finite_sum(k2));
     }
     __syncthreads();  // every thread has read the DC bins before the product rewrites them
     if (bad) return false;
   }
-  const int half = m / 2 + 1;
+  // Pairs {f, m - f} for f in [1, m/2); the thread of f = 0 also takes the Nyquist bin m/2.
+  const int half = m / 2, log_half = log_m - 1;
   for (int idx = threadIdx.x; idx < half * batch; idx += blockDim.x) {
-    const int b = idx / half, f = idx - b * half;
+    const int b = idx >> log_half, f = idx & (half - 1);
     const Row &r1 = rows[2 * b], &r2 = rows[2 * b + 1];
     if (!r1.valid) continue;
     const float* k1 = a.spectrum + r1.at.channel * 2 * a.bins;
     const float* k2 = r2.valid ? a.spectrum + r2.at.channel * 2 * a.bins : k1;
-    const int i = f * batch + b, j = ((m - f) & (m - 1)) * batch + b;
-    float zfr = xr[i], zfi = xi[i], zjr = xr[j], zji = xi[j];
-    pair_product(zfr, zfi, zjr, zji, k1[f], k1[a.bins + f], k2[f], k2[a.bins + f]);
-    xr[i] = zfr, xi[i] = zfi;
-    if (j != i) xr[j] = zjr, xi[j] = zji;
+    auto product = [&](int fi) {
+      const int i = fi * batch + b, j = ((m - fi) & (m - 1)) * batch + b;
+      float2 zf = x[i], zj = x[j];
+      pair_product(zf.x, zf.y, zj.x, zj.y, k1[fi], k1[a.bins + fi], k2[fi], k2[a.bins + fi]);
+      x[i] = zf;
+      if (j != i) x[j] = zj;
+    };
+    product(f);
+    if (f == 0) product(half);
   }
   __syncthreads();
-  if (block_fft(m, batch, xr, xi, yr, yi, 1.f)) {
-    float* t;
-    t = xr, xr = yr, yr = t;
-    t = xi, xi = yi, yi = t;
+  if (block_fft(m, batch, x, y, 1.f)) {
+    float2* t = x;
+    x = y;
+    y = t;
   }
-  for (int idx = threadIdx.x; idx < L * batch; idx += blockDim.x) {
-    const int b = idx / L, t = idx - b * L;
+  for (int idx = threadIdx.x; idx < points; idx += blockDim.x) {
+    const int b = idx >> log_m, t = idx & (m - 1);  // consecutive threads: consecutive t of one row
     const Row &r1 = rows[2 * b], &r2 = rows[2 * b + 1];
-    if (!r1.valid) continue;
-    float c1 = xr[t * batch + b], c2 = xi[t * batch + b];
-    if (a.fft_size > 0 && t + a.fft_size < m)
-      c1 += xr[(t + a.fft_size) * batch + b], c2 += xi[(t + a.fft_size) * batch + b];
-    store_y<DT>(a, r1, t, c1);
-    if (r2.valid) store_y<DT>(a, r2, t, c2);
+    if (t >= L || !r1.valid) continue;
+    float2 c = x[t * batch + b];
+    if (a.fft_size > 0 && t + a.fft_size < m) {
+      const float2 wrap = x[(t + a.fft_size) * batch + b];
+      c.x += wrap.x, c.y += wrap.y;
+    }
+    store_y<DT>(a, r1, t, c.x);
+    if (r2.valid) store_y<DT>(a, r2, t, c.y);
   }
   __syncthreads();
   return true;
@@ -395,27 +399,27 @@ __device__ void columns_forward(const RunArgs& a, int64_t pair, int cols, float*
   const int n1 = int(a.n1), n2 = int(a.n2);
   const int c0 = blockIdx.y * cols;
   const int log_cols = __ffs(cols) - 1;  // cols is a power of two
-  float *xr = sm, *xi = sm + n1 * cols, *yr = sm + 2 * n1 * cols, *yi = sm + 3 * n1 * cols;
+  float2 *x = reinterpret_cast<float2*>(sm), *y = x + (n1 * cols);
   for (int idx = threadIdx.x; idx < n1 * cols; idx += blockDim.x) {
     const int r = idx >> log_cols, c = idx & (cols - 1);
     const int64_t t = int64_t(r) * n2 + c0 + c;
     float v1, v2;
     load(t, &v1, &v2);
-    xr[idx] = v1;
-    xi[idx] = v2;
+    x[idx].x = v1;
+    x[idx].y = v2;
   }
   __syncthreads();
-  if (block_fft(n1, cols, xr, xi, yr, yi, -1.f)) {
-    float* t;
-    t = xr, xr = yr, yr = t;
-    t = xi, xi = yi, yi = t;
+  if (block_fft(n1, cols, x, y, -1.f)) {
+    float2* t = x;
+    x = y;
+    y = t;
   }
   float2* out = a.work + pair * a.m;
   for (int idx = threadIdx.x; idx < n1 * cols; idx += blockDim.x) {
     const int k1 = idx >> log_cols, c = idx & (cols - 1);
     float wr, wi;
     unit_root(-1.f, int64_t(k1) * (c0 + c), a.m, &wr, &wi);
-    const float r = xr[idx], i = xi[idx];
+    const float r = x[idx].x, i = x[idx].y;
     out[int64_t(k1) * n2 + c0 + c] = make_float2(r * wr - i * wi, r * wi + i * wr);
   }
 }
@@ -441,31 +445,31 @@ __device__ void rows_pass(const RunArgs& a, int64_t pair, float* sm, bool invers
   const int k1 = blockIdx.y;
   const int partner = (n1 - k1) % n1;
   const int rows = partner == k1 ? 1 : 2;
-  float *xr = sm, *xi = sm + rows * n2, *yr = sm + 2 * rows * n2, *yi = sm + 3 * rows * n2;
+  float2 *x = reinterpret_cast<float2*>(sm), *y = x + (rows * n2);
   float2* base = a.work + pair * a.m;
   for (int idx = threadIdx.x; idx < rows * n2; idx += blockDim.x) {
     const int c = idx >> (rows - 1), which = idx & (rows - 1);  // interleaved: element c of row `which`
     const float2 v = base[int64_t(which ? partner : k1) * n2 + c];
-    xr[idx] = v.x;
-    xi[idx] = v.y;
+    x[idx].x = v.x;
+    x[idx].y = v.y;
   }
   __syncthreads();
-  if (block_fft(n2, rows, xr, xi, yr, yi, -1.f)) {
-    float* t;
-    t = xr, xr = yr, yr = t;
-    t = xi, xi = yi, yi = t;
+  if (block_fft(n2, rows, x, y, -1.f)) {
+    float2* t = x;
+    x = y;
+    y = t;
   }
-  product(k1, partner, rows, xr, xi);
+  product(k1, partner, rows, x);
   __syncthreads();
   if (!inverse_after) return;
-  if (block_fft(n2, rows, xr, xi, yr, yi, 1.f)) {
-    float* t;
-    t = xr, xr = yr, yr = t;
-    t = xi, xi = yi, yi = t;
+  if (block_fft(n2, rows, x, y, 1.f)) {
+    float2* t = x;
+    x = y;
+    y = t;
   }
   for (int idx = threadIdx.x; idx < rows * n2; idx += blockDim.x) {
     const int c = idx >> (rows - 1), which = idx & (rows - 1);
-    base[int64_t(which ? partner : k1) * n2 + c] = make_float2(xr[idx], xi[idx]);
+    base[int64_t(which ? partner : k1) * n2 + c] = make_float2(x[idx].x, x[idx].y);
   }
 }
 
@@ -488,14 +492,14 @@ __global__ void __launch_bounds__(kThreads) rows_product_kernel(RunArgs a) {
   const Row r1 = row_info(a, 2 * pair), r2 = row_info(a, 2 * pair + 1);
   const float* k1s = a.spectrum + r1.at.channel * 2 * a.bins;
   const float* k2s = r2.valid ? a.spectrum + r2.at.channel * 2 * a.bins : k1s;
-  rows_pass(a, pair, sm, true, [&](int k1, int partner, int rows, float* xr, float* xi) {
+  rows_pass(a, pair, sm, true, [&](int k1, int partner, int rows, float2* x) {
     const int64_t base = int64_t(k1) * a.n2;  // canonical positions of row k1
     for_each_row_pair(k1, partner, rows, int(a.n1), int(a.n2), [&](int i, int j, int c) {
-      float zfr = xr[i], zfi = xi[i], zjr = xr[j], zji = xi[j];
+      float zfr = x[i].x, zfi = x[i].y, zjr = x[j].x, zji = x[j].y;
       pair_product(zfr, zfi, zjr, zji, k1s[base + c], k1s[a.bins + base + c], k2s[base + c],
                    k2s[a.bins + base + c]);
-      xr[i] = zfr, xi[i] = zfi;
-      if (j != i) xr[j] = zjr, xi[j] = zji;
+      x[i].x = zfr, x[i].y = zfi;
+      if (j != i) x[j].x = zjr, x[j].y = zji;
     });
   });
 }
@@ -507,26 +511,26 @@ __device__ void columns_inverse(const RunArgs& a, int64_t pair, int cols, int64_
   const int n1 = int(a.n1), n2 = int(a.n2);
   const int c0 = blockIdx.y * cols;
   const int log_cols = __ffs(cols) - 1;  // cols is a power of two
-  float *xr = sm, *xi = sm + n1 * cols, *yr = sm + 2 * n1 * cols, *yi = sm + 3 * n1 * cols;
+  float2 *x = reinterpret_cast<float2*>(sm), *y = x + (n1 * cols);
   const float2* in = a.work + pair * a.m;
   for (int idx = threadIdx.x; idx < n1 * cols; idx += blockDim.x) {
     const int k1 = idx >> log_cols, c = idx & (cols - 1);
     const float2 v = in[int64_t(k1) * n2 + c0 + c];
     float wr, wi;
     unit_root(1.f, int64_t(k1) * (c0 + c), a.m, &wr, &wi);
-    xr[idx] = v.x * wr - v.y * wi;
-    xi[idx] = v.x * wi + v.y * wr;
+    x[idx].x = v.x * wr - v.y * wi;
+    x[idx].y = v.x * wi + v.y * wr;
   }
   __syncthreads();
-  if (block_fft(n1, cols, xr, xi, yr, yi, 1.f)) {
-    float* t;
-    t = xr, xr = yr, yr = t;
-    t = xi, xi = yi, yi = t;
+  if (block_fft(n1, cols, x, y, 1.f)) {
+    float2* t = x;
+    x = y;
+    y = t;
   }
   for (int idx = threadIdx.x; idx < n1 * cols; idx += blockDim.x) {
     const int r = idx >> log_cols, c = idx & (cols - 1);
     const int64_t t = int64_t(r) * n2 + c0 + c;
-    if (t < limit) finish(t, xr[idx], xi[idx]);
+    if (t < limit) finish(t, x[idx].x, x[idx].y);
   }
 }
 
@@ -585,18 +589,18 @@ __device__ __forceinline__ void split_pair(float zfr, float zfi, float zjr, floa
 // infinity, which the split would spread from one filter to the other.
 __device__ bool fused_filter_pair(const RunArgs& a, const FilterArgs& f, int64_t first, int64_t second, float* sm) {
   const int m = int(a.m);
-  float *xr = sm, *xi = sm + m, *yr = sm + 2 * m, *yi = sm + 3 * m;
+  float2 *x = reinterpret_cast<float2*>(sm), *y = x + (m);
   for (int t = threadIdx.x; t < m; t += blockDim.x) {
-    xr[t] = t < f.taps ? load_any(f.k, f.k_dtype, first * f.Lk + t) : 0.f;
-    xi[t] = (t < f.taps && second >= 0) ? load_any(f.k, f.k_dtype, second * f.Lk + t) : 0.f;
+    x[t].x = t < f.taps ? load_any(f.k, f.k_dtype, first * f.Lk + t) : 0.f;
+    x[t].y = (t < f.taps && second >= 0) ? load_any(f.k, f.k_dtype, second * f.Lk + t) : 0.f;
   }
   __syncthreads();
-  if (block_fft(m, 1, xr, xi, yr, yi, -1.f)) {
-    float* t;
-    t = xr, xr = yr, yr = t;
-    t = xi, xi = yi, yi = t;
+  if (block_fft(m, 1, x, y, -1.f)) {
+    float2* t = x;
+    x = y;
+    y = t;
   }
-  if (second >= 0 && !(finite_sum(xr[0]) && finite_sum(xi[0]))) {
+  if (second >= 0 && !(finite_sum(x[0].x) && finite_sum(x[0].y))) {
     __syncthreads();
     return false;
   }
@@ -605,7 +609,7 @@ __device__ bool fused_filter_pair(const RunArgs& a, const FilterArgs& f, int64_t
   float* s2 = second >= 0 ? a.spectrum_out + second * 2 * a.bins : nullptr;
   for (int k = threadIdx.x; k <= m / 2; k += blockDim.x) {
     float k1r, k1i, k2r, k2i;
-    split_pair(xr[k], xi[k], xr[(m - k) & (m - 1)], xi[(m - k) & (m - 1)], scale, &k1r, &k1i, &k2r, &k2i);
+    split_pair(x[k].x, x[k].y, x[(m - k) & (m - 1)].x, x[(m - k) & (m - 1)].y, scale, &k1r, &k1i, &k2r, &k2i);
     s1[k] = k1r, s1[a.bins + k] = k1i;
     if (s2) s2[k] = k2r, s2[a.bins + k] = k2i;
   }
@@ -636,13 +640,13 @@ __global__ void __launch_bounds__(kThreads) rows_filter_kernel(RunArgs a, Filter
   const int64_t pair = blockIdx.x;
   const int64_t h1 = 2 * pair, h2 = h1 + 1 < f.H ? h1 + 1 : -1;
   const float scale = 0.25f / float(a.m);
-  rows_pass(a, pair, sm, false, [&](int k1, int partner, int rows, float* xr, float* xi) {
+  rows_pass(a, pair, sm, false, [&](int k1, int partner, int rows, float2* x) {
     const int64_t base = int64_t(k1) * a.n2;
     float* s1 = a.spectrum_out + h1 * 2 * a.bins;
     float* s2 = h2 >= 0 ? a.spectrum_out + h2 * 2 * a.bins : nullptr;
     auto split = [&](int i, int j, int c) {
       float k1r, k1i, k2r, k2i;
-      split_pair(xr[i], xi[i], xr[j], xi[j], scale, &k1r, &k1i, &k2r, &k2i);
+      split_pair(x[i].x, x[i].y, x[j].x, x[j].y, scale, &k1r, &k1i, &k2r, &k2i);
       s1[base + c] = k1r, s1[a.bins + base + c] = k1i;
       if (s2) s2[base + c] = k2r, s2[a.bins + base + c] = k2i;
     };
