@@ -366,8 +366,10 @@ __device__ bool fused_block(const RunArgs& a, int64_t first_row, int batch, bool
     x = y;
     y = t;
   }
-  for (int idx = threadIdx.x; idx < points; idx += blockDim.x) {
-    const int b = idx >> log_m, t = idx & (m - 1);  // consecutive threads: consecutive t of one row
+  // t over the next power of two above L (shifts, not divisions); t >= L skipped
+  const int log_lp = L > 1 ? 32 - __clz(L - 1) : 0;
+  for (int idx = threadIdx.x; idx < (batch << log_lp); idx += blockDim.x) {
+    const int b = idx >> log_lp, t = idx & ((1 << log_lp) - 1);  // consecutive threads: consecutive t
     const Row &r1 = rows[2 * b], &r2 = rows[2 * b + 1];
     if (t >= L || !r1.valid) continue;
     float2 c = x[t * batch + b];
