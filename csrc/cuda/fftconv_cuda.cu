@@ -35,7 +35,8 @@
 namespace fftconv {
 namespace {
 
-constexpr int64_t kFusedMax = 8192;   // largest transform done by the fused kernel
+constexpr int64_t kFusedMax = 16384;  // largest transform done by the fused kernel (in place, 128 KiB)
+constexpr int kFusedThreadsMax = int(kFusedMax / 16);  // one thread per 16 points
 constexpr int64_t kRowLength = 2048;  // N2 of the split
 constexpr int kSharedFloats = 16384;  // 64 KiB of shared memory per block of the split passes
 // Build-time tunables (nvcc -D...): threads per block, and the fewest points a fused block transforms.
@@ -229,6 +230,59 @@ __device__ bool block_fft(int n, int batch, float2* x, float2* y, float sign) {
   return in_scratch;
 }
 
+// The in-place variant for blocks of exactly points/16 threads: in every pass each
+// thread loads its 16 values (16/R butterflies), the block waits, and each thread
+// writes its results into the same array; half the shared memory of block_fft.
+template <int R>
+__device__ void inplace_pass(int span, int S, int log_s, float2* x, float sign) {
+  constexpr int kPer = 16 / R;  // butterflies per thread
+  const int part = span / R;
+  const int in_step = part * S;
+  const int root_step = kRootCount / span;
+  float2 v[kPer][R];
+#pragma unroll
+  for (int k = 0; k < kPer; ++k) {
+    const int idx = threadIdx.x + k * blockDim.x;
+#pragma unroll
+    for (int i = 0; i < R; ++i) v[k][i] = x[idx + i * in_step];
+  }
+  __syncthreads();
+#pragma unroll
+  for (int k = 0; k < kPer; ++k) {
+    const int idx = threadIdx.x + k * blockDim.x;
+    const int q = idx & (S - 1), p = idx >> log_s;
+    dft<R>(v[k], sign);
+    const int out = q + S * R * p;
+    x[out] = v[k][0];
+#pragma unroll
+    for (int i = 1; i < R; ++i) {
+      float2 w = __ldg(&g_roots[(i * p * root_step) & (kRootCount - 1)]);
+      w.y *= -sign;
+      x[out + i * S] = cmul(v[k][i], w);
+    }
+  }
+  __syncthreads();
+}
+
+// In-place Stockham transform (layout and sign as block_fft) by a block of n*batch/16 threads.
+__device__ void block_fft_inplace(int n, int batch, float2* x, float sign) {
+  int span = n;
+  int stride = 1;
+  while (span >= 2) {
+    const int S = stride * batch;
+    const int log_s = __ffs(S) - 1;
+    const int radix = span >= 16 ? 16 : span;
+    switch (radix) {
+      case 16: inplace_pass<16>(span, S, log_s, x, sign); break;
+      case 8: inplace_pass<8>(span, S, log_s, x, sign); break;
+      case 4: inplace_pass<4>(span, S, log_s, x, sign); break;
+      default: inplace_pass<2>(span, S, log_s, x, sign); break;
+    }
+    span /= radix;
+    stride *= radix;
+  }
+}
+
 // The product of the packed pair with filters 1 and 2 (a = (K1 + K2)/2, c = (K1 - K2)/2,
 // K at position i, spectra pre-scaled), for positions i (frequency f) and j (-f).
 __device__ __forceinline__ void pair_product(float& zfr, float& zfi, float& zjr, float& zji, float k1r, float k1i,
@@ -307,10 +361,10 @@ __device__ bool fused_block(const RunArgs& a, int64_t first_row, int batch, bool
   const int m = int(a.m);
   const int log_m = __ffs(m) - 1;
   const int points = m * batch;
-  float2 *x = reinterpret_cast<float2*>(sm), *y = x + (points);
+  float2* x = reinterpret_cast<float2*>(sm);  // in place: blockDim.x = points / 16
   // the rows of the block's sequences, looked up once: sequence b packs rows[2b] (real part)
   // and rows[2b + 1] (imaginary part)
-  Row* rows = reinterpret_cast<Row*>(sm + 4 * points);
+  Row* rows = reinterpret_cast<Row*>(x + points);
   for (int i = threadIdx.x; i < 2 * batch; i += blockDim.x) {
     const int b = i >> 1, part = i & 1;
     rows[i] = row_info(a, alone ? (part == 0 ? first_row + b : -1) : first_row + 2 * b + part);
@@ -325,11 +379,7 @@ __device__ bool fused_block(const RunArgs& a, int64_t first_row, int batch, bool
                                    (t < L && r2.valid) ? load_v<DT>(a, r2, t) : 0.f);
   }
   __syncthreads();
-  if (block_fft(m, batch, x, y, -1.f)) {
-    float2* t = x;
-    x = y;
-    y = t;
-  }
+  block_fft_inplace(m, batch, x, -1.f);
   if (!alone) {
     // The DC bin is the sum of its sequence: non-finite exactly when a value (or its filter's) is.
     int bad = 0;
@@ -361,11 +411,7 @@ __device__ bool fused_block(const RunArgs& a, int64_t first_row, int batch, bool
     if (f == 0) product(half);
   }
   __syncthreads();
-  if (block_fft(m, batch, x, y, 1.f)) {
-    float2* t = x;
-    x = y;
-    y = t;
-  }
+  block_fft_inplace(m, batch, x, 1.f);
   // t over the next power of two above L (shifts, not divisions); t >= L skipped
   const int log_lp = L > 1 ? 32 - __clz(L - 1) : 0;
   for (int idx = threadIdx.x; idx < (batch << log_lp); idx += blockDim.x) {
@@ -385,7 +431,7 @@ __device__ bool fused_block(const RunArgs& a, int64_t first_row, int batch, bool
 }
 
 template <int DT>
-__global__ void __launch_bounds__(kThreads) fused_kernel(RunArgs a, int batch) {
+__global__ void __launch_bounds__(kFusedThreadsMax) fused_kernel(RunArgs a, int batch) {
   extern __shared__ float sm[];
   const int64_t first_row = 2 * int64_t(blockIdx.x) * batch;
   if (fused_block<DT>(a, first_row, batch, false, sm)) return;
@@ -591,17 +637,13 @@ __device__ __forceinline__ void split_pair(float zfr, float zfi, float zjr, floa
 // infinity, which the split would spread from one filter to the other.
 __device__ bool fused_filter_pair(const RunArgs& a, const FilterArgs& f, int64_t first, int64_t second, float* sm) {
   const int m = int(a.m);
-  float2 *x = reinterpret_cast<float2*>(sm), *y = x + (m);
+  float2* x = reinterpret_cast<float2*>(sm);  // in place: blockDim.x = m / 16
   for (int t = threadIdx.x; t < m; t += blockDim.x) {
     x[t].x = t < f.taps ? load_any(f.k, f.k_dtype, first * f.Lk + t) : 0.f;
     x[t].y = (t < f.taps && second >= 0) ? load_any(f.k, f.k_dtype, second * f.Lk + t) : 0.f;
   }
   __syncthreads();
-  if (block_fft(m, 1, x, y, -1.f)) {
-    float2* t = x;
-    x = y;
-    y = t;
-  }
+  block_fft_inplace(m, 1, x, -1.f);
   if (second >= 0 && !(finite_sum(x[0].x) && finite_sum(x[0].y))) {
     __syncthreads();
     return false;
@@ -619,7 +661,7 @@ __device__ bool fused_filter_pair(const RunArgs& a, const FilterArgs& f, int64_t
   return true;
 }
 
-__global__ void __launch_bounds__(kThreads) fused_filter_kernel(RunArgs a, FilterArgs f) {
+__global__ void __launch_bounds__(kFusedThreadsMax) fused_filter_kernel(RunArgs a, FilterArgs f) {
   extern __shared__ float sm[];
   const int64_t h1 = 2 * int64_t(blockIdx.x), h2 = h1 + 1 < f.H ? h1 + 1 : -1;
   if (fused_filter_pair(a, f, h1, h2, sm)) return;
@@ -678,7 +720,9 @@ constexpr int64_t kLargestTransform = kRowLength * (kSharedFloats / 4);
 
 Plan make_plan(const fftconv_params& p) {
   Plan plan{};
-  plan.m = transform_size(p.L, p.Lk, p.fft_size);
+  // At least 16 points: the in-place transforms give each thread 16 (a larger power of
+  // two gives the same convolution, and the circular fold works for any m >= L + Lk - 1).
+  plan.m = std::max<int64_t>(16, transform_size(p.L, p.Lk, p.fft_size));
   plan.fused = plan.m <= kFusedMax;
   if (plan.fused) {
     plan.n1 = 1;
@@ -788,10 +832,11 @@ void launch_forward(const fftconv_params& p, const Plan& plan, const RunArgs& a,
   check_grid(pairs);
   const int shared = kSharedFloats * int(sizeof(float));
   if (plan.fused) {
-    const int fused_shared = int(4 * plan.m * plan.batch * sizeof(float) + 2 * plan.batch * sizeof(Row));
+    const int64_t points = plan.m * plan.batch;
+    const int fused_shared = int(points * sizeof(float2) + 2 * plan.batch * sizeof(Row));
     allow_shared(fused_kernel<DT>, fused_shared);
     const int64_t blocks = (pairs + plan.batch - 1) / plan.batch;
-    fused_kernel<DT><<<dim3(unsigned(blocks)), kThreads, fused_shared, stream>>>(a, plan.batch);
+    fused_kernel<DT><<<dim3(unsigned(blocks)), unsigned(points / 16), fused_shared, stream>>>(a, plan.batch);
   } else {
     allow_shared(columns_forward_kernel<DT>, shared);
     allow_shared(rows_product_kernel, shared);
@@ -853,9 +898,9 @@ fftconv_status fftconv_cuda_prepare_filter(const fftconv_params* p, void* spectr
     cudaStream_t stream = static_cast<cudaStream_t>(p->stream);
     ensure_roots(stream);
     if (plan.fused) {
-      const int fused_shared = int(4 * plan.m * sizeof(float));
+      const int fused_shared = int(plan.m * sizeof(float2));
       allow_shared(fused_filter_kernel, fused_shared);
-      fused_filter_kernel<<<dim3(unsigned(pairs)), kThreads, fused_shared, stream>>>(a, f);
+      fused_filter_kernel<<<dim3(unsigned(pairs)), unsigned(plan.m / 16), fused_shared, stream>>>(a, f);
     } else {
       allow_shared(columns_filter_kernel, shared);
       allow_shared(rows_filter_kernel, shared);
