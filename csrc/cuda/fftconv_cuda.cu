@@ -97,7 +97,7 @@ struct Rows {
 
 // W^j = exp(-2 pi i j / kRootCount) for j < kRootCount: every in-block transform
 // (sizes up to kRootCount) reads its twiddles here (through the read-only cache).
-constexpr int kRootCount = 8192;
+constexpr int kRootCount = int(kFusedMax);  // covers every in-block transform size
 __device__ float2 g_roots[kRootCount];
 
 // exp(sign * 2 pi i * num / den), den a power of two.
