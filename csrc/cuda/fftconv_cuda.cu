@@ -38,7 +38,7 @@ namespace {
 constexpr int64_t kFusedMax = 16384;  // largest transform done by the fused kernel (in place, 128 KiB)
 constexpr int kFusedThreadsMax = int(kFusedMax / 16);  // one thread per 16 points
 constexpr int64_t kRowLength = 2048;  // N2 of the split
-constexpr int kSharedFloats = 16384;  // 64 KiB of shared memory per block of the split passes
+constexpr int kSplitPoints = 4096;    // complex points per block of the split passes (32 KiB)
 // Build-time tunables (nvcc -D...): threads per block, and the fewest points a fused block transforms.
 #ifndef FFTCONV_CUDA_THREADS
 #define FFTCONV_CUDA_THREADS 256
@@ -47,6 +47,7 @@ constexpr int kSharedFloats = 16384;  // 64 KiB of shared memory per block of th
 #define FFTCONV_CUDA_BLOCK_POINTS 2048
 #endif
 constexpr int kThreads = FFTCONV_CUDA_THREADS;
+static_assert(kThreads * 16 >= kSplitPoints, "the split passes give each thread 16 points");
 
 // ---- element access ------------------------------------------------------
 
@@ -173,99 +174,53 @@ __device__ __forceinline__ void dft(float2 (&v)[R], float sign) {
 }
 
 // One radix-R Stockham pass over `span`-point sub-transforms with stride S
-// (= stride * batch, a power of two): butterfly (p, q) reads x[q + S*(p + i*span/R)]
-// and writes y[q + S*(R*p + i)] = W_span^(i*p) * DFT_R(...)_i.
+// (= stride * batch, a power of two), in place: butterfly (p, q) reads
+// x[q + S*(p + i*span/R)] and writes x[q + S*(R*p + i)] = W_span^(i*p) * DFT_R(...)_i.
+// The first n*batch/16 threads of the block take 16 values each (16/R
+// butterflies): they load them, the block waits, they write the results.
 template <int R>
-__device__ void stockham_pass(int span, int S, int log_s, int points, const float2* __restrict x,
-                              float2* __restrict y, float sign) {
-  const int part = span / R;
-  const int in_step = part * S;  // = points / R
-  const int root_step = kRootCount / span;
-  for (int idx = threadIdx.x; idx < points / R; idx += blockDim.x) {
-    const int q = idx & (S - 1), p = idx >> log_s;
-    float2 v[R];
-#pragma unroll
-    for (int i = 0; i < R; ++i) v[i] = x[idx + i * in_step];
-    dft<R>(v, sign);
-    const int out = q + S * R * p;
-    y[out] = v[0];
-#pragma unroll
-    for (int i = 1; i < R; ++i) {
-      // the table holds the forward roots; the inverse uses their conjugates
-      float2 w = __ldg(&g_roots[(i * p * root_step) & (kRootCount - 1)]);
-      w.y *= -sign;
-      y[out + i * S] = cmul(v[i], w);
-    }
-  }
-}
-
-// Stockham transform of `batch` interleaved sequences of length n (element j of
-// sequence b at j*batch + b; n and batch powers of two), unscaled, sign -1 forward
-// and +1 inverse, by the whole block: radix-16 passes in registers, then one of
-// radix 8, 4 or 2 for what is left. x in, y scratch (complex values as float2).
-// Returns true when the result is in y. Ends with a barrier.
-__device__ bool block_fft(int n, int batch, float2* x, float2* y, float sign) {
-  const int points = n * batch;
-  int span = n;
-  int stride = 1;
-  bool in_scratch = false;
-  while (span >= 2) {
-    const int S = stride * batch;
-    const int log_s = __ffs(S) - 1;
-    const int radix = span >= 16 ? 16 : span;
-    switch (radix) {
-      case 16: stockham_pass<16>(span, S, log_s, points, x, y, sign); break;
-      case 8: stockham_pass<8>(span, S, log_s, points, x, y, sign); break;
-      case 4: stockham_pass<4>(span, S, log_s, points, x, y, sign); break;
-      default: stockham_pass<2>(span, S, log_s, points, x, y, sign); break;
-    }
-    __syncthreads();
-    float2* t = x;
-    x = y;
-    y = t;
-    in_scratch = !in_scratch;
-    span /= radix;
-    stride *= radix;
-  }
-  return in_scratch;
-}
-
-// The in-place variant for blocks of exactly points/16 threads: in every pass each
-// thread loads its 16 values (16/R butterflies), the block waits, and each thread
-// writes its results into the same array; half the shared memory of block_fft.
-template <int R>
-__device__ void inplace_pass(int span, int S, int log_s, float2* x, float sign) {
+__device__ void inplace_pass(int span, int S, int log_s, int active, float2* x, float sign) {
   constexpr int kPer = 16 / R;  // butterflies per thread
   const int part = span / R;
   const int in_step = part * S;
   const int root_step = kRootCount / span;
+  const bool working = int(threadIdx.x) < active;
   float2 v[kPer][R];
+  if (working) {
 #pragma unroll
-  for (int k = 0; k < kPer; ++k) {
-    const int idx = threadIdx.x + k * blockDim.x;
+    for (int k = 0; k < kPer; ++k) {
+      const int idx = threadIdx.x + k * active;
 #pragma unroll
-    for (int i = 0; i < R; ++i) v[k][i] = x[idx + i * in_step];
+      for (int i = 0; i < R; ++i) v[k][i] = x[idx + i * in_step];
+    }
   }
   __syncthreads();
+  if (working) {
 #pragma unroll
-  for (int k = 0; k < kPer; ++k) {
-    const int idx = threadIdx.x + k * blockDim.x;
-    const int q = idx & (S - 1), p = idx >> log_s;
-    dft<R>(v[k], sign);
-    const int out = q + S * R * p;
-    x[out] = v[k][0];
+    for (int k = 0; k < kPer; ++k) {
+      const int idx = threadIdx.x + k * active;
+      const int q = idx & (S - 1), p = idx >> log_s;
+      dft<R>(v[k], sign);
+      const int out = q + S * R * p;
+      x[out] = v[k][0];
 #pragma unroll
-    for (int i = 1; i < R; ++i) {
-      float2 w = __ldg(&g_roots[(i * p * root_step) & (kRootCount - 1)]);
-      w.y *= -sign;
-      x[out + i * S] = cmul(v[k][i], w);
+      for (int i = 1; i < R; ++i) {
+        float2 w = __ldg(&g_roots[(i * p * root_step) & (kRootCount - 1)]);
+        w.y *= -sign;
+        x[out + i * S] = cmul(v[k][i], w);
+      }
     }
   }
   __syncthreads();
 }
 
-// In-place Stockham transform (layout and sign as block_fft) by a block of n*batch/16 threads.
+// Stockham transform of `batch` interleaved sequences of length n (element j of
+// sequence b at j*batch + b; n and batch powers of two, n*batch >= 16), unscaled,
+// sign -1 forward and +1 inverse, in place, by a block of at least n*batch/16
+// threads: radix-16 passes in registers, then one of radix 8, 4 or 2 for what is
+// left. Ends with a barrier.
 __device__ void block_fft_inplace(int n, int batch, float2* x, float sign) {
+  const int active = n * batch / 16;
   int span = n;
   int stride = 1;
   while (span >= 2) {
@@ -273,10 +228,10 @@ __device__ void block_fft_inplace(int n, int batch, float2* x, float sign) {
     const int log_s = __ffs(S) - 1;
     const int radix = span >= 16 ? 16 : span;
     switch (radix) {
-      case 16: inplace_pass<16>(span, S, log_s, x, sign); break;
-      case 8: inplace_pass<8>(span, S, log_s, x, sign); break;
-      case 4: inplace_pass<4>(span, S, log_s, x, sign); break;
-      default: inplace_pass<2>(span, S, log_s, x, sign); break;
+      case 16: inplace_pass<16>(span, S, log_s, active, x, sign); break;
+      case 8: inplace_pass<8>(span, S, log_s, active, x, sign); break;
+      case 4: inplace_pass<4>(span, S, log_s, active, x, sign); break;
+      default: inplace_pass<2>(span, S, log_s, active, x, sign); break;
     }
     span /= radix;
     stride *= radix;
@@ -447,7 +402,7 @@ __device__ void columns_forward(const RunArgs& a, int64_t pair, int cols, float*
   const int n1 = int(a.n1), n2 = int(a.n2);
   const int c0 = blockIdx.y * cols;
   const int log_cols = __ffs(cols) - 1;  // cols is a power of two
-  float2 *x = reinterpret_cast<float2*>(sm), *y = x + (n1 * cols);
+  float2* x = reinterpret_cast<float2*>(sm);
   for (int idx = threadIdx.x; idx < n1 * cols; idx += blockDim.x) {
     const int r = idx >> log_cols, c = idx & (cols - 1);
     const int64_t t = int64_t(r) * n2 + c0 + c;
@@ -457,11 +412,7 @@ __device__ void columns_forward(const RunArgs& a, int64_t pair, int cols, float*
     x[idx].y = v2;
   }
   __syncthreads();
-  if (block_fft(n1, cols, x, y, -1.f)) {
-    float2* t = x;
-    x = y;
-    y = t;
-  }
+  block_fft_inplace(n1, cols, x, -1.f);
   float2* out = a.work + pair * a.m;
   for (int idx = threadIdx.x; idx < n1 * cols; idx += blockDim.x) {
     const int k1 = idx >> log_cols, c = idx & (cols - 1);
@@ -493,7 +444,7 @@ __device__ void rows_pass(const RunArgs& a, int64_t pair, float* sm, bool invers
   const int k1 = blockIdx.y;
   const int partner = (n1 - k1) % n1;
   const int rows = partner == k1 ? 1 : 2;
-  float2 *x = reinterpret_cast<float2*>(sm), *y = x + (rows * n2);
+  float2* x = reinterpret_cast<float2*>(sm);
   float2* base = a.work + pair * a.m;
   for (int idx = threadIdx.x; idx < rows * n2; idx += blockDim.x) {
     const int c = idx >> (rows - 1), which = idx & (rows - 1);  // interleaved: element c of row `which`
@@ -502,19 +453,11 @@ __device__ void rows_pass(const RunArgs& a, int64_t pair, float* sm, bool invers
     x[idx].y = v.y;
   }
   __syncthreads();
-  if (block_fft(n2, rows, x, y, -1.f)) {
-    float2* t = x;
-    x = y;
-    y = t;
-  }
+  block_fft_inplace(n2, rows, x, -1.f);
   product(k1, partner, rows, x);
   __syncthreads();
   if (!inverse_after) return;
-  if (block_fft(n2, rows, x, y, 1.f)) {
-    float2* t = x;
-    x = y;
-    y = t;
-  }
+  block_fft_inplace(n2, rows, x, 1.f);
   for (int idx = threadIdx.x; idx < rows * n2; idx += blockDim.x) {
     const int c = idx >> (rows - 1), which = idx & (rows - 1);
     base[int64_t(which ? partner : k1) * n2 + c] = make_float2(x[idx].x, x[idx].y);
@@ -559,7 +502,7 @@ __device__ void columns_inverse(const RunArgs& a, int64_t pair, int cols, int64_
   const int n1 = int(a.n1), n2 = int(a.n2);
   const int c0 = blockIdx.y * cols;
   const int log_cols = __ffs(cols) - 1;  // cols is a power of two
-  float2 *x = reinterpret_cast<float2*>(sm), *y = x + (n1 * cols);
+  float2* x = reinterpret_cast<float2*>(sm);
   const float2* in = a.work + pair * a.m;
   for (int idx = threadIdx.x; idx < n1 * cols; idx += blockDim.x) {
     const int k1 = idx >> log_cols, c = idx & (cols - 1);
@@ -570,11 +513,7 @@ __device__ void columns_inverse(const RunArgs& a, int64_t pair, int cols, int64_
     x[idx].y = v.x * wi + v.y * wr;
   }
   __syncthreads();
-  if (block_fft(n1, cols, x, y, 1.f)) {
-    float2* t = x;
-    x = y;
-    y = t;
-  }
+  block_fft_inplace(n1, cols, x, 1.f);
   for (int idx = threadIdx.x; idx < n1 * cols; idx += blockDim.x) {
     const int r = idx >> log_cols, c = idx & (cols - 1);
     const int64_t t = int64_t(r) * n2 + c0 + c;
@@ -716,7 +655,7 @@ struct Plan {
 constexpr int64_t kBlockPoints = FFTCONV_CUDA_BLOCK_POINTS;
 
 // Largest transform of the split: a column of N1 = m / N2 must fit a block's shared memory.
-constexpr int64_t kLargestTransform = kRowLength * (kSharedFloats / 4);
+constexpr int64_t kLargestTransform = kRowLength * kSplitPoints;
 
 Plan make_plan(const fftconv_params& p) {
   Plan plan{};
@@ -733,7 +672,7 @@ Plan make_plan(const fftconv_params& p) {
     plan.n2 = kRowLength;
     plan.n1 = plan.m / kRowLength;
     plan.bins = (plan.n1 / 2 + 1) * plan.n2;
-    plan.cols = int(std::max<int64_t>(1, std::min<int64_t>(plan.n2, kSharedFloats / 4 / plan.n1)));
+    plan.cols = int(std::max<int64_t>(1, std::min<int64_t>(plan.n2, kSplitPoints / plan.n1)));
   }
   return plan;
 }
@@ -830,7 +769,7 @@ template <int DT>
 void launch_forward(const fftconv_params& p, const Plan& plan, const RunArgs& a, cudaStream_t stream) {
   const int64_t pairs = (a.count + 1) / 2;
   check_grid(pairs);
-  const int shared = kSharedFloats * int(sizeof(float));
+  const int shared = kSplitPoints * int(sizeof(float2));
   if (plan.fused) {
     const int64_t points = plan.m * plan.batch;
     const int fused_shared = int(points * sizeof(float2) + 2 * plan.batch * sizeof(Row));
@@ -894,7 +833,7 @@ fftconv_status fftconv_cuda_prepare_filter(const fftconv_params* p, void* spectr
     FilterArgs f{p->k, p->k_dtype, p->H, p->Lk, used_taps(p->L, p->Lk, p->fft_size)};
     const int64_t pairs = (p->H + 1) / 2;
     check_grid(pairs);
-    const int shared = kSharedFloats * int(sizeof(float));
+    const int shared = kSplitPoints * int(sizeof(float2));
     cudaStream_t stream = static_cast<cudaStream_t>(p->stream);
     ensure_roots(stream);
     if (plan.fused) {
