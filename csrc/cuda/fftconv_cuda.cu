@@ -176,29 +176,26 @@ __device__ __forceinline__ void dft(float2 (&v)[R], float sign) {
 // One radix-R Stockham pass over `span`-point sub-transforms with stride S
 // (= stride * batch, a power of two), in place: butterfly (p, q) reads
 // x[q + S*(p + i*span/R)] and writes x[q + S*(R*p + i)] = W_span^(i*p) * DFT_R(...)_i.
-// The first n*batch/16 threads of the block take 16 values each (16/R
-// butterflies): they load them, the block waits, they write the results.
+// Each of the block's n*batch/16 threads takes 16 values (16/R butterflies):
+// they load them, the block waits, they write the results.
 template <int R>
-__device__ void inplace_pass(int span, int S, int log_s, int active, float2* x, float sign) {
+__device__ void inplace_pass(int span, int S, int log_s, float2* x, float sign) {
   constexpr int kPer = 16 / R;  // butterflies per thread
   const int part = span / R;
   const int in_step = part * S;
   const int root_step = kRootCount / span;
-  const bool working = int(threadIdx.x) < active;
   float2 v[kPer][R];
-  if (working) {
 #pragma unroll
-    for (int k = 0; k < kPer; ++k) {
-      const int idx = threadIdx.x + k * active;
+  for (int k = 0; k < kPer; ++k) {
+    const int idx = threadIdx.x + k * blockDim.x;
 #pragma unroll
-      for (int i = 0; i < R; ++i) v[k][i] = x[idx + i * in_step];
-    }
+    for (int i = 0; i < R; ++i) v[k][i] = x[idx + i * in_step];
   }
   __syncthreads();
-  if (working) {
+  {
 #pragma unroll
     for (int k = 0; k < kPer; ++k) {
-      const int idx = threadIdx.x + k * active;
+      const int idx = threadIdx.x + k * blockDim.x;
       const int q = idx & (S - 1), p = idx >> log_s;
       dft<R>(v[k], sign);
       const int out = q + S * R * p;
@@ -216,11 +213,10 @@ __device__ void inplace_pass(int span, int S, int log_s, int active, float2* x, 
 
 // Stockham transform of `batch` interleaved sequences of length n (element j of
 // sequence b at j*batch + b; n and batch powers of two, n*batch >= 16), unscaled,
-// sign -1 forward and +1 inverse, in place, by a block of at least n*batch/16
+// sign -1 forward and +1 inverse, in place, by a block of exactly n*batch/16
 // threads: radix-16 passes in registers, then one of radix 8, 4 or 2 for what is
 // left. Ends with a barrier.
 __device__ void block_fft_inplace(int n, int batch, float2* x, float sign) {
-  const int active = n * batch / 16;
   int span = n;
   int stride = 1;
   while (span >= 2) {
@@ -228,10 +224,10 @@ __device__ void block_fft_inplace(int n, int batch, float2* x, float sign) {
     const int log_s = __ffs(S) - 1;
     const int radix = span >= 16 ? 16 : span;
     switch (radix) {
-      case 16: inplace_pass<16>(span, S, log_s, active, x, sign); break;
-      case 8: inplace_pass<8>(span, S, log_s, active, x, sign); break;
-      case 4: inplace_pass<4>(span, S, log_s, active, x, sign); break;
-      default: inplace_pass<2>(span, S, log_s, active, x, sign); break;
+      case 16: inplace_pass<16>(span, S, log_s, x, sign); break;
+      case 8: inplace_pass<8>(span, S, log_s, x, sign); break;
+      case 4: inplace_pass<4>(span, S, log_s, x, sign); break;
+      default: inplace_pass<2>(span, S, log_s, x, sign); break;
     }
     span /= radix;
     stride *= radix;
@@ -424,7 +420,7 @@ __device__ void columns_forward(const RunArgs& a, int64_t pair, int cols, float*
 }
 
 template <int DT>
-__global__ void __launch_bounds__(kThreads) columns_forward_kernel(RunArgs a, int cols) {
+__global__ void __launch_bounds__(kThreads, 4) columns_forward_kernel(RunArgs a, int cols) {
   extern __shared__ float sm[];
   const int64_t pair = blockIdx.x;
   const Row r1 = row_info(a, 2 * pair), r2 = row_info(a, 2 * pair + 1);
@@ -444,40 +440,41 @@ __device__ void rows_pass(const RunArgs& a, int64_t pair, float* sm, bool invers
   const int k1 = blockIdx.y;
   const int partner = (n1 - k1) % n1;
   const int rows = partner == k1 ? 1 : 2;
+  // Two interleaved slots (element c of slot w at 2c + w): row k1 and its partner. A row
+  // paired with itself (k1 = 0, N1/2) is loaded twice so that every block has the same
+  // shape; only its first slot is multiplied and stored.
   float2* x = reinterpret_cast<float2*>(sm);
   float2* base = a.work + pair * a.m;
-  for (int idx = threadIdx.x; idx < rows * n2; idx += blockDim.x) {
-    const int c = idx >> (rows - 1), which = idx & (rows - 1);  // interleaved: element c of row `which`
-    const float2 v = base[int64_t(which ? partner : k1) * n2 + c];
-    x[idx].x = v.x;
-    x[idx].y = v.y;
+  for (int idx = threadIdx.x; idx < 2 * n2; idx += blockDim.x) {
+    const int c = idx >> 1, which = idx & 1;
+    x[idx] = base[int64_t(which ? partner : k1) * n2 + c];
   }
   __syncthreads();
-  block_fft_inplace(n2, rows, x, -1.f);
+  block_fft_inplace(n2, 2, x, -1.f);
   product(k1, partner, rows, x);
   __syncthreads();
   if (!inverse_after) return;
-  block_fft_inplace(n2, rows, x, 1.f);
-  for (int idx = threadIdx.x; idx < rows * n2; idx += blockDim.x) {
-    const int c = idx >> (rows - 1), which = idx & (rows - 1);
-    base[int64_t(which ? partner : k1) * n2 + c] = make_float2(x[idx].x, x[idx].y);
+  block_fft_inplace(n2, 2, x, 1.f);
+  for (int idx = threadIdx.x; idx < 2 * n2; idx += blockDim.x) {
+    const int c = idx >> 1, which = idx & 1;
+    if (which < rows) base[int64_t(which ? partner : k1) * n2 + c] = x[idx];
   }
 }
 
 // Visits the pairs {f, -f} within rows k1 and partner: fn(i, j, c) with i, j the
-// shared-memory indices (interleaved by `rows`) and c the column of i in row k1.
+// shared-memory indices (two interleaved slots, see rows_pass) and c the column of i in row k1.
 template <typename Fn>
 __device__ void for_each_row_pair(int k1, int partner, int rows, int n1, int n2, Fn fn) {
   if (rows == 2) {  // row k1 column c pairs with row n1 - k1 column n2 - 1 - c
     for (int c = threadIdx.x; c < n2; c += blockDim.x) fn(2 * c, 2 * (n2 - 1 - c) + 1, c);
   } else if (k1 == 0) {  // row 0: column c pairs with (n2 - c) mod n2
-    for (int c = threadIdx.x; c <= n2 / 2; c += blockDim.x) fn(c, (n2 - c) & (n2 - 1), c);
+    for (int c = threadIdx.x; c <= n2 / 2; c += blockDim.x) fn(2 * c, 2 * ((n2 - c) & (n2 - 1)), c);
   } else {  // row n1/2: column c pairs with n2 - 1 - c
-    for (int c = threadIdx.x; c < n2 / 2; c += blockDim.x) fn(c, n2 - 1 - c, c);
+    for (int c = threadIdx.x; c < n2 / 2; c += blockDim.x) fn(2 * c, 2 * (n2 - 1 - c), c);
   }
 }
 
-__global__ void __launch_bounds__(kThreads) rows_product_kernel(RunArgs a) {
+__global__ void __launch_bounds__(kThreads, 4) rows_product_kernel(RunArgs a) {
   extern __shared__ float sm[];
   const int64_t pair = blockIdx.x;
   const Row r1 = row_info(a, 2 * pair), r2 = row_info(a, 2 * pair + 1);
@@ -522,7 +519,7 @@ __device__ void columns_inverse(const RunArgs& a, int64_t pair, int cols, int64_
 }
 
 template <int DT>
-__global__ void __launch_bounds__(kThreads) columns_inverse_kernel(RunArgs a, int cols) {
+__global__ void __launch_bounds__(kThreads, 4) columns_inverse_kernel(RunArgs a, int cols) {
   extern __shared__ float sm[];
   const int64_t pair = blockIdx.x;
   const Row r1 = row_info(a, 2 * pair), r2 = row_info(a, 2 * pair + 1);
@@ -608,7 +605,7 @@ __global__ void __launch_bounds__(kFusedThreadsMax) fused_filter_kernel(RunArgs 
   fused_filter_pair(a, f, h2, -1, sm);
 }
 
-__global__ void __launch_bounds__(kThreads) columns_filter_kernel(RunArgs a, FilterArgs f, int cols) {
+__global__ void __launch_bounds__(kThreads, 4) columns_filter_kernel(RunArgs a, FilterArgs f, int cols) {
   extern __shared__ float sm[];
   const int64_t pair = blockIdx.x;
   const int64_t h1 = 2 * pair, h2 = h1 + 1 < f.H ? h1 + 1 : -1;
@@ -618,7 +615,7 @@ __global__ void __launch_bounds__(kThreads) columns_filter_kernel(RunArgs a, Fil
   });
 }
 
-__global__ void __launch_bounds__(kThreads) rows_filter_kernel(RunArgs a, FilterArgs f) {
+__global__ void __launch_bounds__(kThreads, 4) rows_filter_kernel(RunArgs a, FilterArgs f) {
   extern __shared__ float sm[];
   const int64_t pair = blockIdx.x;
   const int64_t h1 = 2 * pair, h2 = h1 + 1 < f.H ? h1 + 1 : -1;
@@ -638,7 +635,8 @@ __global__ void __launch_bounds__(kThreads) rows_filter_kernel(RunArgs a, Filter
       for (int c = threadIdx.x; c < a.n2; c += blockDim.x) split(2 * c, 2 * (int(a.n2) - 1 - c) + 1, c);
     } else {
       const int n2 = int(a.n2);
-      for (int c = threadIdx.x; c < n2; c += blockDim.x) split(c, k1 == 0 ? (n2 - c) & (n2 - 1) : n2 - 1 - c, c);
+      for (int c = threadIdx.x; c < n2; c += blockDim.x)
+        split(2 * c, 2 * (k1 == 0 ? (n2 - c) & (n2 - 1) : n2 - 1 - c), c);
     }
   });
 }
