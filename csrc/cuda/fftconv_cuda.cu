@@ -3,10 +3,12 @@
 // As on the CPU, two rows (two (b, h) sequences, or two filters) are packed as
 // the real and imaginary parts of one complex sequence of the power-of-two
 // transform size m; the spectral product separates them (see fftconv_cpu.cpp).
-// All arithmetic is float32, in shared memory.
+// All arithmetic is float32; transforms are in-place radix-16 Stockham passes
+// over shared memory, one thread per 16 points.
 //
-// m <= kFusedMax: one kernel per pair does load, forward transform, product,
-//   inverse transform and the epilogue (skip term, gate, causal cut).
+// m <= kFusedMax: one kernel does load, forward transform, product, inverse
+//   transform and the epilogue (skip term, gate, causal cut), several pairs per
+//   block for short sequences.
 // m > kFusedMax: the four-step split m = N1 x N2 (N2 = kRowLength) in three
 //   passes over a workspace of one complex sequence per pair:
 //   1. columns: load (zero-padded) rows, length-N1 transforms down the columns,
