@@ -27,6 +27,17 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _append_results(rows: list, out_path: Optional[str], log) -> None:
+    """Appends the rows as JSON lines to out_path (when given)."""
+    if not out_path:
+        return
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(out_path, "a") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    log(f"results appended to {out_path}")
+
+
 def _time_round_robin(fns: dict, repeats: int, budget_s: float, block: int = 5) -> dict:
     """Median wall time in ms of each callable. The callables take turns in blocks of
     `block` back-to-back calls (the first of each block, which wakes the thread pools,
@@ -125,12 +136,7 @@ def run_cpu_bench(lengths=(1024, 4096, 16384, 65536), elements: int = 1 << 21, b
         dft_text = f"{t_dft:7.1f}ms" if t_dft is not None else "  skipped"
         log(f"{L:7d} {batch:3d} {H:5d} | {t_torch:8.2f}ms {t_cached:10.2f}ms | {t_op:7.2f}ms {t_ort:7.2f}ms | "
             f"{dft_text} | {t_op / t_torch:8.2f} {t_ort / t_torch:9.2f} | {err:.1e}")
-    if out_path:
-        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-        with open(out_path, "a") as f:
-            for row in rows:
-                f.write(json.dumps(row) + "\n")
-        log(f"results appended to {out_path}")
+    _append_results(rows, out_path, log)
     return rows
 
 
@@ -227,12 +233,7 @@ def run_gpu_bench(lengths=GPU_LENGTHS, dtypes=("float16", "bfloat16", "float32")
                 f"{t_ours / t_copy:9.2f} {t_cufft / t_ours:10.2f} | {err:.1e} ({tolerance(dtype):.0e})")
             del u, k, D, y, copy_dst, k_f, spectrum, workspace
             torch.cuda.empty_cache()
-    if out_path:
-        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-        with open(out_path, "a") as f:
-            for row in rows:
-                f.write(json.dumps(row) + "\n")
-        log(f"results appended to {out_path}")
+    _append_results(rows, out_path, log)
     return rows
 
 
