@@ -8,6 +8,7 @@ import contextlib
 import io
 import json
 import logging
+import re
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -65,7 +66,7 @@ class ExportReport:
         lines = [f"rewritten long convolutions: {len(self.rewrites)}"]
         for r in self.rewrites:
             where = r.module or "<top>"
-            lines.append(f"  {r.pattern:3s} {where:30s} u{tuple(r.u_shape)} k{tuple(r.k_shape)} "
+            lines.append(f"  {r.pattern:3s} {where:30s} u({', '.join(r.u_shape)}) k({', '.join(r.k_shape)}) "
                          f"n={r.n} fft_size={r.fft_size} skip={'yes' if r.skip_term else 'no'} ({r.scale})")
         lines.append(f"FFT uses left as they were: {len(self.left)}")
         for f in self.left:
@@ -129,6 +130,23 @@ def _apply(graph: fx.Graph, m: Match) -> None:
     m.end.replace_all_uses_with(out)
 
 
+def _size_names(graph: fx.Graph):
+    """A function that rewrites torch.export's size symbols (s27, ...) in a text as the input
+    dimensions they stand for (tokens.shape[1], ...)."""
+    names = {}
+    for node in graph.nodes:
+        if node.op != "placeholder":
+            continue
+        t = tensor_val(node)
+        if t is None:
+            continue
+        for d, size in enumerate(t.shape):
+            if isinstance(size, torch.SymInt) and size.node.expr.is_Symbol:
+                names.setdefault(str(size.node.expr), f"{node.name}.shape[{d}]")
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, names)) + r")\b") if names else None
+    return lambda text: pattern.sub(lambda m: names[m.group(1)], text) if pattern else text
+
+
 def rewrite_long_convolutions(model: torch.nn.Module, example_inputs: Sequence[Any],
                               dynamic_shapes=None) -> tuple[fx.GraphModule, ExportReport]:
     """The model as a GraphModule with every recognised long convolution replaced by the op."""
@@ -140,6 +158,7 @@ def rewrite_long_convolutions(model: torch.nn.Module, example_inputs: Sequence[A
     graph = gm.graph
     report = ExportReport()
     skipped: dict[fx.Node, str] = {}
+    readable = _size_names(graph)
     for node in list(graph.nodes):
         if node.op != "call_function" or node.target not in _IRFFT:
             continue
@@ -148,8 +167,9 @@ def rewrite_long_convolutions(model: torch.nn.Module, example_inputs: Sequence[A
             if isinstance(result, Match):
                 _apply(graph, result)
                 d = result.details
-                report.rewrites.append(Rewrite(result.pattern, d["module"], d["u_shape"], d["k_shape"],
-                                               result.fft_size, d["skip"], d["n"], d["scale"]))
+                report.rewrites.append(Rewrite(result.pattern, d["module"], [readable(x) for x in d["u_shape"]],
+                                               [readable(x) for x in d["k_shape"]], result.fft_size, d["skip"],
+                                               readable(d["n"]), d["scale"]))
                 skipped.pop(node, None)
                 break
             if isinstance(result, Skip):

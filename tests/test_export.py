@@ -258,3 +258,10 @@ def test_bad_arguments_are_refused(tmp_path):
         export(P1().eval(), {"u": torch.randn(2, 4, 16)}, tmp_path / "m.onnx")
     # a single tensor is taken as the one positional input
     assert len(export(P1().eval(), torch.randn(2, 4, 16), tmp_path / "m.onnx").rewrites) == 1
+
+
+def test_report_names_dynamic_sizes_after_the_inputs(tmp_path):
+    report = export(P1().eval(), (torch.randn(2, 4, 64),), tmp_path / "m.onnx")
+    r = report.rewrites[0]
+    assert r.u_shape == ["u.shape[0]", "4", "u.shape[2]"] and r.n == "2*u.shape[2]"
+    assert "u(u.shape[0], 4, u.shape[2])" in str(report)
