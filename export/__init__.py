@@ -1,14 +1,17 @@
 """fftconv_rt.export: rewrites the long convolutions of a PyTorch model into FFTConv nodes.
 
 patterns.py holds one small matcher per code pattern (see the pattern catalogue);
-exporter.py applies them to the torch.export graph and writes the ONNX model.
+exporter.py applies them to the torch.export graph and writes the ONNX model;
+decompose.py is the reverse pass (FFTConv -> standard ONNX ops).
 """
 
 import sys
 
+from .decompose import decompose, decompose_file
 from .exporter import ExportReport, LeftFFT, NoLongConvolutionError, Rewrite, export, rewrite_long_convolutions
 
-__all__ = ["ExportReport", "LeftFFT", "NoLongConvolutionError", "Rewrite", "export", "rewrite_long_convolutions"]
+__all__ = ["ExportReport", "LeftFFT", "NoLongConvolutionError", "Rewrite", "decompose", "decompose_file", "export",
+           "rewrite_long_convolutions"]
 
 
 class _CallableModule(type(sys.modules[__name__])):

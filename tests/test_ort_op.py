@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import subprocess
 
-import ml_dtypes
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from fftconv_rt import ort_library_path
 from fftconv_rt.ort import make_session
@@ -18,37 +16,7 @@ from fftconv_rt.ort import run as ort_run
 from fftconv_rt.reference import fftconv_reference, relative_error
 from fftconv_rt.spec import tolerance
 
-from helpers import grid_inputs, make_inputs, reference_grid
-
-ONNX_TYPES = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16, "bfloat16": TensorProto.BFLOAT16}
-NAMES = ["u", "k", "D", "pregate", "postgate"]
-
-
-def onnx_type(a) -> int:
-    return TensorProto.BFLOAT16 if a.dtype == ml_dtypes.bfloat16 else helper.np_dtype_to_tensor_dtype(a.dtype)
-
-
-def build_model(arrays, dtype, constant_k=False, attributes=None, dynamic=True):
-    """One FFTConv node; omitted inputs are empty names, k optionally an initializer."""
-    graph_inputs, initializers, node_inputs = [], [], []
-    for name, a in zip(NAMES, arrays):
-        if a is None:
-            node_inputs.append("")
-            continue
-        node_inputs.append(name)
-        if name == "k" and constant_k:
-            initializers.append(numpy_helper.from_array(np.asarray(a, np.float32), "k"))
-            continue
-        elem = onnx_type(a)
-        shape = ["B", a.shape[1], "L"] if dynamic and a.ndim == 3 else list(a.shape)
-        graph_inputs.append(helper.make_tensor_value_info(name, elem, shape))
-    while node_inputs and node_inputs[-1] == "":
-        node_inputs.pop()
-    node = helper.make_node("FFTConv", node_inputs, ["y"], domain="fftconv_rt", **(attributes or {}))
-    out = helper.make_tensor_value_info("y", ONNX_TYPES[dtype], None)
-    graph = helper.make_graph([node], "fftconv", graph_inputs, [out], initializers)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("fftconv_rt", 1)])
-
+from helpers import NAMES, build_model, grid_inputs, make_inputs, reference_grid
 
 def run(model, arrays):
     session = make_session(model.SerializeToString(), providers=["CPUExecutionProvider"])

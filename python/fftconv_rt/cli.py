@@ -69,6 +69,15 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_decompose(args) -> int:
+    from .export import decompose_file
+
+    count = decompose_file(args.model, args.output)
+    print(f"{args.output}: {count} FFTConv node{'s' if count != 1 else ''} replaced by standard ONNX ops "
+          "(runs on any ONNX runtime, without the fftconv-rt library)")
+    return 0
+
+
 def _cmd_validate(args) -> int:
     from polygraphy.logger import G_LOGGER
 
@@ -134,6 +143,11 @@ def main(argv=None) -> int:
     p.add_argument("--report-json", action="store_true", help="print the report as JSON")
     p.add_argument("--allow-none", action="store_true", help="write the model even if nothing was rewritten")
     p.set_defaults(fn=_cmd_export)
+
+    p = sub.add_parser("decompose", help="replace every FFTConv node by standard ONNX ops (DFT, ...)")
+    p.add_argument("model", help="an .onnx with FFTConv nodes")
+    p.add_argument("output", help="path of the .onnx to write")
+    p.set_defaults(fn=_cmd_decompose)
 
     p = sub.add_parser("validate", help="compare an exported model in ONNX Runtime with PyTorch (Polygraphy)")
     p.add_argument("model", help="'package.module:factory' returning (model, example_inputs), or a .pt2 file")

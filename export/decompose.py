@@ -1,0 +1,158 @@
+"""The reverse pass: every fftconv_rt::FFTConv node becomes standard ONNX ops
+(opset 18: DFT, Mul, ...), so that the model runs on any ONNX runtime without
+the fftconv-rt library, at the cost of speed (ONNX Runtime runs DFT on the CPU).
+
+Per node, with n the next power of two >= L + Lk - 1:
+    v = pregate * u                       (as float32; BLH inputs transposed to BHL)
+    Y = DFT(v, n) * DFT(k, n)             (full complex spectra: ONNX's inverse DFT
+    c = Re(IDFT(Y))                         takes no one-sided input)
+    y = c[..., :L] (+ c[..., p:p+L] for a circular fft_size p) + D * v
+    y = postgate * y, cast back to u's type, transposed back for BLH.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from fftconv_rt.spec import DOMAIN, OP_NAME
+
+_OPSET = 18
+
+
+class _Builder:
+    def __init__(self, prefix: str):
+        self.prefix, self.nodes, self.constants, self._ids = prefix, [], [], itertools.count()
+
+    def name(self, hint: str) -> str:
+        return f"{self.prefix}/{hint}_{next(self._ids)}"
+
+    def op(self, op_type: str, inputs, hint: str = "", **attrs) -> str:
+        out = self.name(hint or op_type.lower())
+        self.nodes.append(helper.make_node(op_type, list(inputs), [out], name=out, **attrs))
+        return out
+
+    def const(self, values, hint: str, dtype="int64") -> str:
+        import numpy as np
+
+        out = self.name(hint)
+        self.constants.append(numpy_helper.from_array(np.asarray(values, dtype=dtype), out))
+        return out
+
+    def double_const(self, value: float, hint: str) -> str:
+        return self.const([value], hint, dtype="float64")
+
+
+def _attribute(node, name, default):
+    for a in node.attribute:
+        if a.name == name:
+            value = helper.get_attribute_value(a)
+            return value.decode() if isinstance(value, bytes) else value
+    return default
+
+
+def _decompose_node(node, index: int) -> _Builder:
+    b = _Builder(f"fftconv_decomposed_{index}")
+    inputs = list(node.input) + [""] * (5 - len(node.input))
+    u, k, D, pregate, postgate = inputs[:5]
+    fft_size = int(_attribute(node, "fft_size", 0))
+    layout = _attribute(node, "layout", "BHL")
+    if layout not in ("BHL", "BLH"):
+        raise ValueError(f"fftconv-rt decompose: node {node.name!r} has layout {layout!r}; expected BHL or BLH")
+
+    def to_bhl(name):
+        f = b.op("Cast", [name], "as_float", to=TensorProto.FLOAT)
+        return b.op("Transpose", [f], "to_bhl", perm=[0, 2, 1]) if layout == "BLH" else f
+
+    v = to_bhl(u)
+    if pregate:
+        v = b.op("Mul", [v, to_bhl(pregate)], "pregated")
+    kf = b.op("Cast", [k], "k_float", to=TensorProto.FLOAT)
+
+    axis_l = b.const([2], "axis_l")
+    axis_last = b.const([-1], "axis_last")
+    L = b.op("Shape", [v], "L", start=2, end=3)  # (1,)
+    # The linear convolution at the next power of two >= L + Lk - 1 (ORT's DFT is exact and
+    # fast at powers of two), found in double precision: log2 of 2^k + 1 differs from k by
+    # more than the 1e-10 margin. A circular fft_size is folded from it below.
+    Lk = b.op("Shape", [kf], "Lk", start=1, end=2)
+    needed = b.op("Sub", [b.op("Add", [L, Lk], "L_plus_Lk"), b.const([1], "one")], "needed")
+    log2 = b.op("Div", [b.op("Log", [b.op("Cast", [needed], "needed_f64", to=TensorProto.DOUBLE)], "ln"),
+                        b.double_const(0.6931471805599453, "ln2")], "log2")
+    exponent = b.op("Ceil", [b.op("Sub", [log2, b.double_const(1e-10, "margin")], "log2_margin")], "exponent")
+    n = b.op("Cast", [b.op("Pow", [b.double_const(2.0, "two"), exponent], "pow2")], "n", to=TensorProto.INT64)
+    n_scalar = b.op("Squeeze", [n], "n_scalar")
+
+    def spectrum(real, axis):
+        z = b.op("Unsqueeze", [real, axis_last], "as_complex")
+        return b.op("DFT", [z, n_scalar], "dft", axis=axis, onesided=0)
+
+    V = spectrum(v, 2)   # (B, H, n, 2)
+    K = spectrum(kf, 1)  # (H, n, 2)
+    re_idx, im_idx = b.const(0, "re"), b.const(1, "im")
+
+    def part(z, idx):
+        return b.op("Gather", [z, idx], "part", axis=-1)
+
+    Vr, Vi, Kr, Ki = part(V, re_idx), part(V, im_idx), part(K, re_idx), part(K, im_idx)
+    Yr = b.op("Sub", [b.op("Mul", [Vr, Kr]), b.op("Mul", [Vi, Ki])], "y_re")
+    Yi = b.op("Add", [b.op("Mul", [Vr, Ki]), b.op("Mul", [Vi, Kr])], "y_im")
+    Y = b.op("Concat", [b.op("Unsqueeze", [Yr, axis_last]), b.op("Unsqueeze", [Yi, axis_last])], "y_spectrum",
+             axis=-1)
+    y = b.op("DFT", [Y, n_scalar], "idft", axis=2, inverse=1, onesided=0)
+    linear = part(y, re_idx)
+    y = b.op("Slice", [linear, b.const([0], "zero"), L, axis_l], "causal_cut")
+    if fft_size > 0:
+        # circular of period fft_size: y[t] += linear[t + fft_size] (zero past the end)
+        zeros = b.op("ConstantOfShape", [b.op("Shape", [v], "v_shape")], "zeros",
+                     value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0]))
+        extended = b.op("Concat", [linear, zeros], "extended", axis=2)
+        start = b.const([fft_size], "period")
+        wrapped = b.op("Slice", [extended, start, b.op("Add", [start, L], "period_plus_L"), axis_l], "wrapped")
+        y = b.op("Add", [y, wrapped], "circular")
+    if D:
+        Dv = b.op("Unsqueeze", [b.op("Cast", [D], "D_float", to=TensorProto.FLOAT), axis_last], "D_column")
+        y = b.op("Add", [y, b.op("Mul", [Dv, v], "skip")], "with_skip")
+    if postgate:
+        y = b.op("Mul", [y, to_bhl(postgate)], "postgated")
+    if layout == "BLH":
+        y = b.op("Transpose", [y], "to_blh", perm=[0, 2, 1])
+    b.nodes.append(helper.make_node("CastLike", [y, u], [node.output[0]], name=b.name("output")))
+    return b
+
+
+def decompose(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """A copy of the model with every FFTConv node replaced by standard ops, and their count."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    new_nodes, count = [], 0
+    for node in graph.node:
+        if node.domain == DOMAIN and node.op_type == OP_NAME:
+            built = _decompose_node(node, count)
+            new_nodes.extend(built.nodes)
+            graph.initializer.extend(built.constants)
+            count += 1
+        else:
+            new_nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    if count:
+        kept = [o for o in model.opset_import if o.domain != DOMAIN]
+        del model.opset_import[:]
+        model.opset_import.extend(kept)
+        for o in model.opset_import:
+            if o.domain in ("", "ai.onnx") and o.version < _OPSET:
+                o.version = _OPSET
+        if not any(o.domain in ("", "ai.onnx") for o in model.opset_import):
+            model.opset_import.append(helper.make_opsetid("", _OPSET))
+    return model, count
+
+
+def decompose_file(src: str | Path, dst: str | Path) -> int:
+    """Writes the decomposed model of src to dst; returns how many FFTConv nodes were replaced."""
+    model, count = decompose(onnx.load(str(src)))
+    onnx.save(model, str(dst))
+    return count

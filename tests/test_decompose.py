@@ -1,0 +1,90 @@
+"""The reverse pass: FFTConv nodes become standard ONNX ops that any ONNX runtime runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from fftconv_rt.export import decompose, decompose_file, export
+from fftconv_rt.ort import make_session
+from fftconv_rt.reference import fftconv_reference, relative_error
+from fftconv_rt.spec import DOMAIN, tolerance
+
+from helpers import NAMES, build_model, make_inputs
+from test_export import P1, P2
+
+
+def _plain_session(model: onnx.ModelProto):
+    """A session of the stock onnxruntime: the fftconv-rt library is not registered."""
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def _feed(session, arrays):
+    names = {i.name for i in session.get_inputs()}
+    return {n: a for n, a in zip(NAMES, arrays) if a is not None and n in names}
+
+
+@pytest.mark.parametrize("model_cls", [P1, P2])
+def test_exported_model_runs_without_the_library(tmp_path, model_cls):
+    model = model_cls().eval()
+    export(model, (torch.randn(2, 4, 64),), tmp_path / "m.onnx")
+    assert decompose_file(tmp_path / "m.onnx", tmp_path / "plain.onnx") == 1
+    plain = onnx.load(str(tmp_path / "plain.onnx"))
+    onnx.checker.check_model(plain)
+    assert not [n for n in plain.graph.node if n.domain == DOMAIN]
+    assert all(o.domain != DOMAIN for o in plain.opset_import)
+    session = _plain_session(plain)
+    for B, L in ((2, 64), (3, 333)):
+        x = torch.randn(B, 4, L)
+        with torch.no_grad():
+            expected = model(x).numpy()
+        got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+        assert relative_error(got, expected) <= tolerance("float32")
+
+
+@pytest.mark.parametrize("options", [(), ("D",), ("D", "pregate", "postgate")])
+@pytest.mark.parametrize("layout", ["BHL", "BLH"])
+@pytest.mark.parametrize("fft_size", [0, 150])
+def test_matches_the_op(rng, options, layout, fft_size):
+    arrays = make_inputs(rng, 2, 3, 100, 100, "float32", options, layout)
+    model = build_model(arrays, "float32", attributes={"layout": layout, "fft_size": fft_size})
+    decomposed, count = decompose(model)
+    assert count == 1
+    got = _plain_session(decomposed).run(None, _feed(_plain_session(decomposed), arrays))[0]
+    op = make_session(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = op.run(None, _feed(op, arrays))[0]
+    ref = fftconv_reference(*arrays, fft_size=fft_size, layout=layout)
+    assert relative_error(got, ref) <= tolerance("float32")
+    assert relative_error(got, expected) <= 2 * tolerance("float32")
+
+
+def test_float16_model_keeps_its_type(rng):
+    arrays = make_inputs(rng, 2, 3, 500, 500, "float16", ("D",))
+    decomposed, _ = decompose(build_model(arrays, "float16"))
+    session = _plain_session(decomposed)
+    got = session.run(None, _feed(session, arrays))[0]
+    assert got.dtype == np.float16
+    assert relative_error(got, fftconv_reference(*arrays)) <= tolerance("float16")
+
+
+def test_model_without_fftconv_is_unchanged(rng):
+    arrays = make_inputs(rng, 1, 2, 10, 10, "float32", ())
+    model = build_model(arrays, "float32")
+    model.graph.node[0].op_type = "Identity"
+    del model.graph.node[0].input[1:]
+    model.graph.node[0].domain = ""
+    decomposed, count = decompose(model)
+    assert count == 0 and decomposed.SerializeToString() == model.SerializeToString()
+
+
+def test_cli_decompose(tmp_path):
+    import subprocess
+    import sys
+
+    export(P1().eval(), (torch.randn(2, 4, 64),), tmp_path / "m.onnx")
+    out = subprocess.run([sys.executable, "-m", "fftconv_rt.cli", "decompose", str(tmp_path / "m.onnx"),
+                          str(tmp_path / "plain.onnx")], capture_output=True, text=True, check=True).stdout
+    assert "1 FFTConv node" in out and (tmp_path / "plain.onnx").is_file()
