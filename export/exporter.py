@@ -22,7 +22,7 @@ from fftconv_rt.spec import DOMAIN, OP_NAME
 from fftconv_rt.torch_op import fftconv as _fftconv_op  # noqa: F401  (registers the op)
 
 from .graph import ASSERT_TARGETS, aten, module_path, real_users, tensor_val
-from .patterns import _IRFFT, PATTERNS, Match, Skip, fft_nodes
+from .patterns import INVERSE_FFTS, PATTERNS, Match, Skip, fft_nodes
 
 
 class NoLongConvolutionError(ValueError):
@@ -160,7 +160,7 @@ def rewrite_long_convolutions(model: torch.nn.Module, example_inputs: Sequence[A
     skipped: dict[fx.Node, str] = {}
     readable = _size_names(graph)
     for node in list(graph.nodes):
-        if node.op != "call_function" or node.target not in _IRFFT:
+        if node.op != "call_function" or node.target not in INVERSE_FFTS:
             continue
         for _, match_fn in PATTERNS:
             result = match_fn(node)

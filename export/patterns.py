@@ -53,6 +53,10 @@ def pattern(name: str):
 
 _RFFT = {aten.fft_rfft.default}
 _IRFFT = {aten.fft_irfft.default}
+_FFT = {aten.fft_fft.default}
+_IFFT = {aten.fft_ifft.default}
+# Inverse transforms a convolution pattern can end in (the matchers' anchors).
+INVERSE_FFTS = _IRFFT | _IFFT
 
 
 def _arg(node: fx.Node, index: int, name: str, default=None):
@@ -97,27 +101,43 @@ class _Spectrum:
     norm: Optional[str]
 
 
-def _as_rfft(node) -> Optional[_Spectrum]:
-    if not (isinstance(node, fx.Node) and node.op == "call_function" and node.target in _RFFT):
+def _as_spectrum(node, targets) -> Optional[_Spectrum]:
+    """The forward transform (one of `targets`) of a real tensor along its last dimension."""
+    if not (isinstance(node, fx.Node) and node.op == "call_function" and node.target in targets):
         return None
     x = node.args[0]
-    if not _is_last_dim(x, _arg(node, 2, "dim", -1)):
+    t = tensor_val(x)
+    if t is None or t.is_complex() or not _is_last_dim(x, _arg(node, 2, "dim", -1)):
         return None
     return _Spectrum(strip_casts(x), _arg(node, 1, "n"), _arg(node, 3, "norm"))
 
 
-def _causal_slice(irfft: fx.Node, length) -> Optional[fx.Node]:
-    """The [..., :L] slice that is the only user of the inverse FFT, or None."""
-    user = only_user(irfft)
+def _causal_slice(node: fx.Node, length) -> Optional[fx.Node]:
+    """The [..., :L] slice that is the only user of node, or None."""
+    user = only_user(node)
     if user is None or user.target != aten.slice.Tensor:
         return None
     dim = _arg(user, 1, "dim", 0)
     start = _arg(user, 2, "start", None)
     end = _arg(user, 3, "end", None)
     step = _arg(user, 4, "step", 1)
-    if not _is_last_dim(irfft, dim) or start not in (None, 0) or step != 1:
+    if not _is_last_dim(node, dim) or start not in (None, 0) or step != 1:
         return None
     return user if same_size(end, length) else None
+
+
+def _real_part(node: fx.Node) -> Optional[fx.Node]:
+    user = only_user(node)
+    return user if user is not None and user.target == aten.real.default else None
+
+
+def _real_causal_cut(ifft: fx.Node, length) -> Optional[fx.Node]:
+    """`.real` and `[..., :L]` after a complex inverse FFT, in either order: the last of the two."""
+    sliced = _causal_slice(ifft, length)
+    if sliced is not None:
+        return _real_part(sliced)
+    real = _real_part(ifft)
+    return _causal_slice(real, length) if real is not None else None
 
 
 def _skip_term(y: fx.Node, u: fx.Node, H) -> tuple[Optional[fx.Node], Optional[fx.Node], bool]:
@@ -154,12 +174,25 @@ def _output_cast(node: fx.Node, dtype: torch.dtype) -> fx.Node:
     return node
 
 
-# ---- P1 / P2: rfft(u, n) * rfft(k, n) -> irfft(n) -> [..., :L] (+ u * D) -------
+# ---- P1 / P2 / P6: FFT(u, n) * FFT(k, n) -> inverse FFT(n) -> [..., :L] (+ u * D) --
 
 @pattern("P1/P2 rfft-irfft causal convolution")
 def rfft_product_conv(node: fx.Node):
     if node.op != "call_function" or node.target not in _IRFFT:
         return None
+    return _spectral_product_conv(node, _RFFT, _causal_slice, named=lambda explicit: "P1" if explicit else "P2")
+
+
+@pattern("P6 fft-ifft(.real) causal convolution")
+def fft_product_conv(node: fx.Node):
+    if node.op != "call_function" or node.target not in _IFFT:
+        return None
+    return _spectral_product_conv(node, _FFT, _real_causal_cut, named=lambda explicit: "P6")
+
+
+def _spectral_product_conv(node: fx.Node, forward_targets, causal_end, named):
+    """The shared matcher: `node` is the inverse transform; forward_targets the transforms
+    that must produce both spectra; causal_end(node, L) finds the end of the causal cut."""
     n = _arg(node, 1, "n")
     if n is None or not _is_last_dim(node, _arg(node, 2, "dim", -1)):
         return None
@@ -169,7 +202,7 @@ def rfft_product_conv(node: fx.Node):
         return None
     spectra = []
     for operand in product.args[:2]:
-        spectrum = _as_rfft(_peel_scalars(operand, factors))
+        spectrum = _as_spectrum(_peel_scalars(operand, factors), forward_targets)
         if spectrum is None:
             return None
         spectra.append(spectrum)
@@ -193,9 +226,9 @@ def rfft_product_conv(node: fx.Node):
     if sympy.simplify(scale * n_expr - 1) != 0:
         return Skip(node, f"the FFT scale factors multiply to {scale}, not 1/n: not a convolution")
 
-    end = _causal_slice(node, L)
+    end = causal_end(node, L)
     if end is None:
-        return Skip(node, "the inverse FFT is not followed by a causal slice [..., :L]")
+        return Skip(node, "the inverse FFT is not followed by a causal slice [..., :L] (of its real part)")
 
     env = shape_env(u) or shape_env(k)
     if provably_nonnegative(n_expr - L - Lk + 1, env):
@@ -218,9 +251,9 @@ def rfft_product_conv(node: fx.Node):
     explicit_scale = bool(factors) or u_spec.norm not in (None, "backward") or \
         _arg(node, 3, "norm") not in (None, "backward")
     return Match(
-        pattern="P1" if explicit_scale else "P2", anchor=node, end=end, u=u, k=k, D=D,
+        pattern=named(explicit_scale), anchor=node, end=end, u=u, k=k, D=D,
         D_needs_flatten=flatten, fft_size=fft_size,
-        details={"n": str(n_expr), "scale": "explicit 1/n" if explicit_scale else "irfft default",
+        details={"n": str(n_expr), "scale": "explicit 1/n" if explicit_scale else "inverse FFT default",
                  "skip": D is not None, "module": module_path(node),
                  "u_shape": [str(s) for s in (B, H, L)], "k_shape": [str(Hk), str(Lk)]})
 

@@ -88,6 +88,31 @@ class P2(torch.nn.Module):
         return y + u * self.D.unsqueeze(-1)
 
 
+class P6(torch.nn.Module):
+    """flash-fft-conv reference style: complex fft on both sides, ifft, causal slice, then .real."""
+
+    def __init__(self, H=4, Lmax=512):
+        super().__init__()
+        self.k = torch.nn.Parameter(_filter(H, Lmax, 2))
+        self.D = torch.nn.Parameter(torch.randn(H))
+
+    def forward(self, u):
+        seqlen = u.shape[-1]
+        n = 2 * seqlen
+        k_f = torch.fft.fft(self.k[:, :seqlen].float(), n=n) / n
+        u_f = torch.fft.fft(u.float(), n=n)
+        y = torch.fft.ifft(u_f * k_f, n=n, norm="forward")[..., :seqlen].real
+        return y + u * self.D.unsqueeze(-1)
+
+
+class P6RealFirst(P6):
+    """`.real` before the slice, default norms, no skip term."""
+
+    def forward(self, u):
+        L = u.shape[-1]
+        return torch.fft.ifft(torch.fft.fft(u, n=2 * L) * torch.fft.fft(self.k[:, :L], n=2 * L), n=2 * L).real[..., :L]
+
+
 class NotAConvolution(torch.nn.Module):
     """A spectral feature (power spectrum), not a convolution: must be left alone."""
 
@@ -135,13 +160,14 @@ def _nodes(path):
     return onnx.load(str(path)).graph.node
 
 
-@pytest.mark.parametrize("model,pattern", [(P1(), "P1"), (P1(d_shape="preshaped"), "P1"), (P1b(), "P1"),
-                                           (P2(), "P2")])
-def test_pattern_becomes_one_node_and_matches_pytorch(tmp_path, model, pattern):
+@pytest.mark.parametrize("model,pattern,skip", [(P1(), "P1", True), (P1(d_shape="preshaped"), "P1", True),
+                                                (P1b(), "P1", True), (P2(), "P2", True), (P6(), "P6", True),
+                                                (P6RealFirst(), "P6", False)])
+def test_pattern_becomes_one_node_and_matches_pytorch(tmp_path, model, pattern, skip):
     path = tmp_path / "m.onnx"
     report = export(model.eval(), (torch.randn(2, 4, 64),), path)
     assert [r.pattern for r in report.rewrites] == [pattern]
-    assert report.rewrites[0].skip_term  # each of these models has the u * D term
+    assert report.rewrites[0].skip_term is skip
     assert report.left == []
     nodes = _nodes(path)
     assert sum(n.op_type == "FFTConv" for n in nodes) == 1
