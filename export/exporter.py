@@ -22,7 +22,7 @@ from fftconv_rt.spec import DOMAIN, OP_NAME
 from fftconv_rt.torch_op import fftconv as _fftconv_op  # noqa: F401  (registers the op)
 
 from .graph import ASSERT_TARGETS, aten, module_path, real_users, tensor_val
-from .patterns import INVERSE_FFTS, PATTERNS, Match, Skip, fft_nodes
+from .patterns import CONVOLUTIONS, INVERSE_FFTS, PATTERNS, Match, Options, Skip, fft_nodes
 
 
 class NoLongConvolutionError(ValueError):
@@ -114,7 +114,9 @@ def _apply(graph: fx.Graph, m: Match) -> None:
     u_dtype = tensor_val(m.u).dtype
     with graph.inserting_before(m.end):
         k = m.k
-        if tensor_val(k).dtype not in (torch.float32, u_dtype):
+        if m.k_is_conv_weight:  # Conv1d correlates: the causal filter is the weight reversed
+            k = graph.call_function(aten.flip.default, (graph.call_function(aten.squeeze.dim, (k, 1)), [-1]))
+        if tensor_val(m.k).dtype not in (torch.float32, u_dtype):
             k = graph.call_function(aten.to.dtype, (k, torch.float32))
         D = m.D
         if D is not None:
@@ -124,9 +126,14 @@ def _apply(graph: fx.Graph, m: Match) -> None:
                 D = graph.call_function(aten.to.dtype, (D, torch.float32))
         out = graph.call_function(torch.ops.fftconv_rt.fftconv.default,
                                   (m.u, k, D, None, None, m.fft_size, "BHL"))
+        if m.bias is not None:
+            out = graph.call_function(aten.add.Tensor, (out, graph.call_function(aten.unsqueeze.default,
+                                                                                    (m.bias, -1))))
         end_dtype = tensor_val(m.end).dtype
         if end_dtype != u_dtype:  # the model computed in a wider type and did not cast back
             out = graph.call_function(aten.to.dtype, (out, end_dtype))
+    # the replacement computes the same tensor: later matches read its shape and type here
+    out.meta["val"] = m.end.meta.get("val")
     m.end.replace_all_uses_with(out)
 
 
@@ -148,7 +155,7 @@ def _size_names(graph: fx.Graph):
 
 
 def rewrite_long_convolutions(model: torch.nn.Module, example_inputs: Sequence[Any],
-                              dynamic_shapes=None) -> tuple[fx.GraphModule, ExportReport]:
+                              dynamic_shapes=None, min_conv_taps: int = 64) -> tuple[fx.GraphModule, ExportReport]:
     """The model as a GraphModule with every recognised long convolution replaced by the op."""
     example_inputs = tuple(example_inputs)
     if dynamic_shapes is None:
@@ -159,11 +166,12 @@ def rewrite_long_convolutions(model: torch.nn.Module, example_inputs: Sequence[A
     report = ExportReport()
     skipped: dict[fx.Node, str] = {}
     readable = _size_names(graph)
+    options = Options(min_conv_taps=min_conv_taps)
     for node in list(graph.nodes):
-        if node.op != "call_function" or node.target not in INVERSE_FFTS:
+        if node.op != "call_function" or node.target not in INVERSE_FFTS | CONVOLUTIONS:
             continue
         for _, match_fn in PATTERNS:
-            result = match_fn(node)
+            result = match_fn(node, options)
             if isinstance(result, Match):
                 _apply(graph, result)
                 d = result.details
@@ -190,13 +198,16 @@ def rewrite_long_convolutions(model: torch.nn.Module, example_inputs: Sequence[A
 
 def export(model: torch.nn.Module, example_inputs: Sequence[Any], path: str | Path, *,
            dynamic_shapes=None, opset_version: int = 18, input_names: Optional[list] = None,
-           output_names: Optional[list] = None, require_rewrite: bool = True) -> ExportReport:
+           output_names: Optional[list] = None, require_rewrite: bool = True,
+           min_conv_taps: int = 64) -> ExportReport:
     """Exports model to ONNX at path with its long convolutions as fftconv_rt::FFTConv nodes.
 
     dynamic_shapes: as for torch.export (default: every dimension Dim.AUTO, so batch and
     sequence length stay dynamic when the model allows it; use a batch of 2 or more in the
     example, since torch.export specialises dimensions of size 1).
     require_rewrite: raise NoLongConvolutionError when nothing was rewritten.
+    min_conv_taps: depthwise causal Conv1d layers with at least this many taps become FFTConv
+    nodes too (pattern P13); shorter ones (Hyena's 3-tap FIR filters) stay ONNX Conv.
     """
     import onnx
 
@@ -213,7 +224,7 @@ def export(model: torch.nn.Module, example_inputs: Sequence[Any], path: str | Pa
     model.eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec.*")
-        gm, report = rewrite_long_convolutions(model, example_inputs, dynamic_shapes)
+        gm, report = rewrite_long_convolutions(model, example_inputs, dynamic_shapes, min_conv_taps)
     if require_rewrite and not report.rewrites:
         raise NoLongConvolutionError(
             "fftconv-rt export: no long convolution found in the model (expected the pattern "

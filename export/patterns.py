@@ -29,7 +29,17 @@ class Match:
     D: Optional[fx.Node] = None
     D_needs_flatten: bool = False
     fft_size: int = 0
+    k_is_conv_weight: bool = False   # k is a depthwise Conv1d weight (H, 1, K): flip it into a filter
+    bias: Optional[fx.Node] = None   # (H,) added to the output (a Conv1d's bias)
     details: dict = field(default_factory=dict)
+
+
+@dataclass
+class Options:
+    """What the user decides about matching: long Conv1d kernels from this many taps are rewritten
+    (the short 3-tap FIR convolutions of Hyena-style models never are)."""
+
+    min_conv_taps: int = 64
 
 
 @dataclass
@@ -38,7 +48,7 @@ class Skip:
     reason: str
 
 
-PatternFn = Callable[[fx.Node], "Match | Skip | None"]
+PatternFn = Callable[[fx.Node, "Options"], "Match | Skip | None"]
 PATTERNS: list[tuple[str, PatternFn]] = []
 
 
@@ -57,6 +67,7 @@ _FFT = {aten.fft_fft.default}
 _IFFT = {aten.fft_ifft.default}
 # Inverse transforms a convolution pattern can end in (the matchers' anchors).
 INVERSE_FFTS = _IRFFT | _IFFT
+CONVOLUTIONS = {aten.conv1d.default}
 
 
 def _arg(node: fx.Node, index: int, name: str, default=None):
@@ -177,14 +188,14 @@ def _output_cast(node: fx.Node, dtype: torch.dtype) -> fx.Node:
 # ---- P1 / P2 / P6: FFT(u, n) * FFT(k, n) -> inverse FFT(n) -> [..., :L] (+ u * D) --
 
 @pattern("P1/P2 rfft-irfft causal convolution")
-def rfft_product_conv(node: fx.Node):
+def rfft_product_conv(node: fx.Node, options: Options):
     if node.op != "call_function" or node.target not in _IRFFT:
         return None
     return _spectral_product_conv(node, _RFFT, _causal_slice, named=lambda explicit: "P1" if explicit else "P2")
 
 
 @pattern("P6 fft-ifft(.real) causal convolution")
-def fft_product_conv(node: fx.Node):
+def fft_product_conv(node: fx.Node, options: Options):
     if node.op != "call_function" or node.target not in _IFFT:
         return None
     return _spectral_product_conv(node, _FFT, _real_causal_cut, named=lambda explicit: "P6")
@@ -256,6 +267,52 @@ def _spectral_product_conv(node: fx.Node, forward_targets, causal_end, named):
         details={"n": str(n_expr), "scale": "explicit 1/n" if explicit_scale else "inverse FFT default",
                  "skip": D is not None, "module": module_path(node),
                  "u_shape": [str(s) for s in (B, H, L)], "k_shape": [str(Hk), str(Lk)]})
+
+
+# ---- P13: long depthwise conv1d(x, w, groups=C, padding=K-1)[..., :L] ------------------
+
+def _ints(value) -> Optional[list]:
+    if isinstance(value, int):
+        return [value]
+    if isinstance(value, (list, tuple)) and all(isinstance(v, int) for v in value):
+        return list(value)
+    return None
+
+
+@pattern("P13 long depthwise conv1d")
+def long_depthwise_conv1d(node: fx.Node, options: Options):
+    if node.op != "call_function" or node.target not in CONVOLUTIONS:
+        return None
+    x, weight = node.args[0], node.args[1]
+    bias = _arg(node, 2, "bias")
+    stride, padding = _ints(_arg(node, 3, "stride", 1)), _arg(node, 4, "padding", 0)
+    dilation, groups = _ints(_arg(node, 5, "dilation", 1)), _arg(node, 6, "groups", 1)
+    xs, ws = shape_exprs(x), shape_exprs(weight)
+    if xs is None or ws is None or len(xs) != 3 or len(ws) != 3 or not all(e.is_number for e in ws):
+        return None
+    channels, per_group, taps = (int(e) for e in ws)
+    if per_group != 1 or taps < options.min_conv_taps:
+        return None  # not depthwise, or a short FIR convolution: left to ONNX's Conv, as the user asked
+    if not (same_size(groups, channels) and same_size(xs[1], channels)):
+        return Skip(node, f"a long Conv1d whose groups and input channels are not provably its {channels} "
+                          "filters (dynamic channels?): export with a static channel dimension")
+    if stride != [1] or dilation != [1] or _ints(padding) != [taps - 1]:
+        return Skip(node, "a long depthwise Conv1d, but not causal (padding K-1, stride 1, dilation 1)")
+    B, H, L = xs
+    end = _causal_slice(node, L)
+    if end is None:
+        return Skip(node, "a long depthwise Conv1d not followed by the causal slice [..., :L]")
+    u_dtype = tensor_val(x).dtype
+    if u_dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        return Skip(node, f"input dtype {u_dtype} is not float32, float16 or bfloat16")
+    add, D, flatten = _skip_term(end, strip_casts(x), H)
+    if add is not None:
+        end = add
+    return Match(pattern="P13", anchor=node, end=end, u=x, k=weight, D=D, D_needs_flatten=flatten,
+                 k_is_conv_weight=True, bias=bias,
+                 details={"n": "auto", "scale": f"Conv1d, {taps} taps", "skip": D is not None,
+                          "module": module_path(node), "u_shape": [str(s) for s in (B, H, L)],
+                          "k_shape": [str(channels), str(taps)]})
 
 
 FFT_TARGETS = {aten.fft_rfft.default, aten.fft_irfft.default, aten.fft_fft.default, aten.fft_ifft.default,

@@ -291,3 +291,40 @@ def test_report_names_dynamic_sizes_after_the_inputs(tmp_path):
     r = report.rewrites[0]
     assert r.u_shape == ["u.shape[0]", "4", "u.shape[2]"] and r.n == "2*u.shape[2]"
     assert "u(u.shape[0], 4, u.shape[2])" in str(report)
+
+
+class P13(torch.nn.Module):
+    """StripedHyena-style long FIR: depthwise conv1d, padding K-1, causal slice, bias; followed by
+    a short 3-tap depthwise conv (Hyena's FIR) that must stay a Conv."""
+
+    def __init__(self, H=4, taps=100):
+        super().__init__()
+        self.h = torch.nn.Parameter(_filter(H, taps, 3))
+        self.bias = torch.nn.Parameter(torch.randn(H))
+        self.short = torch.nn.Conv1d(H, H, 3, padding=2, groups=H)
+
+    def forward(self, x):
+        L = x.shape[-1]
+        taps = self.h.shape[-1]
+        y = torch.nn.functional.conv1d(x, self.h[:, None, :], self.bias, groups=self.h.shape[0],
+                                       padding=taps - 1)[..., :L]
+        return self.short(y)[..., :L]
+
+
+def test_long_depthwise_conv1d_becomes_fftconv_and_short_ones_stay(tmp_path):
+    model = P13().eval()
+    path = tmp_path / "m.onnx"
+    report = export(model, (torch.randn(2, 4, 128),), path)
+    assert [r.pattern for r in report.rewrites] == ["P13"]
+    ops = [n.op_type for n in _nodes(path)]
+    assert ops.count("FFTConv") == 1 and ops.count("Conv") == 1  # the 3-tap FIR is still a Conv
+    _check_ort(model, path, [(2, 4, 128), (3, 4, 50), (1, 4, 300)])
+
+
+def test_conv_threshold_is_the_users(tmp_path):
+    with pytest.raises(NoLongConvolutionError):
+        export(P13().eval(), (torch.randn(2, 4, 128),), tmp_path / "m.onnx", min_conv_taps=101)
+    model = P13().eval()
+    report = export(model, (torch.randn(2, 4, 128),), tmp_path / "m.onnx", min_conv_taps=3)
+    assert [r.pattern for r in report.rewrites] == ["P13", "P13"]
+    _check_ort(model, tmp_path / "m.onnx", [(2, 4, 128), (1, 4, 77)])
