@@ -328,3 +328,29 @@ def test_conv_threshold_is_the_users(tmp_path):
     report = export(model, (torch.randn(2, 4, 128),), tmp_path / "m.onnx", min_conv_taps=3)
     assert [r.pattern for r in report.rewrites] == ["P13", "P13"]
     _check_ort(model, tmp_path / "m.onnx", [(2, 4, 128), (1, 4, 77)])
+
+
+class P3(torch.nn.Module):
+    """s4 FFTConv style: fft size l_kernel + L with a filter shorter than the input."""
+
+    def __init__(self, H=4, l_kernel=40):
+        super().__init__()
+        self.k = torch.nn.Parameter(_filter(H, l_kernel, 4))
+        self.D = torch.nn.Parameter(torch.randn(H))
+
+    def forward(self, u):
+        L = u.size(-1)
+        l_kernel = self.k.shape[-1]
+        k_f = torch.fft.rfft(self.k, n=l_kernel + L)
+        u_f = torch.fft.rfft(u, n=l_kernel + L)
+        y = torch.fft.irfft(u_f * k_f, n=l_kernel + L)[..., :L]
+        return y + u * self.D.unsqueeze(-1)
+
+
+def test_symbolic_fft_size_with_a_shorter_filter(tmp_path):
+    model = P3().eval()
+    path = tmp_path / "m.onnx"
+    report = export(model, (torch.randn(2, 4, 64),), path)
+    r = report.rewrites[0]
+    assert r.fft_size == 0 and r.k_shape == ["4", "40"]  # provably linear for every length: automatic size
+    _check_ort(model, path, [(2, 4, 64), (1, 4, 500), (3, 4, 41)])

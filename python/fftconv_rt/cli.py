@@ -56,7 +56,7 @@ def _cmd_export(args) -> int:
     try:
         with steps.step(f"exporting to {args.output}"):
             report = export(model, example, args.output, opset_version=args.opset,
-                            require_rewrite=not args.allow_none)
+                            require_rewrite=not args.allow_none, min_conv_taps=args.min_conv_taps)
     except NoLongConvolutionError as e:
         print(e, file=sys.stderr)
         return 2
@@ -142,6 +142,8 @@ def main(argv=None) -> int:
     p.add_argument("--report", action="store_true", help="print what was rewritten and what was left")
     p.add_argument("--report-json", action="store_true", help="print the report as JSON")
     p.add_argument("--allow-none", action="store_true", help="write the model even if nothing was rewritten")
+    p.add_argument("--min-conv-taps", type=int, default=64,
+                   help="depthwise causal Conv1d layers with at least this many taps become FFTConv (default 64)")
     p.set_defaults(fn=_cmd_export)
 
     p = sub.add_parser("decompose", help="replace every FFTConv node by standard ONNX ops (DFT, ...)")
