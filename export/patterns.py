@@ -110,10 +110,28 @@ class _Spectrum:
     source: fx.Node  # the real tensor transformed, casts stripped
     n: object
     norm: Optional[str]
+    half_of_full: bool = False  # fft(x, n)[..., :n//2 + 1], the rfft computed the long way (P5)
+
+
+def _half_spectrum(node) -> Optional[_Spectrum]:
+    """`fft(x, n)[..., :n//2 + 1]` of a real x: the same values as rfft(x, n)."""
+    if not (isinstance(node, fx.Node) and node.op == "call_function" and node.target == aten.slice.Tensor):
+        return None
+    full = _as_spectrum(node.args[0], _FFT)
+    if full is None or _arg(node, 2, "start", None) not in (None, 0) or _arg(node, 4, "step", 1) != 1:
+        return None
+    if not _is_last_dim(node.args[0], _arg(node, 1, "dim", 0)) or full.n is None:
+        return None
+    if not same_size(_arg(node, 3, "end", None), sympy.floor(expr(full.n) / 2) + 1):
+        return None
+    full.half_of_full = True
+    return full
 
 
 def _as_spectrum(node, targets) -> Optional[_Spectrum]:
     """The forward transform (one of `targets`) of a real tensor along its last dimension."""
+    if targets is _RFFT and _half_spectrum(node) is not None:
+        return _half_spectrum(node)
     if not (isinstance(node, fx.Node) and node.op == "call_function" and node.target in targets):
         return None
     x = node.args[0]
@@ -191,14 +209,15 @@ def _output_cast(node: fx.Node, dtype: torch.dtype) -> fx.Node:
 def rfft_product_conv(node: fx.Node, options: Options):
     if node.op != "call_function" or node.target not in _IRFFT:
         return None
-    return _spectral_product_conv(node, _RFFT, _causal_slice, named=lambda explicit: "P1" if explicit else "P2")
+    return _spectral_product_conv(node, _RFFT, _causal_slice,
+                                  named=lambda explicit, half: "P5" if half else ("P1" if explicit else "P2"))
 
 
 @pattern("P6 fft-ifft(.real) causal convolution")
 def fft_product_conv(node: fx.Node, options: Options):
     if node.op != "call_function" or node.target not in _IFFT:
         return None
-    return _spectral_product_conv(node, _FFT, _real_causal_cut, named=lambda explicit: "P6")
+    return _spectral_product_conv(node, _FFT, _real_causal_cut, named=lambda explicit, half: "P6")
 
 
 def _spectral_product_conv(node: fx.Node, forward_targets, causal_end, named):
@@ -262,7 +281,7 @@ def _spectral_product_conv(node: fx.Node, forward_targets, causal_end, named):
     explicit_scale = bool(factors) or u_spec.norm not in (None, "backward") or \
         _arg(node, 3, "norm") not in (None, "backward")
     return Match(
-        pattern=named(explicit_scale), anchor=node, end=end, u=u, k=k, D=D,
+        pattern=named(explicit_scale, any(sp.half_of_full for sp in spectra)), anchor=node, end=end, u=u, k=k, D=D,
         D_needs_flatten=flatten, fft_size=fft_size,
         details={"n": str(n_expr), "scale": "explicit 1/n" if explicit_scale else "inverse FFT default",
                  "skip": D is not None, "module": module_path(node),

@@ -354,3 +354,30 @@ def test_symbolic_fft_size_with_a_shorter_filter(tmp_path):
     r = report.rewrites[0]
     assert r.fft_size == 0 and r.k_shape == ["4", "40"]  # provably linear for every length: automatic size
     _check_ort(model, path, [(2, 4, 64), (1, 4, 500), (3, 4, 41)])
+
+
+class P5(torch.nn.Module):
+    """StripedHyena parallel_iir style: full fft of the gated input sliced to the half spectrum,
+    times an rfft filter, irfft; skip term and post-gate around it."""
+
+    def __init__(self, H=4, Lmax=512):
+        super().__init__()
+        self.h = torch.nn.Parameter(_filter(H, Lmax, 5))
+        self.D = torch.nn.Parameter(torch.randn(H))
+
+    def forward(self, u):
+        L = u.shape[-1]
+        x1v, x2 = u * torch.sigmoid(u), torch.tanh(u)
+        Hf = torch.fft.rfft(self.h[:, :L].float(), n=2 * L) / (2 * L)
+        X = torch.fft.fft(x1v.float(), n=2 * L)[..., :Hf.shape[-1]]
+        y = torch.fft.irfft(X * Hf, n=2 * L, norm="forward")[..., :L]
+        return (y + x1v * self.D.unsqueeze(-1)) * x2
+
+
+def test_half_spectrum_of_a_full_fft(tmp_path):
+    model = P5().eval()
+    path = tmp_path / "m.onnx"
+    report = export(model, (torch.randn(2, 4, 64),), path)
+    assert [r.pattern for r in report.rewrites] == ["P5"] and report.rewrites[0].skip_term
+    assert report.left == []
+    _check_ort(model, path, [(2, 4, 64), (1, 4, 300)])
