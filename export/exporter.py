@@ -114,18 +114,28 @@ def _apply(graph: fx.Graph, m: Match) -> None:
     u_dtype = tensor_val(m.u).dtype
     with graph.inserting_before(m.end):
         k = m.k
+        u = m.u
+        if m.heads:  # one FFTConv channel per (head, channel): u shared by the heads
+            u = graph.call_function(aten.flatten.using_ints, (
+                graph.call_function(aten.expand.default, (graph.call_function(aten.unsqueeze.default, (u, 1)),
+                                                          [-1, m.heads, -1, -1])), 1, 2))
+            k = graph.call_function(aten.flatten.using_ints, (k, 0, 1))
         if m.k_is_conv_weight:  # Conv1d correlates: the causal filter is the weight reversed
             k = graph.call_function(aten.flip.default, (graph.call_function(aten.squeeze.dim, (k, 1)), [-1]))
         if tensor_val(m.k).dtype not in (torch.float32, u_dtype):
             k = graph.call_function(aten.to.dtype, (k, torch.float32))
         D = m.D
-        if D is not None:
+        if D is not None and m.heads:
+            D = graph.call_function(aten.flatten.using_ints, (D, 0, 1))
+        elif D is not None:
             if m.D_needs_flatten:
                 D = graph.call_function(aten.reshape.default, (D, [-1]))
             if tensor_val(m.D).dtype not in (torch.float32, u_dtype):
                 D = graph.call_function(aten.to.dtype, (D, torch.float32))
         out = graph.call_function(torch.ops.fftconv_rt.fftconv.default,
-                                  (m.u, k, D, None, None, m.fft_size, "BHL"))
+                                  (u, k, D, None, None, m.fft_size, "BHL"))
+        if m.heads:  # back to (B, C, H, L)
+            out = graph.call_function(aten.unflatten.int, (out, 1, [m.heads, -1]))
         if m.bias is not None:
             out = graph.call_function(aten.add.Tensor, (out, graph.call_function(aten.unsqueeze.default,
                                                                                     (m.bias, -1))))

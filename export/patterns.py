@@ -30,6 +30,7 @@ class Match:
     D_needs_flatten: bool = False
     fft_size: int = 0
     k_is_conv_weight: bool = False   # k is a depthwise Conv1d weight (H, 1, K): flip it into a filter
+    heads: int = 0                   # P4: k is (C, H, Lk), u (B, H, L) is shared by the C heads, y is (B, C, H, L)
     bias: Optional[fx.Node] = None   # (H,) added to the output (a Conv1d's bias)
     details: dict = field(default_factory=dict)
 
@@ -286,6 +287,88 @@ def _spectral_product_conv(node: fx.Node, forward_targets, causal_end, named):
         details={"n": str(n_expr), "scale": "explicit 1/n" if explicit_scale else "inverse FFT default",
                  "skip": D is not None, "module": module_path(node),
                  "u_shape": [str(s) for s in (B, H, L)], "k_shape": [str(Hk), str(Lk)]})
+
+
+# ---- P4: einsum('bhl,chl->bchl', rfft(u), rfft(k)) -> irfft -> [..., :L] (+ einsum(u, D)) --
+
+def _multi_head_equation(equation: str) -> Optional[tuple[int, int]]:
+    """For 'bhl,chl->bchl' (any letters, either operand order): (index of the (B,H,L)
+    operand, index of the (C,H,L) one); None for any other equation."""
+    equation = equation.replace(" ", "")
+    if "->" not in equation:
+        return None
+    lhs, out = equation.split("->")
+    operands = lhs.split(",")
+    if len(operands) != 2 or any(len(o) != 3 for o in operands) or len(out) != 4:
+        return None
+    for ui, ki in ((0, 1), (1, 0)):
+        (b, h, l), (c, h2, l2) = operands[ui], operands[ki]
+        if h == h2 and l == l2 and len({b, c, h, l}) == 4 and out == b + c + h + l:
+            return ui, ki
+    return None
+
+
+def _multi_head_skip(y: fx.Node, u: fx.Node, H) -> tuple[Optional[fx.Node], Optional[fx.Node]]:
+    """`y + einsum('bhl,ch->bchl', u, D)`: (add node, D of shape (C, H))."""
+    add = only_user(y)
+    if add is None or add.target != aten.add.Tensor or len(add.args) != 2:
+        return None, None
+    other = add.args[1] if add.args[0] is y else add.args[0]
+    if not (isinstance(other, fx.Node) and other.target == aten.einsum.default and only_user(other) is add):
+        return None, None
+    equation = other.args[0].replace(" ", "")
+    x, d = other.args[1]
+    if strip_casts(x) is not u or "->" not in equation:
+        return None, None
+    (eu, ed), out = equation.split("->")[0].split(","), equation.split("->")[1]
+    if len(eu) == 3 and len(ed) == 2 and ed[1] == eu[1] and out == eu[0] + ed[0] + eu[1] + eu[2]:
+        return add, d
+    return None, None
+
+
+@pattern("P4 multi-head einsum convolution")
+def multi_head_conv(node: fx.Node, options: Options):
+    if node.op != "call_function" or node.target not in _IRFFT:
+        return None
+    n = _arg(node, 1, "n")
+    if n is None or not _is_last_dim(node, _arg(node, 2, "dim", -1)):
+        return None
+    factors: list = []
+    product = _peel_scalars(node.args[0], factors)
+    if not (isinstance(product, fx.Node) and product.target == aten.einsum.default):
+        return None
+    order = _multi_head_equation(product.args[0])
+    if order is None:
+        return Skip(node, f"einsum {product.args[0]!r} is not the multi-head product 'bhl,chl->bchl'")
+    spectra = [_as_spectrum(_peel_scalars(op, factors), _RFFT) for op in product.args[1]]
+    if any(sp is None for sp in spectra):
+        return None
+    u_spec, k_spec = spectra[order[0]], spectra[order[1]]
+    u, k = u_spec.source, k_spec.source
+    us, ks = shape_exprs(u), shape_exprs(k)
+    if len(us) != 3 or len(ks) != 3 or not ks[0].is_number or sympy.simplify(us[1] - ks[1]) != 0:
+        return Skip(node, "multi-head operands are not (B, H, L) and (C, H, Lk) with a fixed C")
+    B, H, L = us
+    C, _, Lk = ks
+    n_expr = expr(n)
+    if not (same_size(u_spec.n, n) and same_size(k_spec.n, n)):
+        return Skip(node, "the forward and inverse FFT sizes differ")
+    scale = sympy.Mul(*factors) * _norm_scale(u_spec.norm, n_expr, False) * \
+        _norm_scale(k_spec.norm, n_expr, False) * _norm_scale(_arg(node, 3, "norm"), n_expr, True)
+    if sympy.simplify(scale * n_expr - 1) != 0:
+        return Skip(node, f"the FFT scale factors multiply to {scale}, not 1/n: not a convolution")
+    end = _causal_slice(node, L)
+    if end is None:
+        return Skip(node, "the inverse FFT is not followed by a causal slice [..., :L]")
+    if not provably_nonnegative(n_expr - L - Lk + 1, shape_env(u) or shape_env(k)):
+        return Skip(node, f"cannot prove n = {n_expr} >= L + Lk - 1 for every allowed length")
+    add, D = _multi_head_skip(end, u, H)
+    if add is not None:
+        end = add
+    return Match(pattern="P4", anchor=node, end=end, u=u, k=k, D=D, heads=int(C),
+                 details={"n": str(n_expr), "scale": f"{int(C)} heads, einsum", "skip": D is not None,
+                          "module": module_path(node), "u_shape": [str(x) for x in (B, H, L)],
+                          "k_shape": [str(x) for x in ks]})
 
 
 # ---- P13: long depthwise conv1d(x, w, groups=C, padding=K-1)[..., :L] ------------------

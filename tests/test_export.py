@@ -381,3 +381,31 @@ def test_half_spectrum_of_a_full_fft(tmp_path):
     assert [r.pattern for r in report.rewrites] == ["P5"] and report.rewrites[0].skip_term
     assert report.left == []
     _check_ort(model, path, [(2, 4, 64), (1, 4, 300)])
+
+
+class P4(torch.nn.Module):
+    """safari/s4 multi-head style: einsum('bhl,chl->bchl') of the spectra, einsum skip term,
+    heads flattened into channels afterwards."""
+
+    def __init__(self, C=2, H=4, Lmax=256):
+        super().__init__()
+        self.k = torch.nn.Parameter(torch.stack([_filter(H, Lmax, 6 + c) for c in range(C)]))
+        self.D = torch.nn.Parameter(torch.randn(C, H))
+
+    def forward(self, u):
+        L = u.shape[-1]
+        n = 2 * L
+        k_f = torch.fft.rfft(self.k[..., :L], n=n)
+        u_f = torch.fft.rfft(u, n=n)
+        y = torch.fft.irfft(torch.einsum("bhl,chl->bchl", u_f, k_f), n=n)[..., :L]
+        y = y + torch.einsum("bhl,ch->bchl", u, self.D)
+        return y.reshape(y.shape[0], -1, L)
+
+
+def test_multi_head_einsum(tmp_path):
+    model = P4().eval()
+    path = tmp_path / "m.onnx"
+    report = export(model, (torch.randn(2, 4, 64),), path)
+    assert [r.pattern for r in report.rewrites] == ["P4"] and report.rewrites[0].skip_term
+    assert report.left == []
+    _check_ort(model, path, [(2, 4, 64), (3, 4, 200)])
