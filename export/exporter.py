@@ -21,7 +21,7 @@ from fftconv_rt.onnx_translation import custom_translation_table
 from fftconv_rt.spec import DOMAIN, OP_NAME
 from fftconv_rt.torch_op import fftconv as _fftconv_op  # noqa: F401  (registers the op)
 
-from .graph import ASSERT_TARGETS, aten, module_path, real_users, tensor_val
+from .graph import ASSERT_TARGETS, aten, module_path, only_user, real_users, same_size, tensor_val
 from .patterns import CONVOLUTIONS, INVERSE_FFTS, PATTERNS, Match, Options, Skip, fft_nodes
 
 
@@ -39,6 +39,7 @@ class Rewrite:
     skip_term: bool
     n: str
     scale: str
+    gates: str = ""  # "pregate", "postgate" or both: elementwise products folded into the node
 
 
 @dataclass
@@ -67,7 +68,8 @@ class ExportReport:
         for r in self.rewrites:
             where = r.module or "<top>"
             lines.append(f"  {r.pattern:3s} {where:30s} u({', '.join(r.u_shape)}) k({', '.join(r.k_shape)}) "
-                         f"n={r.n} fft_size={r.fft_size} skip={'yes' if r.skip_term else 'no'} ({r.scale})")
+                         f"n={r.n} fft_size={r.fft_size} skip={'yes' if r.skip_term else 'no'} "
+                         f"gates={r.gates or 'none'} ({r.scale})")
         lines.append(f"FFT uses left as they were: {len(self.left)}")
         for f in self.left:
             lines.append(f"  {f.op:22s} {f.module or '<top>':30s} {f.reason}")
@@ -110,7 +112,11 @@ def _remove_dead_code(graph: fx.Graph) -> None:
                 changed = True
 
 
-def _apply(graph: fx.Graph, m: Match) -> None:
+_FFTCONV_OP = torch.ops.fftconv_rt.fftconv.default
+
+
+def _apply(graph: fx.Graph, m: Match) -> fx.Node:
+    """Inserts the op for the match, reroutes the match's users to it; returns the op node."""
     u_dtype = tensor_val(m.u).dtype
     with graph.inserting_before(m.end):
         k = m.k
@@ -132,8 +138,7 @@ def _apply(graph: fx.Graph, m: Match) -> None:
                 D = graph.call_function(aten.reshape.default, (D, [-1]))
             if tensor_val(m.D).dtype not in (torch.float32, u_dtype):
                 D = graph.call_function(aten.to.dtype, (D, torch.float32))
-        out = graph.call_function(torch.ops.fftconv_rt.fftconv.default,
-                                  (u, k, D, None, None, m.fft_size, "BHL"))
+        op = out = graph.call_function(_FFTCONV_OP, (u, k, D, None, None, m.fft_size, "BHL"))
         if m.heads:  # back to (B, C, H, L)
             out = graph.call_function(aten.unflatten.int, (out, 1, [m.heads, -1]))
         if m.bias is not None:
@@ -144,7 +149,39 @@ def _apply(graph: fx.Graph, m: Match) -> None:
             out = graph.call_function(aten.to.dtype, (out, end_dtype))
     # the replacement computes the same tensor: later matches read its shape and type here
     out.meta["val"] = m.end.meta.get("val")
+    if op is out:
+        op.meta["val"] = m.end.meta.get("val")
     m.end.replace_all_uses_with(out)
+    return op
+
+
+def _same_tensor_type(a, b) -> bool:
+    ta, tb = tensor_val(a), tensor_val(b)
+    return (ta is not None and tb is not None and ta.dtype == tb.dtype and ta.dim() == tb.dim()
+            and all(same_size(x, y) for x, y in zip(ta.shape, tb.shape)))
+
+
+def _fold_gates(graph: fx.Graph, node: fx.Node) -> str:
+    """Folds `(a * b)` as the op's input into u = a, pregate = b, and `op(...) * g` on its
+    output into postgate = g, when the products are elementwise on same-shaped tensors of u's
+    type and used by nothing else. Returns which were folded."""
+    u, k, D, pre, post, fft_size, layout = node.args
+    folded = []
+    if pre is None and isinstance(u, fx.Node) and u.target == aten.mul.Tensor and real_users(u) == [node]:
+        a, b = u.args[:2]
+        if isinstance(a, fx.Node) and isinstance(b, fx.Node) and _same_tensor_type(a, u) and _same_tensor_type(b, u):
+            u, pre = a, b
+            folded.append("pregate")
+    user = only_user(node)
+    if post is None and user is not None and user.target == aten.mul.Tensor and tensor_val(node) is not None:
+        g = user.args[1] if user.args[0] is node else user.args[0]
+        if isinstance(g, fx.Node) and _same_tensor_type(g, node) and _same_tensor_type(user, node):
+            post = g
+            user.replace_all_uses_with(node)
+            node.meta["val"] = user.meta.get("val")
+            folded.append("postgate")
+    node.args = (u, k, D, pre, post, fft_size, layout)
+    return "+".join(folded)
 
 
 def _size_names(graph: fx.Graph):
@@ -177,13 +214,14 @@ def rewrite_long_convolutions(model: torch.nn.Module, example_inputs: Sequence[A
     skipped: dict[fx.Node, str] = {}
     readable = _size_names(graph)
     options = Options(min_conv_taps=min_conv_taps)
+    op_nodes: list[fx.Node] = []
     for node in list(graph.nodes):
         if node.op != "call_function" or node.target not in INVERSE_FFTS | CONVOLUTIONS:
             continue
         for _, match_fn in PATTERNS:
             result = match_fn(node, options)
             if isinstance(result, Match):
-                _apply(graph, result)
+                op_nodes.append(_apply(graph, result))
                 d = result.details
                 report.rewrites.append(Rewrite(result.pattern, d["module"], [readable(x) for x in d["u_shape"]],
                                                [readable(x) for x in d["k_shape"]], result.fft_size, d["skip"],
@@ -192,6 +230,9 @@ def rewrite_long_convolutions(model: torch.nn.Module, example_inputs: Sequence[A
                 break
             if isinstance(result, Skip):
                 skipped[node] = result.reason
+    _remove_dead_code(graph)
+    for rewrite, op_node in zip(report.rewrites, op_nodes):
+        rewrite.gates = _fold_gates(graph, op_node)
     _remove_dead_code(graph)
     gm.recompile()
 

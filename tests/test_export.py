@@ -409,3 +409,14 @@ def test_multi_head_einsum(tmp_path):
     assert [r.pattern for r in report.rewrites] == ["P4"] and report.rewrites[0].skip_term
     assert report.left == []
     _check_ort(model, path, [(2, 4, 64), (3, 4, 200)])
+
+
+def test_gates_next_to_the_convolution_are_folded_into_the_node(tmp_path):
+    model = P5().eval()
+    path = tmp_path / "m.onnx"
+    report = export(model, (torch.randn(2, 4, 64),), path)
+    assert report.rewrites[0].gates == "pregate+postgate"
+    node = next(n for n in _nodes(path) if n.op_type == "FFTConv")
+    assert len(node.input) == 5 and all(node.input)  # u, k, D, pregate, postgate all present
+    assert not [n for n in _nodes(path) if n.op_type == "Mul" and node.output[0] in n.input]
+    _check_ort(model, path, [(2, 4, 64), (1, 4, 300)])
