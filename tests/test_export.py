@@ -420,3 +420,61 @@ def test_gates_next_to_the_convolution_are_folded_into_the_node(tmp_path):
     assert len(node.input) == 5 and all(node.input)  # u, k, D, pregate, postgate all present
     assert not [n for n in _nodes(path) if n.op_type == "Mul" and node.output[0] in n.input]
     _check_ort(model, path, [(2, 4, 64), (1, 4, 300)])
+
+
+class P7(torch.nn.Module):
+    """s4 bidirectional style: a two-sided filter built by flip + pad into length 2L, n = 2L: a
+    circular convolution whose lag semantics must be kept exactly."""
+
+    def __init__(self, H=4, Lmax=256):
+        super().__init__()
+        self.k0 = torch.nn.Parameter(_filter(H, Lmax, 7))
+        self.k1 = torch.nn.Parameter(_filter(H, Lmax, 8))
+        self.D = torch.nn.Parameter(torch.randn(H))
+
+    def forward(self, u):
+        L = u.shape[-1]
+        k = torch.nn.functional.pad(self.k0[:, :L], (0, L)) + \
+            torch.nn.functional.pad(self.k1[:, :L].flip(-1), (L, 0))
+        y = torch.fft.irfft(torch.fft.rfft(u, n=2 * L) * torch.fft.rfft(k, n=2 * L), n=2 * L)[..., :L]
+        return y + u * self.D.unsqueeze(-1)
+
+
+def test_two_sided_filter_keeps_its_circular_semantics_with_static_shapes(tmp_path):
+    model = P7().eval()
+    path = tmp_path / "m.onnx"
+    report = export(model, (torch.randn(2, 4, 64),), path, dynamic_shapes=(None,))
+    assert report.rewrites[0].fft_size == 128  # circular of period n = 2L, exactly as the model
+    _check_ort(model, path, [(2, 4, 64)])
+
+
+def test_two_sided_filter_with_dynamic_length_is_left_with_the_reason(tmp_path):
+    with pytest.raises(NoLongConvolutionError, match="cannot prove n = 2"):
+        export(P7().eval(), (torch.randn(2, 4, 64),), tmp_path / "m.onnx")
+
+
+class FFTsThatAreNotLongConvolutions(torch.nn.Module):
+    """Section D: a 2-D spectral filter and a convolution along the channel axis beside one real
+    long convolution; only the latter is rewritten."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = P1()
+        self.spectral = torch.nn.Parameter(torch.randn(4, 33))
+
+    def forward(self, u):
+        L = u.shape[-1]
+        image = torch.fft.irfft2(torch.fft.rfft2(u) * 0.5, s=u.shape[-2:])  # 2-D filtering
+        across = torch.fft.irfft(torch.fft.rfft(u, n=8, dim=1) * torch.fft.rfft(u, n=8, dim=1), n=8, dim=1)[:, :4]
+        return self.conv(u) + image + across[..., :L]
+
+
+def test_ffts_that_are_not_long_convolutions_are_left(tmp_path):
+    model = FFTsThatAreNotLongConvolutions().eval()
+    path = tmp_path / "m.onnx"
+    report = export(model, (torch.randn(2, 4, 64),), path)
+    assert [r.module for r in report.rewrites] == ["conv"]
+    left_ops = sorted(f.op for f in report.left)
+    assert left_ops == sorted(["fft_rfft2.default", "fft_irfft2.default", "fft_rfft.default", "fft_rfft.default",
+                               "fft_irfft.default"])
+    _check_ort(model, path, [(2, 4, 64)])
