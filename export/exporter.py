@@ -40,6 +40,7 @@ class Rewrite:
     n: str
     scale: str
     gates: str = ""  # "pregate", "postgate" or both: elementwise products folded into the node
+    layout: str = "BHL"  # "BLH" when the transposes of a channels-last model were folded in
 
 
 @dataclass
@@ -69,7 +70,7 @@ class ExportReport:
             where = r.module or "<top>"
             lines.append(f"  {r.pattern:3s} {where:30s} u({', '.join(r.u_shape)}) k({', '.join(r.k_shape)}) "
                          f"n={r.n} fft_size={r.fft_size} skip={'yes' if r.skip_term else 'no'} "
-                         f"gates={r.gates or 'none'} ({r.scale})")
+                         f"gates={r.gates or 'none'} layout={r.layout} ({r.scale})")
         lines.append(f"FFT uses left as they were: {len(self.left)}")
         for f in self.left:
             lines.append(f"  {f.op:22s} {f.module or '<top>':30s} {f.reason}")
@@ -184,6 +185,29 @@ def _fold_gates(graph: fx.Graph, node: fx.Node) -> str:
     return "+".join(folded)
 
 
+def _swaps_last_two(node) -> bool:
+    """transpose(x, 1, 2) / permute(x, [0, 2, 1]) of a rank-3 tensor."""
+    if not isinstance(node, fx.Node) or tensor_val(node) is None or tensor_val(node).dim() != 3:
+        return False
+    if node.target == aten.transpose.int:
+        return sorted(d % 3 for d in node.args[1:3]) == [1, 2]
+    return node.target == aten.permute.default and [d % 3 for d in node.args[1]] == [0, 2, 1]
+
+
+def _fold_layout(node: fx.Node) -> str:
+    """A channels-last model: `transpose -> op -> transpose back` becomes the op with layout BLH
+    (when no gate is folded, so every tensor of the op is in one layout). Returns the layout."""
+    u, k, D, pre, post, fft_size, layout = node.args
+    user = only_user(node)
+    if pre is None and post is None and layout == "BHL" and _swaps_last_two(u) and real_users(u) == [node] \
+            and tensor_val(node) is not None and _swaps_last_two(user):
+        node.args = (u.args[0], k, D, pre, post, fft_size, "BLH")
+        user.replace_all_uses_with(node)
+        node.meta["val"] = user.meta.get("val")
+        return "BLH"
+    return layout
+
+
 def _size_names(graph: fx.Graph):
     """A function that rewrites torch.export's size symbols (s27, ...) in a text as the input
     dimensions they stand for (tokens.shape[1], ...)."""
@@ -233,6 +257,7 @@ def rewrite_long_convolutions(model: torch.nn.Module, example_inputs: Sequence[A
     _remove_dead_code(graph)
     for rewrite, op_node in zip(report.rewrites, op_nodes):
         rewrite.gates = _fold_gates(graph, op_node)
+        rewrite.layout = _fold_layout(op_node)
     _remove_dead_code(graph)
     gm.recompile()
 

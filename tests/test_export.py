@@ -478,3 +478,27 @@ def test_ffts_that_are_not_long_convolutions_are_left(tmp_path):
     assert left_ops == sorted(["fft_rfft2.default", "fft_irfft2.default", "fft_rfft.default", "fft_rfft.default",
                                "fft_irfft.default"])
     _check_ort(model, path, [(2, 4, 64)])
+
+
+class ChannelsLast(torch.nn.Module):
+    """A model that keeps (B, L, H) and transposes around its long convolution."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = P1()
+        self.proj = torch.nn.Linear(4, 4)
+
+    def forward(self, x):  # (B, L, H)
+        return self.proj(self.conv(self.proj(x).transpose(1, 2)).transpose(1, 2))
+
+
+def test_transposes_of_a_channels_last_model_become_layout_blh(tmp_path):
+    model = ChannelsLast().eval()
+    path = tmp_path / "m.onnx"
+    report = export(model, (torch.randn(2, 64, 4),), path)
+    assert report.rewrites[0].layout == "BLH"
+    nodes = _nodes(path)
+    node = next(n for n in nodes if n.op_type == "FFTConv")
+    assert any(a.name == "layout" and a.s == b"BLH" for a in node.attribute)
+    assert not [n for n in nodes if n.op_type == "Transpose"]
+    _check_ort(model, path, [(2, 64, 4), (3, 150, 4)])
