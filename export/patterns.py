@@ -204,6 +204,29 @@ def _output_cast(node: fx.Node, dtype: torch.dtype) -> fx.Node:
     return node
 
 
+def _sizes_and_scale_refusal(node: fx.Node, n, u_spec: _Spectrum, k_spec: _Spectrum, factors: list):
+    """A Skip when the transforms' sizes differ or their scale factors do not multiply to 1/n."""
+    if not (same_size(u_spec.n, n) and same_size(k_spec.n, n)):
+        return Skip(node, "the forward and inverse FFT sizes differ")
+    n_expr = expr(n)
+    scale = sympy.Mul(*factors) * _norm_scale(u_spec.norm, n_expr, False) * \
+        _norm_scale(k_spec.norm, n_expr, False) * _norm_scale(_arg(node, 3, "norm"), n_expr, True)
+    if sympy.simplify(scale * n_expr - 1) != 0:
+        return Skip(node, f"the FFT scale factors multiply to {scale}, not 1/n: not a convolution")
+    return None
+
+
+def _fft_size_attribute(n_expr, L, Lk, env):
+    """The node's fft_size for a transform of n points: 0 when the convolution is linear for
+    every allowed length, n when n is fixed (circular, kept exactly); else the reason (a str)."""
+    if provably_nonnegative(n_expr - L - Lk + 1, env):
+        return 0
+    if n_expr.is_number and provably_nonnegative(n_expr - L, env) and provably_nonnegative(n_expr - Lk, env):
+        return int(n_expr)
+    return (f"cannot prove n = {n_expr} >= L + Lk - 1 = {L + Lk - 1} for every allowed length; export with "
+            "static shapes or a filter as long as the input")
+
+
 # ---- P1 / P2 / P6: FFT(u, n) * FFT(k, n) -> inverse FFT(n) -> [..., :L] (+ u * D) --
 
 @pattern("P1/P2 rfft-irfft causal convolution")
@@ -248,27 +271,18 @@ def _spectral_product_conv(node: fx.Node, forward_targets, causal_end, named):
     Hk, Lk = shape_exprs(k)
     if sympy.simplify(H - Hk) != 0:
         return Skip(node, "filter channels do not match the input's")
-    if not (same_size(u_spec.n, n) and same_size(k_spec.n, n)):
-        return Skip(node, "the forward and inverse FFT sizes differ")
-
+    refusal = _sizes_and_scale_refusal(node, n, u_spec, k_spec, factors)
+    if refusal:
+        return refusal
     n_expr = expr(n)
-    scale = sympy.Mul(*factors) * _norm_scale(u_spec.norm, n_expr, False) * \
-        _norm_scale(k_spec.norm, n_expr, False) * _norm_scale(_arg(node, 3, "norm"), n_expr, True)
-    if sympy.simplify(scale * n_expr - 1) != 0:
-        return Skip(node, f"the FFT scale factors multiply to {scale}, not 1/n: not a convolution")
 
     end = causal_end(node, L)
     if end is None:
         return Skip(node, "the inverse FFT is not followed by a causal slice [..., :L] (of its real part)")
 
-    env = shape_env(u) or shape_env(k)
-    if provably_nonnegative(n_expr - L - Lk + 1, env):
-        fft_size = 0  # linear for every length: the op's automatic size
-    elif n_expr.is_number and provably_nonnegative(n_expr - L, env) and provably_nonnegative(n_expr - Lk, env):
-        fft_size = int(n_expr)  # circular of a fixed period, kept exactly
-    else:
-        return Skip(node, f"cannot prove n = {n_expr} >= L + Lk - 1 = {L + Lk - 1} for every allowed "
-                          "length; export with static shapes or a filter as long as the input")
+    fft_size = _fft_size_attribute(n_expr, L, Lk, shape_env(u) or shape_env(k))
+    if isinstance(fft_size, str):
+        return Skip(node, fft_size)
 
     u_dtype = tensor_val(u).dtype
     if u_dtype not in (torch.float32, torch.float16, torch.bfloat16):
@@ -350,22 +364,22 @@ def multi_head_conv(node: fx.Node, options: Options):
         return Skip(node, "multi-head operands are not (B, H, L) and (C, H, Lk) with a fixed C")
     B, H, L = us
     C, _, Lk = ks
+    refusal = _sizes_and_scale_refusal(node, n, u_spec, k_spec, factors)
+    if refusal:
+        return refusal
     n_expr = expr(n)
-    if not (same_size(u_spec.n, n) and same_size(k_spec.n, n)):
-        return Skip(node, "the forward and inverse FFT sizes differ")
-    scale = sympy.Mul(*factors) * _norm_scale(u_spec.norm, n_expr, False) * \
-        _norm_scale(k_spec.norm, n_expr, False) * _norm_scale(_arg(node, 3, "norm"), n_expr, True)
-    if sympy.simplify(scale * n_expr - 1) != 0:
-        return Skip(node, f"the FFT scale factors multiply to {scale}, not 1/n: not a convolution")
     end = _causal_slice(node, L)
     if end is None:
         return Skip(node, "the inverse FFT is not followed by a causal slice [..., :L]")
-    if not provably_nonnegative(n_expr - L - Lk + 1, shape_env(u) or shape_env(k)):
-        return Skip(node, f"cannot prove n = {n_expr} >= L + Lk - 1 for every allowed length")
+    fft_size = _fft_size_attribute(n_expr, L, Lk, shape_env(u) or shape_env(k))
+    if isinstance(fft_size, str):
+        return Skip(node, fft_size)
+    if tensor_val(u).dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        return Skip(node, f"input dtype {tensor_val(u).dtype} is not float32, float16 or bfloat16")
     add, D = _multi_head_skip(end, u, H)
     if add is not None:
         end = add
-    return Match(pattern="P4", anchor=node, end=end, u=u, k=k, D=D, heads=int(C),
+    return Match(pattern="P4", anchor=node, end=end, u=u, k=k, D=D, heads=int(C), fft_size=fft_size,
                  details={"n": str(n_expr), "scale": f"{int(C)} heads, einsum", "skip": D is not None,
                           "module": module_path(node), "u_shape": [str(x) for x in (B, H, L)],
                           "k_shape": [str(x) for x in ks]})
