@@ -131,8 +131,9 @@ def _half_spectrum(node) -> Optional[_Spectrum]:
 
 def _as_spectrum(node, targets) -> Optional[_Spectrum]:
     """The forward transform (one of `targets`) of a real tensor along its last dimension."""
-    if targets is _RFFT and _half_spectrum(node) is not None:
-        return _half_spectrum(node)
+    half = _half_spectrum(node) if targets is _RFFT else None
+    if half is not None:
+        return half
     if not (isinstance(node, fx.Node) and node.op == "call_function" and node.target in targets):
         return None
     x = node.args[0]

@@ -166,17 +166,27 @@ def resolve(descs, fft_size: int, layout: str) -> tuple[Params, tuple[int, int, 
     return params, tuple(out_shape)
 
 
-_NUMPY_CODES = {np.dtype(np.float32): FLOAT32, np.dtype(np.float16): FLOAT16}
+# ONNX TensorProto type numbers by dtype name (NumPy's and torch's names agree); 0 for
+# anything else, which fftconv_resolve refuses by number.
+_ONNX_TYPE_NUMBERS = {"float32": FLOAT32, "float16": FLOAT16, "bfloat16": BFLOAT16, "float64": 11, "int32": 6,
+                      "int64": 7, "uint8": 2, "int8": 3, "bool": 9}
+
+
+def dtype_code(dtype_name: str) -> int:
+    """ONNX type number of a dtype name ("float16", "torch.float16", a bfloat16 from ml_dtypes...)."""
+    return _ONNX_TYPE_NUMBERS.get(dtype_name.replace("torch.", ""), 0)
 
 
 def numpy_dtype_code(a: np.ndarray) -> int:
     """ONNX type number of a NumPy array; bfloat16 arrays come from ml_dtypes."""
-    if a.dtype.name == "bfloat16":
-        return BFLOAT16
-    code = _NUMPY_CODES.get(a.dtype)
-    if code is None:
-        return {np.dtype(np.float64): 11, np.dtype(np.int32): 6, np.dtype(np.int64): 7}.get(a.dtype, 0)
-    return code
+    return dtype_code(a.dtype.name)
+
+
+def set_pointers(params: Params, inputs, y) -> None:
+    """Sets the five input addresses (None for omitted inputs) and the output address."""
+    for name, address in zip(INPUT_NAMES, inputs):
+        setattr(params, name, address)
+    params.y = y
 
 
 def fftconv_numpy(u, k, D=None, pregate=None, postgate=None, fft_size: int = 0, layout: str = "BHL",
@@ -187,9 +197,7 @@ def fftconv_numpy(u, k, D=None, pregate=None, postgate=None, fft_size: int = 0, 
     params, out_shape = resolve(descs, fft_size, layout)
     arrays = [np.ascontiguousarray(a) if a is not None else None for a in arrays]
     y = np.empty(out_shape, dtype=arrays[0].dtype)
-    for name, a in zip(INPUT_NAMES, arrays):
-        setattr(params, name, a.ctypes.data if a is not None else None)
-    params.y = y.ctypes.data
+    set_pointers(params, [a.ctypes.data if a is not None else None for a in arrays], y.ctypes.data)
     params.num_threads = num_threads
     check(core().fftconv_cpu_forward(ctypes.byref(params), None))
     return y

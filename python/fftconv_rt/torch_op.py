@@ -15,17 +15,9 @@ from torch import Tensor
 
 from . import _lib
 
-_TORCH_CODES = {torch.float32: _lib.FLOAT32, torch.float16: _lib.FLOAT16, torch.bfloat16: _lib.BFLOAT16}
-_OTHER_CODES = {torch.float64: 11, torch.int32: 6, torch.int64: 7, torch.uint8: 2, torch.int8: 3, torch.bool: 9}
-
-
-def _dtype_code(t: Tensor) -> int:
-    return _TORCH_CODES.get(t.dtype) or _OTHER_CODES.get(t.dtype, 0)
-
-
 def _resolve(u, k, D, pregate, postgate, fft_size, layout):
     tensors = (u, k, D, pregate, postgate)
-    descs = [_lib.describe(t.shape, _dtype_code(t)) if t is not None else _lib.describe((), None)
+    descs = [_lib.describe(t.shape, _lib.dtype_code(str(t.dtype))) if t is not None else _lib.describe((), None)
              for t in tensors]
     return _lib.resolve(descs, fft_size, layout)
 
@@ -36,30 +28,36 @@ def _check_tensor_args(u, k, D, pregate, postgate):
             raise _lib.FFTConvError(f"FFTConv: input '{name}' must be a torch.Tensor, got {type(t).__name__}")
 
 
+def _check_same_device(u, tensors):
+    for name, t in zip(_lib.INPUT_NAMES, tensors):
+        if t is not None and t.device != u.device:
+            raise _lib.FFTConvError(f"FFTConv: input '{name}' is on {t.device}; expected {u.device} like 'u'")
+
+
+def _setup(u, k, D, pregate, postgate, fft_size, layout):
+    """What every kernel does first: checks the arguments, makes them contiguous, validates them
+    against the op contract, allocates y, and points the params at all of them."""
+    _check_tensor_args(u, k, D, pregate, postgate)
+    tensors = [t.contiguous() if t is not None else None for t in (u, k, D, pregate, postgate)]
+    _check_same_device(u, tensors)
+    params, out_shape = _resolve(*tensors, fft_size, layout)
+    y = torch.empty(out_shape, dtype=u.dtype, device=u.device)
+    _lib.set_pointers(params, [t.data_ptr() if t is not None else None for t in tensors], y.data_ptr())
+    return params, tensors, y
+
+
 @torch.library.custom_op("fftconv_rt::fftconv", mutates_args=(), device_types="cpu")
 def fftconv(u: Tensor, k: Tensor, D: Optional[Tensor] = None, pregate: Optional[Tensor] = None,
             postgate: Optional[Tensor] = None, fft_size: int = 0, layout: str = "BHL") -> Tensor:
     """y = postgate * (irfft(rfft(pregate*u, n) * rfft(k, n), n)[..., :L] + D * pregate*u); see op_spec.toml.
 
     Non-contiguous inputs are copied to contiguous memory first."""
-    _check_tensor_args(u, k, D, pregate, postgate)
-    params, out_shape = _resolve(u, k, D, pregate, postgate, fft_size, layout)
-    tensors = [t.contiguous() if t is not None else None for t in (u, k, D, pregate, postgate)]
-    y = torch.empty(out_shape, dtype=u.dtype, device=u.device)
+    params, _, y = _setup(u, k, D, pregate, postgate, fft_size, layout)
     if y.numel() == 0:
         return y
-    for name, t in zip(_lib.INPUT_NAMES, tensors):
-        setattr(params, name, t.data_ptr() if t is not None else None)
-    params.y = y.data_ptr()
     params.num_threads = torch.get_num_threads()
     _lib.check(_lib.core().fftconv_cpu_forward(ctypes.byref(params), None))
     return y
-
-
-def _check_same_device(u, tensors):
-    for name, t in zip(_lib.INPUT_NAMES, tensors):
-        if t is not None and t.device != u.device:
-            raise _lib.FFTConvError(f"FFTConv: input '{name}' is on {t.device}; expected {u.device} like 'u'")
 
 
 def prepare_filter_cuda(params, k: Tensor, device) -> Tensor:
@@ -81,22 +79,15 @@ def _workspace(params, device) -> Tensor:
 
 @fftconv.register_kernel("cuda")
 def _fftconv_cuda(u, k, D=None, pregate=None, postgate=None, fft_size=0, layout="BHL"):
-    _check_tensor_args(u, k, D, pregate, postgate)
     if not _lib.has_cuda_kernels():
         raise _lib.FFTConvError("FFTConv: this build of fftconv-rt has no CUDA kernels (built without nvcc); "
                                 "rebuild with -DFFTCONV_BUILD_CUDA=ON or move the tensors to the CPU")
-    tensors = [t.contiguous() if t is not None else None for t in (u, k, D, pregate, postgate)]
-    _check_same_device(u, tensors)
-    params, out_shape = _resolve(*tensors, fft_size, layout)
-    y = torch.empty(out_shape, dtype=u.dtype, device=u.device)
+    params, tensors, y = _setup(u, k, D, pregate, postgate, fft_size, layout)
     if y.numel() == 0:
         return y
     with torch.cuda.device(u.device):
         params.stream = torch.cuda.current_stream(u.device).cuda_stream
         spectrum = prepare_filter_cuda(params, tensors[1], u.device)
-        for name, t in zip(_lib.INPUT_NAMES, tensors):
-            setattr(params, name, t.data_ptr() if t is not None else None)
-        params.y = y.data_ptr()
         workspace = _workspace(params, u.device)
         _lib.check(_lib.core().fftconv_cuda_forward(ctypes.byref(params), spectrum.data_ptr(), workspace.data_ptr(),
                                                     workspace.numel()))
