@@ -72,9 +72,21 @@ def test_circular_fft_size(rng, L, Lk, n):
     assert err <= tolerance("float32")
 
 
-def test_filter_in_io_dtype(rng):
-    err = _run(make_inputs(rng, 2, 3, 3000, 3000, "float16", ("D",)), "float16", k_dtype=torch.float16)
-    assert err <= tolerance("float16")
+@pytest.mark.parametrize("L", [1000, 3000])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_filter_in_io_dtype(rng, L, dtype):
+    """A filter given in the I/O type (not split in two parts on the tensor-core path)."""
+    err = _run(make_inputs(rng, 2, 3, L, L, dtype, ("D", "pregate")), dtype, k_dtype=TORCH_DTYPES[dtype])
+    assert err <= tolerance(dtype)
+
+
+@pytest.mark.parametrize("L,Lk", [(100003, 100), (5000, 2048), (5000, 2049), (70000, 16), (300, 1)])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_short_filter_long_sequence(rng, L, Lk, dtype):
+    """Short filters take the tensor-core path (up to 2048 taps) over many chunks of a row;
+    2049 taps take the FFT path."""
+    err = _run(make_inputs(rng, 2, 3, L, Lk, dtype, ("D", "pregate", "postgate")), dtype)
+    assert err <= tolerance(dtype), f"{err:.3e}"
 
 
 @pytest.mark.parametrize("L", [1000, 4096])

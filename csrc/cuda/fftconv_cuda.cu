@@ -32,10 +32,17 @@
 
 #include "../common/error.h"
 #include "../common/geometry.h"
+#include "cuda_common.cuh"
+#include "direct_conv.h"
 #include "fftconv_rt/fftconv.h"
 
 namespace fftconv {
 namespace {
+
+using cuda::allow_shared;
+using cuda::check_cuda;
+using cuda::Elem;
+using cuda::load_any;
 
 constexpr int64_t kFusedMax = 16384;  // largest transform done by the fused kernel (in place, 128 KiB)
 constexpr int kFusedThreadsMax = int(kFusedMax / 16);  // one thread per 16 points
@@ -47,34 +54,6 @@ constexpr int kSplitPoints = 4096;    // complex points per block of the split p
 #endif
 constexpr int kThreads = FFTCONV_CUDA_THREADS;
 static_assert(kThreads * 16 >= kSplitPoints, "the split passes give each thread 16 points");
-
-// ---- element access ------------------------------------------------------
-
-template <int DT> struct Elem;
-template <> struct Elem<FFTCONV_FLOAT32> {
-  __device__ static float load(const void* p, int64_t i) { return static_cast<const float*>(p)[i]; }
-  __device__ static void store(void* p, int64_t i, float v) { static_cast<float*>(p)[i] = v; }
-};
-template <> struct Elem<FFTCONV_FLOAT16> {
-  __device__ static float load(const void* p, int64_t i) { return __half2float(static_cast<const __half*>(p)[i]); }
-  __device__ static void store(void* p, int64_t i, float v) { static_cast<__half*>(p)[i] = __float2half_rn(v); }
-};
-template <> struct Elem<FFTCONV_BFLOAT16> {
-  __device__ static float load(const void* p, int64_t i) {
-    return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
-  }
-  __device__ static void store(void* p, int64_t i, float v) {
-    static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(v);
-  }
-};
-
-__device__ float load_any(const void* p, int32_t dtype, int64_t i) {
-  switch (dtype) {
-    case FFTCONV_FLOAT16: return Elem<FFTCONV_FLOAT16>::load(p, i);
-    case FFTCONV_BFLOAT16: return Elem<FFTCONV_BFLOAT16>::load(p, i);
-    default: return Elem<FFTCONV_FLOAT32>::load(p, i);
-  }
-}
 
 // Where a row (a (b, h) sequence of u, y and the gates) lies: element t at base + t * stride.
 struct RowAddress {
@@ -680,26 +659,6 @@ Plan make_plan(const fftconv_params& p) {
   return plan;
 }
 
-void check_cuda(cudaError_t e, const char* what) {
-  if (e != cudaSuccess)
-    fail(FFTCONV_ERR_INTERNAL, std::string(what) + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
-}
-
-// Refuses host pointers and pointers not aligned to their element type.
-void check_device_pointer(const void* ptr, const char* name, int64_t element_bytes) {
-  if (!ptr) return;
-  cudaPointerAttributes attributes{};
-  if (cudaPointerGetAttributes(&attributes, ptr) != cudaSuccess) cudaGetLastError();  // clear it
-  if (attributes.type != cudaMemoryTypeDevice && attributes.type != cudaMemoryTypeManaged)
-    fail(FFTCONV_ERR_INVALID_ARGUMENT,
-         std::string("'") + name + "' is not a CUDA device pointer; the CUDA path needs device memory");
-  if (reinterpret_cast<uintptr_t>(ptr) % uintptr_t(element_bytes) != 0)
-    fail(FFTCONV_ERR_INVALID_ARGUMENT, std::string("'") + name + "' is not aligned to its element size (" +
-                                           std::to_string(element_bytes) + " bytes)");
-}
-
-int64_t element_bytes(int32_t dtype) { return dtype == FFTCONV_FLOAT32 ? 4 : 2; }
-
 // Fills g_roots on the current device, once per process (the first call waits for it).
 void ensure_roots(cudaStream_t stream) {
   constexpr int kMaxDevices = 64;
@@ -720,11 +679,20 @@ void ensure_roots(cudaStream_t stream) {
   });
 }
 
-template <typename Kernel>
-void allow_shared(Kernel kernel, int bytes) {
-  check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes),
-             "setting the shared-memory size");
+// Refuses host pointers and pointers not aligned to their element type.
+void check_device_pointer(const void* ptr, const char* name, int64_t element_bytes) {
+  if (!ptr) return;
+  cudaPointerAttributes attributes{};
+  if (cudaPointerGetAttributes(&attributes, ptr) != cudaSuccess) cudaGetLastError();  // clear it
+  if (attributes.type != cudaMemoryTypeDevice && attributes.type != cudaMemoryTypeManaged)
+    fail(FFTCONV_ERR_INVALID_ARGUMENT,
+         std::string("'") + name + "' is not a CUDA device pointer; the CUDA path needs device memory");
+  if (reinterpret_cast<uintptr_t>(ptr) % uintptr_t(element_bytes) != 0)
+    fail(FFTCONV_ERR_INVALID_ARGUMENT, std::string("'") + name + "' is not aligned to its element size (" +
+                                           std::to_string(element_bytes) + " bytes)");
 }
+
+int64_t element_bytes(int32_t dtype) { return dtype == FFTCONV_FLOAT32 ? 4 : 2; }
 
 RunArgs run_args(const fftconv_params& p, const Plan& plan, const float* spectrum, void* workspace) {
   RunArgs a{};
@@ -810,11 +778,13 @@ int32_t fftconv_cuda_available(void) {
 
 int64_t fftconv_cuda_filter_bytes(const fftconv_params* p) {
   if (!p || p->H < 0 || p->L < 0 || p->Lk < 1 || p->fft_size < 0) return 0;
+  if (cuda::direct_applies(*p)) return cuda::direct_filter_bytes(*p);
   return p->H * 2 * make_plan(*p).bins * int64_t(sizeof(float));
 }
 
 int64_t fftconv_cuda_workspace_bytes(const fftconv_params* p) {
   if (!p || p->B < 0 || p->H < 0 || p->L < 0 || p->Lk < 1 || p->fft_size < 0) return 0;
+  if (cuda::direct_applies(*p)) return 0;
   const Plan plan = make_plan(*p);
   return std::max(workspace_bytes(plan, p->B * p->H), workspace_bytes(plan, p->H));
 }
@@ -827,6 +797,8 @@ fftconv_status fftconv_cuda_prepare_filter(const fftconv_params* p, void* spectr
     if (p->H == 0) return;
     check_device_pointer(p->k, "k", element_bytes(p->k_dtype));
     check_device_pointer(spectrum, "spectrum", 4);
+    cudaStream_t stream = static_cast<cudaStream_t>(p->stream);
+    if (cuda::direct_applies(*p)) return cuda::direct_prepare_filter(*p, spectrum, stream);
     const Plan plan = make_plan(*p);
     check_size(plan, *p);
     check_workspace(plan, p->H, workspace, workspace_bytes_given);
@@ -837,7 +809,6 @@ fftconv_status fftconv_cuda_prepare_filter(const fftconv_params* p, void* spectr
     const int64_t pairs = (p->H + 1) / 2;
     check_grid(pairs);
     const int shared = kSplitPoints * int(sizeof(float2));
-    cudaStream_t stream = static_cast<cudaStream_t>(p->stream);
     ensure_roots(stream);
     if (plan.fused) {
       const int fused_shared = int(plan.m * sizeof(float2));
@@ -868,11 +839,12 @@ fftconv_status fftconv_cuda_forward(const fftconv_params* p, const void* spectru
     check_device_pointer(p->postgate, "postgate", io);
     check_device_pointer(p->D, "D", element_bytes(p->D_dtype));
     check_device_pointer(spectrum, "spectrum", 4);
+    cudaStream_t stream = static_cast<cudaStream_t>(p->stream);
+    if (cuda::direct_applies(*p)) return cuda::direct_forward(*p, spectrum, stream);
     const Plan plan = make_plan(*p);
     check_size(plan, *p);
     check_workspace(plan, p->B * p->H, workspace, workspace_bytes_given);
     const RunArgs a = run_args(*p, plan, static_cast<const float*>(spectrum), workspace);
-    cudaStream_t stream = static_cast<cudaStream_t>(p->stream);
     ensure_roots(stream);
     switch (p->dtype) {
       case FFTCONV_FLOAT16: launch_forward<FFTCONV_FLOAT16>(*p, plan, a, stream); break;

@@ -131,10 +131,10 @@ FFTCONV_API fftconv_status fftconv_cpu_forward(const fftconv_params* p, const fl
  * All pointers of params are device pointers; everything runs on
  * params->stream (a cudaStream_t; NULL = the legacy default stream), with no
  * device-wide synchronisation and no allocation: the caller provides the
- * filter spectrum buffer and the workspace, whose sizes these queries give.
- * A constant filter is prepared once and its spectrum reused by every run of
- * the same (H, Lk, transform size); the transform size depends on (L, Lk,
- * fft_size) as on the CPU. */
+ * prepared-filter buffer and the workspace, whose sizes these queries give.
+ * The prepared filter is opaque: a spectrum, or, for short filters of fp16/bf16
+ * calls (tensor-core path), the reversed taps. A constant filter is prepared
+ * once and reused by every run whose params differ only in B and the pointers. */
 
 /* 1 when this library has the CUDA kernels and a CUDA device is visible. */
 FFTCONV_API int32_t fftconv_cuda_available(void);

@@ -1,0 +1,299 @@
+// Short filters on tensor cores: the causal convolution as products of 16x16
+// Toeplitz blocks (mma.sync m16n8k16, fp16/bf16 operands, fp32 accumulation).
+//
+// With time cut in blocks of 16 steps, output block j of a row is
+//   Y_j = sum_d T_d U_(j-d),   T_d[t][s] = k[16 d + t - s]  (0 outside 0 <= . < taps),
+// so one mma takes T_d as A (t by s) and the input blocks j - d of 8 consecutive
+// output blocks as B (s by j): a tile of 128 outputs. A warp owns Q tiles of one
+// row (a "unit") and runs over d, loading T_d once for its Q tiles. The work is
+// (taps/16 + 1) mma per tile, where an FFT costs log(L): a path for short filters.
+//
+// Operand layouts: the k index of the mma is permuted so that lane (g, c) holds
+// s = 4c .. 4c + 3 in both operands. B is then one aligned 8-byte load of 4
+// consecutive inputs, and row t of A is k[16d + t - 4c - 3 .. 16d + t - 4c]:
+// 4 consecutive values of the reversed filter R[i] = k[origin - i]. R lies in
+// shared memory in 4 copies shifted by one element, so that a lane reads its 4
+// values with one aligned 8-byte load from the copy matching its row.
+//
+// A float32 filter is split into its rounding to the I/O type plus the rounded
+// remainder (two mma per block product): the filter keeps 16 (bf16) or 22 (fp16)
+// significant bits instead of 8 or 11.
+#include "cuda_common.cuh"
+#include "direct_conv.h"
+
+#include <algorithm>
+#include <cstdlib>
+
+#include "../common/geometry.h"
+
+namespace fftconv {
+namespace cuda {
+namespace {
+
+constexpr int kMaxWarps = 8;         // warps per block, all on one channel
+constexpr int kBlock = 16;           // time steps per Toeplitz block
+constexpr int kTile = 8 * kBlock;    // outputs of one mma: 8 blocks
+constexpr int kDefaultMaxTaps = 2048;
+constexpr int kLargestTaps = 4096;  // the filter and 8 windows still fit a block's shared memory
+
+// The filter's shape in the prepared buffer and in shared memory.
+struct DirectGeometry {
+  int64_t taps;     // filter taps that reach an output
+  int blocks;       // Toeplitz blocks T_0 .. T_(blocks-1) that are not zero
+  int rlen;         // length of the reversed filter R
+  int origin;       // R[i] = k[origin - i]
+  int copy_stride;  // elements between the 4 shifted copies in shared memory
+  int parts;        // 2 when a float32 filter is split in rounded part and remainder
+};
+
+DirectGeometry direct_geometry(const fftconv_params& p) {
+  DirectGeometry g{};
+  g.taps = used_taps(p.L, p.Lk, p.fft_size);
+  g.blocks = int((g.taps + kBlock - 2) / kBlock + 1);  // T_d holds k[16d - 15 .. 16d + 15]
+  g.rlen = kBlock * g.blocks + 2 * kBlock;
+  g.origin = kBlock * g.blocks + kBlock - 1;
+  g.copy_stride = g.rlen + 8;  // a multiple of 4 (aligned 8-byte reads), copies 16 bytes apart in the banks
+  g.parts = p.k_dtype == FFTCONV_FLOAT32 ? 2 : 1;
+  return g;
+}
+
+// Tiles per unit: enough to reuse each T_d, few enough to keep the accumulators in registers.
+int tiles_per_unit(int64_t L) { return L <= kTile ? 1 : L <= 2 * kTile ? 2 : L <= 4 * kTile ? 4 : 8; }
+
+struct DirectArgs {
+  const void* u;
+  const void* pregate;
+  const void* postgate;
+  const void* D;
+  void* y;
+  const uint16_t* filter;  // prepared: [parts][H][rlen] in the I/O type
+  int64_t B, H, L;
+  int64_t chunks;   // units per row
+  int64_t groups;   // blocks per channel
+  int blocks, rlen, origin, copy_stride, parts;
+  int32_t D_dtype;
+};
+
+template <int DT>
+__device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  if constexpr (DT == FFTCONV_FLOAT16) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+}
+
+// A fragment of T_d for lane (g, c): rows g and g + 8 are R[idx .. idx + 3] and
+// R[idx - 8 .. idx - 5], read from the copy that makes them aligned (`copy` points
+// at that copy minus its shift, so that copy + idx is the aligned address).
+__device__ __forceinline__ void load_a(const uint16_t* copy, int idx, uint32_t (&a)[4]) {
+  const uint2 row_g = *reinterpret_cast<const uint2*>(copy + idx);
+  const uint2 row_g8 = *reinterpret_cast<const uint2*>(copy + idx - 8);
+  a[0] = row_g.x, a[1] = row_g8.x, a[2] = row_g.y, a[3] = row_g8.y;
+}
+
+template <int DT>
+__global__ void direct_filter_kernel(const void* k, int32_t k_dtype, int64_t H, int64_t Lk, int64_t taps, int rlen,
+                                     int origin, int parts, uint16_t* out) {
+  const int64_t total = H * rlen;
+  for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
+       idx += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t h = idx / rlen;
+    const int64_t tap = origin - (idx - h * rlen);
+    const float value = (tap >= 0 && tap < taps) ? load_any(k, k_dtype, h * Lk + tap) : 0.f;
+    const uint16_t rounded = Elem<DT>::bits(value);
+    out[idx] = rounded;
+    if (parts == 2) out[total + idx] = Elem<DT>::bits(value - Elem<DT>::from_bits(rounded));
+  }
+}
+
+// Block (channel h, group): warps take the units group * warps + w of channel h,
+// unit = b * chunks + chunk, Q tiles (Q * 128 outputs) of row (b, h) each.
+template <int DT, int Q>
+__global__ void __launch_bounds__(kMaxWarps * 32) direct_kernel(DirectArgs a) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int64_t h = blockIdx.x / a.groups;
+  const int64_t group = blockIdx.x - h * a.groups;
+  const int warps = blockDim.x >> 5;
+
+  // The channel's filter, 4 shifted copies per part: copy s holds R[i + s].
+  uint16_t* filters = reinterpret_cast<uint16_t*>(smem);
+  for (int part = 0; part < a.parts; ++part) {
+    const uint16_t* r = a.filter + (part * a.H + h) * a.rlen;
+    for (int shift = 0; shift < 4; ++shift) {
+      uint16_t* copy = filters + (part * 4 + shift) * a.copy_stride;
+      for (int i = threadIdx.x; i < a.rlen; i += blockDim.x) copy[i] = i + shift < a.rlen ? r[i + shift] : 0;
+    }
+  }
+  __syncthreads();
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t unit = group * warps + warp;
+  if (unit >= a.B * a.chunks) return;  // no block barrier below
+  const int64_t b = unit / a.chunks, chunk = unit - b * a.chunks;
+  const int64_t base = (b * a.H + h) * a.L;
+  const int64_t first_tile = chunk * Q, t0 = first_tile * kTile;
+
+  // The inputs the unit reads: t0 - halo .. t0 + Q * kTile - 1, zero outside [0, L).
+  const int halo = (a.blocks - 1) * kBlock, span = halo + Q * kTile;
+  const int filter_bytes = a.parts * 4 * a.copy_stride * 2;
+  const int warp_bytes = span * 2 + Q * kTile * 5;  // the window, then the staging buffer
+  uint16_t* window = reinterpret_cast<uint16_t*>(smem + filter_bytes + warp * warp_bytes);
+  float* stage = reinterpret_cast<float*>(window + span);
+  for (int i = lane; i < span; i += 32) {
+    const int64_t t = t0 - halo + i;
+    float x = 0.f;
+    if (t >= 0 && t < a.L) {
+      x = Elem<DT>::load(a.u, base + t);
+      if (a.pregate) x *= Elem<DT>::load(a.pregate, base + t);
+    }
+    window[i] = Elem<DT>::bits(x);
+  }
+  __syncwarp();
+
+  const int g = lane >> 2, c = lane & 3;
+  const int shift = (a.origin - g) & 3;
+  const uint16_t* rounded = filters + shift * a.copy_stride - shift;
+  const uint16_t* remainder = rounded + 4 * a.copy_stride;
+  const int64_t tiles = (a.L + kTile - 1) / kTile;
+  // tile i needs T_d for d <= 8 * (first_tile + i) + 7 only: earlier inputs are zero
+  const int d_end = int(min(int64_t(a.blocks), 8 * (first_tile + Q - 1) + 8));
+  float acc[Q][4] = {};
+  for (int d = 0; d < d_end; ++d) {
+    const int idx = a.origin - (kBlock * d + g - 4 * c);
+    uint32_t a_rounded[4], a_remainder[4];
+    load_a(rounded, idx, a_rounded);
+    if (a.parts == 2) load_a(remainder, idx, a_remainder);
+#pragma unroll
+    for (int i = 0; i < Q; ++i) {
+      if (d > 8 * (first_tile + i) + 7 || first_tile + i >= tiles) continue;  // the same in the whole warp
+      const uint2 x = *reinterpret_cast<const uint2*>(window + (8 * i + g - d + a.blocks - 1) * kBlock + 4 * c);
+      mma_16816<DT>(acc[i], a_rounded, x.x, x.y);
+      if (a.parts == 2) mma_16816<DT>(acc[i], a_remainder, x.x, x.y);
+    }
+  }
+
+  // Accumulator r of tile i is output i*128 + 16n + t (n = 2c + r%2, t = g + 8*(r/2)); it goes
+  // through shared memory (8 floats of padding per 32: no bank conflicts) to coalesced stores.
+#pragma unroll
+  for (int i = 0; i < Q; ++i)
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      const int p = i * kTile + kBlock * (2 * c + (r & 1)) + g + 8 * (r >> 1);
+      stage[p + 8 * (p >> 5)] = acc[i][r];
+    }
+  __syncwarp();
+  const float skip = a.D ? load_any(a.D, a.D_dtype, h) : 0.f;
+  for (int p = lane; p < Q * kTile && t0 + p < a.L; p += 32) {
+    const int64_t i = base + t0 + p;
+    float out = stage[p + 8 * (p >> 5)];
+    if (a.D) {
+      float x = Elem<DT>::load(a.u, i);
+      if (a.pregate) x *= Elem<DT>::load(a.pregate, i);
+      out += skip * x;
+    }
+    if (a.postgate) out *= Elem<DT>::load(a.postgate, i);
+    Elem<DT>::store(a.y, i, out);
+  }
+}
+
+struct DirectLaunch {
+  DirectGeometry geo;
+  int q, warps;
+  int64_t chunks, groups;
+  int shared;
+};
+
+DirectLaunch direct_launch(const fftconv_params& p) {
+  DirectLaunch l{};
+  l.geo = direct_geometry(p);
+  l.q = tiles_per_unit(p.L);
+  l.chunks = (p.L + int64_t(l.q) * kTile - 1) / (int64_t(l.q) * kTile);
+  const int64_t units = p.B * l.chunks;
+  l.warps = int(std::max<int64_t>(1, std::min<int64_t>(kMaxWarps, units)));
+  l.groups = (units + l.warps - 1) / l.warps;
+  const int span = (l.geo.blocks - 1) * kBlock + l.q * kTile;
+  l.shared = l.geo.parts * 4 * l.geo.copy_stride * 2 + l.warps * (span * 2 + l.q * kTile * 5);
+  return l;
+}
+
+template <int DT, int Q>
+void launch_direct(const DirectArgs& a, const DirectLaunch& l, cudaStream_t stream) {
+  allow_shared(direct_kernel<DT, Q>, l.shared);
+  direct_kernel<DT, Q><<<dim3(unsigned(a.H * l.groups)), unsigned(l.warps * 32), l.shared, stream>>>(a);
+}
+
+template <int DT>
+void launch_direct(const DirectArgs& a, const DirectLaunch& l, cudaStream_t stream) {
+  switch (l.q) {
+    case 1: launch_direct<DT, 1>(a, l, stream); break;
+    case 2: launch_direct<DT, 2>(a, l, stream); break;
+    case 4: launch_direct<DT, 4>(a, l, stream); break;
+    default: launch_direct<DT, 8>(a, l, stream); break;
+  }
+}
+
+}  // namespace
+
+int64_t direct_max_taps() {
+  static const int64_t max_taps = [] {
+    const char* text = std::getenv("FFTCONV_CUDA_DIRECT_MAX_TAPS");
+    return text ? std::max<int64_t>(0, std::atoll(text)) : int64_t(kDefaultMaxTaps);
+  }();
+  return max_taps;
+}
+
+bool direct_applies(const fftconv_params& p) {
+  if (p.dtype != FFTCONV_FLOAT16 && p.dtype != FFTCONV_BFLOAT16) return false;
+  if (p.layout != FFTCONV_LAYOUT_BHL || is_circular(p.L, p.Lk, p.fft_size)) return false;
+  const int64_t taps = used_taps(p.L, p.Lk, p.fft_size);
+  return taps >= 1 && taps <= std::min<int64_t>(direct_max_taps(), kLargestTaps);
+}
+
+int64_t direct_filter_bytes(const fftconv_params& p) {
+  const DirectGeometry g = direct_geometry(p);
+  return (g.parts * p.H * g.rlen * 2 + 15) / 16 * 16;
+}
+
+void direct_prepare_filter(const fftconv_params& p, void* prepared, cudaStream_t stream) {
+  const DirectGeometry g = direct_geometry(p);
+  const int64_t total = p.H * g.rlen;
+  const unsigned blocks = unsigned(std::min<int64_t>((total + 255) / 256, 65536));
+  auto* out = static_cast<uint16_t*>(prepared);
+  if (p.dtype == FFTCONV_FLOAT16)
+    direct_filter_kernel<FFTCONV_FLOAT16><<<blocks, 256, 0, stream>>>(p.k, p.k_dtype, p.H, p.Lk, g.taps, g.rlen,
+                                                                      g.origin, g.parts, out);
+  else
+    direct_filter_kernel<FFTCONV_BFLOAT16><<<blocks, 256, 0, stream>>>(p.k, p.k_dtype, p.H, p.Lk, g.taps, g.rlen,
+                                                                       g.origin, g.parts, out);
+  check_cuda(cudaGetLastError(), "launching the tensor-core filter kernel");
+}
+
+void direct_forward(const fftconv_params& p, const void* prepared, cudaStream_t stream) {
+  const DirectLaunch l = direct_launch(p);
+  if (p.H * l.groups > int64_t(0x7fffffff)) fail(FFTCONV_ERR_UNSUPPORTED, "more than 2^31 blocks in one call");
+  DirectArgs a{};
+  a.u = p.u, a.pregate = p.pregate, a.postgate = p.postgate, a.D = p.D, a.y = p.y;
+  a.filter = static_cast<const uint16_t*>(prepared);
+  a.B = p.B, a.H = p.H, a.L = p.L;
+  a.chunks = l.chunks, a.groups = l.groups;
+  a.blocks = l.geo.blocks, a.rlen = l.geo.rlen, a.origin = l.geo.origin, a.copy_stride = l.geo.copy_stride;
+  a.parts = l.geo.parts;
+  a.D_dtype = p.D_dtype;
+  if (p.dtype == FFTCONV_FLOAT16)
+    launch_direct<FFTCONV_FLOAT16>(a, l, stream);
+  else
+    launch_direct<FFTCONV_BFLOAT16>(a, l, stream);
+  check_cuda(cudaGetLastError(), "launching the tensor-core FFTConv kernel");
+}
+
+}  // namespace cuda
+}  // namespace fftconv
