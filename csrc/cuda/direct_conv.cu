@@ -42,7 +42,7 @@ struct DirectGeometry {
   int blocks;       // Toeplitz blocks T_0 .. T_(blocks-1) that are not zero
   int rlen;         // length of the reversed filter R
   int origin;       // R[i] = k[origin - i]
-  int copy_stride;  // elements between the 4 shifted copies in shared memory
+  int copy_stride;  // elements between the 4 shifted copies in shared memory (>= rlen + 8)
   int parts;        // 2 when a float32 filter is split in rounded part and remainder
 };
 
@@ -52,7 +52,8 @@ DirectGeometry direct_geometry(const fftconv_params& p) {
   g.blocks = int((g.taps + kBlock - 2) / kBlock + 1);  // T_d holds k[16d - 15 .. 16d + 15]
   g.rlen = kBlock * g.blocks + 2 * kBlock;
   g.origin = kBlock * g.blocks + kBlock - 1;
-  g.copy_stride = g.rlen + 8;  // a multiple of 4 (aligned 8-byte reads), copies 16 bytes apart in the banks
+  // 16 modulo 32: the A reads of a warp then meet no bank conflict (two wavefronts)
+  g.copy_stride = g.rlen + 8 + (16 - (g.rlen + 8) % 32 + 32) % 32;
   g.parts = p.k_dtype == FFTCONV_FLOAT32 ? 2 : 1;
   return g;
 }
@@ -72,18 +73,19 @@ struct DirectArgs {
   int64_t groups;   // blocks per channel
   int blocks, rlen, origin, copy_stride, parts;
   int32_t D_dtype;
+  bool by_four;  // L % 4 == 0 and 8-byte aligned rows: they move in groups of 4 elements
 };
 
 template <int DT>
 __device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   if constexpr (DT == FFTCONV_FLOAT16) {
-    asm volatile(
+    asm(
         "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
         "{%0,%1,%2,%3};\n"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   } else {
-    asm volatile(
+    asm(
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
         "{%0,%1,%2,%3};\n"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
@@ -98,6 +100,30 @@ __device__ __forceinline__ void load_a(const uint16_t* copy, int idx, uint32_t (
   const uint2 row_g = *reinterpret_cast<const uint2*>(copy + idx);
   const uint2 row_g8 = *reinterpret_cast<const uint2*>(copy + idx - 8);
   a[0] = row_g.x, a[1] = row_g8.x, a[2] = row_g.y, a[3] = row_g8.y;
+}
+
+// Four consecutive elements (8 bytes, aligned) of x, times those of gate when given.
+template <int DT>
+__device__ __forceinline__ void load4(const void* x, const void* gate, int64_t i, float (&out)[4]) {
+  const uint2 xv = reinterpret_cast<const uint2*>(x)[i / 4];
+  const uint16_t xs[4] = {uint16_t(xv.x), uint16_t(xv.x >> 16), uint16_t(xv.y), uint16_t(xv.y >> 16)};
+  for (int e = 0; e < 4; ++e) out[e] = Elem<DT>::from_bits(xs[e]);
+  if (!gate) return;
+  const uint2 gv = reinterpret_cast<const uint2*>(gate)[i / 4];
+  const uint16_t gs[4] = {uint16_t(gv.x), uint16_t(gv.x >> 16), uint16_t(gv.y), uint16_t(gv.y >> 16)};
+  for (int e = 0; e < 4; ++e) out[e] *= Elem<DT>::from_bits(gs[e]);
+}
+
+template <int DT>
+__device__ __forceinline__ uint2 pack4(const float (&v)[4]) {
+  return make_uint2(uint32_t(Elem<DT>::bits(v[0])) | uint32_t(Elem<DT>::bits(v[1])) << 16,
+                    uint32_t(Elem<DT>::bits(v[2])) | uint32_t(Elem<DT>::bits(v[3])) << 16);
+}
+
+// Shared memory of one warp: its input window, later its staged outputs (8 floats of padding per 32).
+__host__ __device__ inline int warp_region_bytes(int blocks, int q) {
+  const int window = ((blocks - 1) * kBlock + q * kTile) * 2, staged = q * kTile * 5;
+  return ((window > staged ? window : staged) + 15) / 16 * 16;
 }
 
 template <int DT>
@@ -124,13 +150,28 @@ __global__ void __launch_bounds__(kMaxWarps * 32) direct_kernel(DirectArgs a) {
   const int64_t group = blockIdx.x - h * a.groups;
   const int warps = blockDim.x >> 5;
 
-  // The channel's filter, 4 shifted copies per part: copy s holds R[i + s].
+  // The channel's filter, 4 shifted copies per part: copy s holds R[i + s]. Copy 0 comes
+  // in 16-byte loads (rlen is a multiple of 16), the others are cut from it.
   uint16_t* filters = reinterpret_cast<uint16_t*>(smem);
+  const int groups8 = a.rlen / 8;
   for (int part = 0; part < a.parts; ++part) {
-    const uint16_t* r = a.filter + (part * a.H + h) * a.rlen;
-    for (int shift = 0; shift < 4; ++shift) {
-      uint16_t* copy = filters + (part * 4 + shift) * a.copy_stride;
-      for (int i = threadIdx.x; i < a.rlen; i += blockDim.x) copy[i] = i + shift < a.rlen ? r[i + shift] : 0;
+    const uint4* r = reinterpret_cast<const uint4*>(a.filter + (part * a.H + h) * a.rlen);
+    uint4* copy0 = reinterpret_cast<uint4*>(filters + part * 4 * a.copy_stride);
+    for (int q = threadIdx.x; q <= groups8; q += blockDim.x) copy0[q] = q < groups8 ? r[q] : make_uint4(0, 0, 0, 0);
+  }
+  __syncthreads();
+  for (int job = threadIdx.x; job < a.parts * groups8; job += blockDim.x) {
+    const int part = job / groups8, q = job - part * groups8;
+    uint16_t* copies = filters + part * 4 * a.copy_stride;
+    const uint4 lo = reinterpret_cast<const uint4*>(copies)[q], hi = reinterpret_cast<const uint4*>(copies)[q + 1];
+    const uint32_t w[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+#pragma unroll
+    for (int shift = 1; shift < 4; ++shift) {
+      uint32_t out[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        out[j] = shift % 2 == 0 ? w[j + shift / 2] : __byte_perm(w[j + shift / 2], w[j + shift / 2 + 1], 0x5432);
+      reinterpret_cast<uint4*>(copies + shift * a.copy_stride)[q] = make_uint4(out[0], out[1], out[2], out[3]);
     }
   }
   __syncthreads();
@@ -142,20 +183,30 @@ __global__ void __launch_bounds__(kMaxWarps * 32) direct_kernel(DirectArgs a) {
   const int64_t base = (b * a.H + h) * a.L;
   const int64_t first_tile = chunk * Q, t0 = first_tile * kTile;
 
-  // The inputs the unit reads: t0 - halo .. t0 + Q * kTile - 1, zero outside [0, L).
+  // The inputs the unit reads: t0 - halo .. t0 + Q * kTile - 1 (a multiple of 16 onwards),
+  // zero outside [0, L). The warp's region holds them, then the staged outputs.
   const int halo = (a.blocks - 1) * kBlock, span = halo + Q * kTile;
-  const int filter_bytes = a.parts * 4 * a.copy_stride * 2;
-  const int warp_bytes = span * 2 + Q * kTile * 5;  // the window, then the staging buffer
-  uint16_t* window = reinterpret_cast<uint16_t*>(smem + filter_bytes + warp * warp_bytes);
-  float* stage = reinterpret_cast<float*>(window + span);
-  for (int i = lane; i < span; i += 32) {
-    const int64_t t = t0 - halo + i;
-    float x = 0.f;
-    if (t >= 0 && t < a.L) {
-      x = Elem<DT>::load(a.u, base + t);
-      if (a.pregate) x *= Elem<DT>::load(a.pregate, base + t);
+  uint16_t* window = reinterpret_cast<uint16_t*>(smem + a.parts * 4 * a.copy_stride * 2 +
+                                                 warp * warp_region_bytes(a.blocks, Q));
+  float* stage = reinterpret_cast<float*>(window);
+  if (a.by_four) {
+#pragma unroll 4
+    for (int i = 4 * lane; i < span; i += 128) {
+      const int64_t t = t0 - halo + i;
+      float x[4] = {0.f, 0.f, 0.f, 0.f};
+      if (t >= 0 && t < a.L) load4<DT>(a.u, a.pregate, base + t, x);
+      reinterpret_cast<uint2*>(window)[i / 4] = pack4<DT>(x);
     }
-    window[i] = Elem<DT>::bits(x);
+  } else {
+    for (int i = lane; i < span; i += 32) {
+      const int64_t t = t0 - halo + i;
+      float x = 0.f;
+      if (t >= 0 && t < a.L) {
+        x = Elem<DT>::load(a.u, base + t);
+        if (a.pregate) x *= Elem<DT>::load(a.pregate, base + t);
+      }
+      window[i] = Elem<DT>::bits(x);
+    }
   }
   __syncwarp();
 
@@ -167,19 +218,28 @@ __global__ void __launch_bounds__(kMaxWarps * 32) direct_kernel(DirectArgs a) {
   // tile i needs T_d for d <= 8 * (first_tile + i) + 7 only: earlier inputs are zero
   const int d_end = int(min(int64_t(a.blocks), 8 * (first_tile + Q - 1) + 8));
   float acc[Q][4] = {};
+#pragma unroll 2
   for (int d = 0; d < d_end; ++d) {
     const int idx = a.origin - (kBlock * d + g - 4 * c);
     uint32_t a_rounded[4], a_remainder[4];
     load_a(rounded, idx, a_rounded);
     if (a.parts == 2) load_a(remainder, idx, a_remainder);
+    uint2 x[Q];
 #pragma unroll
     for (int i = 0; i < Q; ++i) {
       if (d > 8 * (first_tile + i) + 7 || first_tile + i >= tiles) continue;  // the same in the whole warp
-      const uint2 x = *reinterpret_cast<const uint2*>(window + (8 * i + g - d + a.blocks - 1) * kBlock + 4 * c);
-      mma_16816<DT>(acc[i], a_rounded, x.x, x.y);
-      if (a.parts == 2) mma_16816<DT>(acc[i], a_remainder, x.x, x.y);
+      x[i] = *reinterpret_cast<const uint2*>(window + (8 * i + g - d + a.blocks - 1) * kBlock + 4 * c);
+      mma_16816<DT>(acc[i], a_rounded, x[i].x, x[i].y);
+    }
+    if (a.parts == 2) {
+#pragma unroll
+      for (int i = 0; i < Q; ++i) {
+        if (d > 8 * (first_tile + i) + 7 || first_tile + i >= tiles) continue;
+        mma_16816<DT>(acc[i], a_remainder, x[i].x, x[i].y);
+      }
     }
   }
+  __syncwarp();  // the window is read by every lane before the outputs overwrite it
 
   // Accumulator r of tile i is output i*128 + 16n + t (n = 2c + r%2, t = g + 8*(r/2)); it goes
   // through shared memory (8 floats of padding per 32: no bank conflicts) to coalesced stores.
@@ -192,6 +252,27 @@ __global__ void __launch_bounds__(kMaxWarps * 32) direct_kernel(DirectArgs a) {
     }
   __syncwarp();
   const float skip = a.D ? load_any(a.D, a.D_dtype, h) : 0.f;
+  if (a.by_four) {
+#pragma unroll 4
+    for (int p = 4 * lane; p < Q * kTile; p += 128) {
+      if (t0 + p >= a.L) break;
+      const float4 conv = *reinterpret_cast<const float4*>(stage + p + 8 * (p >> 5));
+      float out[4] = {conv.x, conv.y, conv.z, conv.w};
+      const int64_t i = base + t0 + p;
+      if (a.D) {
+        float x[4];
+        load4<DT>(a.u, a.pregate, i, x);
+        for (int e = 0; e < 4; ++e) out[e] += skip * x[e];
+      }
+      if (a.postgate) {
+        float gate[4];
+        load4<DT>(a.postgate, nullptr, i, gate);
+        for (int e = 0; e < 4; ++e) out[e] *= gate[e];
+      }
+      reinterpret_cast<uint2*>(a.y)[i / 4] = pack4<DT>(out);
+    }
+    return;
+  }
   for (int p = lane; p < Q * kTile && t0 + p < a.L; p += 32) {
     const int64_t i = base + t0 + p;
     float out = stage[p + 8 * (p >> 5)];
@@ -220,8 +301,7 @@ DirectLaunch direct_launch(const fftconv_params& p) {
   const int64_t units = p.B * l.chunks;
   l.warps = int(std::max<int64_t>(1, std::min<int64_t>(kMaxWarps, units)));
   l.groups = (units + l.warps - 1) / l.warps;
-  const int span = (l.geo.blocks - 1) * kBlock + l.q * kTile;
-  l.shared = l.geo.parts * 4 * l.geo.copy_stride * 2 + l.warps * (span * 2 + l.q * kTile * 5);
+  l.shared = l.geo.parts * 4 * l.geo.copy_stride * 2 + l.warps * warp_region_bytes(l.geo.blocks, l.q);
   return l;
 }
 
@@ -288,6 +368,8 @@ void direct_forward(const fftconv_params& p, const void* prepared, cudaStream_t 
   a.blocks = l.geo.blocks, a.rlen = l.geo.rlen, a.origin = l.geo.origin, a.copy_stride = l.geo.copy_stride;
   a.parts = l.geo.parts;
   a.D_dtype = p.D_dtype;
+  auto aligned8 = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 8 == 0; };
+  a.by_four = p.L % 4 == 0 && aligned8(p.u) && aligned8(p.y) && aligned8(p.pregate) && aligned8(p.postgate);
   if (p.dtype == FFTCONV_FLOAT16)
     launch_direct<FFTCONV_FLOAT16>(a, l, stream);
   else

@@ -796,9 +796,10 @@ fftconv_status fftconv_cuda_prepare_filter(const fftconv_params* p, void* spectr
     if (!p->k || !spectrum) fail(FFTCONV_ERR_INVALID_ARGUMENT, "k and spectrum must not be null");
     if (p->H == 0) return;
     check_device_pointer(p->k, "k", element_bytes(p->k_dtype));
-    check_device_pointer(spectrum, "spectrum", 4);
+    const bool direct = cuda::direct_applies(*p);
+    check_device_pointer(spectrum, "spectrum", direct ? 16 : 4);
     cudaStream_t stream = static_cast<cudaStream_t>(p->stream);
-    if (cuda::direct_applies(*p)) return cuda::direct_prepare_filter(*p, spectrum, stream);
+    if (direct) return cuda::direct_prepare_filter(*p, spectrum, stream);
     const Plan plan = make_plan(*p);
     check_size(plan, *p);
     check_workspace(plan, p->H, workspace, workspace_bytes_given);
@@ -838,9 +839,10 @@ fftconv_status fftconv_cuda_forward(const fftconv_params* p, const void* spectru
     check_device_pointer(p->pregate, "pregate", io);
     check_device_pointer(p->postgate, "postgate", io);
     check_device_pointer(p->D, "D", element_bytes(p->D_dtype));
-    check_device_pointer(spectrum, "spectrum", 4);
+    const bool direct = cuda::direct_applies(*p);
+    check_device_pointer(spectrum, "spectrum", direct ? 16 : 4);
     cudaStream_t stream = static_cast<cudaStream_t>(p->stream);
-    if (cuda::direct_applies(*p)) return cuda::direct_forward(*p, spectrum, stream);
+    if (direct) return cuda::direct_forward(*p, spectrum, stream);
     const Plan plan = make_plan(*p);
     check_size(plan, *p);
     check_workspace(plan, p->B * p->H, workspace, workspace_bytes_given);
