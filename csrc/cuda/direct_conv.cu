@@ -15,14 +15,15 @@
 // shared memory in 4 copies shifted by one element, so that a lane reads its 4
 // values with one aligned 8-byte load from the copy matching its row.
 //
-// A float32 filter is split into its rounding to the I/O type plus the rounded
-// remainder (two mma per block product): the filter keeps 16 (bf16) or 22 (fp16)
-// significant bits instead of 8 or 11.
+// A float32 filter with bf16 I/O is split into its rounding to bf16 plus the rounded
+// remainder (two mma per block product): 16 significant bits instead of 8. fp16's 11
+// bits are kept as they are (error ~3e-4 of the output, tolerance 1e-3).
 #include "cuda_common.cuh"
 #include "direct_conv.h"
 
 #include <algorithm>
 #include <cstdlib>
+#include <type_traits>
 
 #include "../common/geometry.h"
 
@@ -43,7 +44,7 @@ struct DirectGeometry {
   int rlen;         // length of the reversed filter R
   int origin;       // R[i] = k[origin - i]
   int copy_stride;  // elements between the 4 shifted copies in shared memory (>= rlen + 8)
-  int parts;        // 2 when a float32 filter is split in rounded part and remainder
+  int parts;        // 2 when a float32 filter is split in rounded bf16 part and remainder
 };
 
 DirectGeometry direct_geometry(const fftconv_params& p) {
@@ -54,7 +55,7 @@ DirectGeometry direct_geometry(const fftconv_params& p) {
   g.origin = kBlock * g.blocks + kBlock - 1;
   // 16 modulo 32: the A reads of a warp then meet no bank conflict (two wavefronts)
   g.copy_stride = g.rlen + 8 + (16 - (g.rlen + 8) % 32 + 32) % 32;
-  g.parts = p.k_dtype == FFTCONV_FLOAT32 ? 2 : 1;
+  g.parts = p.k_dtype == FFTCONV_FLOAT32 && p.dtype == FFTCONV_BFLOAT16 ? 2 : 1;
   return g;
 }
 
@@ -69,8 +70,9 @@ struct DirectArgs {
   void* y;
   const uint16_t* filter;  // prepared: [parts][H][rlen] in the I/O type
   int64_t B, H, L;
-  int64_t chunks;   // units per row
-  int64_t groups;   // blocks per channel
+  int64_t units;    // B * chunks (< 2^31)
+  uint32_t chunks;  // units per row
+  uint32_t groups;  // blocks per channel
   int blocks, rlen, origin, copy_stride, parts;
   int32_t D_dtype;
   bool by_four;  // L % 4 == 0 and 8-byte aligned rows: they move in groups of 4 elements
@@ -94,11 +96,11 @@ __device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4],
 }
 
 // A fragment of T_d for lane (g, c): rows g and g + 8 are R[idx .. idx + 3] and
-// R[idx - 8 .. idx - 5], read from the copy that makes them aligned (`copy` points
-// at that copy minus its shift, so that copy + idx is the aligned address).
-__device__ __forceinline__ void load_a(const uint16_t* copy, int idx, uint32_t (&a)[4]) {
-  const uint2 row_g = *reinterpret_cast<const uint2*>(copy + idx);
-  const uint2 row_g8 = *reinterpret_cast<const uint2*>(copy + idx - 8);
+// R[idx - 8 .. idx - 5] (idx = origin - 16d - g + 4c), read at `at`, their aligned
+// place in the copy of the lane's shift.
+__device__ __forceinline__ void load_a(const uint16_t* at, uint32_t (&a)[4]) {
+  const uint2 row_g = *reinterpret_cast<const uint2*>(at);
+  const uint2 row_g8 = *reinterpret_cast<const uint2*>(at - 8);
   a[0] = row_g.x, a[1] = row_g8.x, a[2] = row_g.y, a[3] = row_g8.y;
 }
 
@@ -112,6 +114,17 @@ __device__ __forceinline__ void load4(const void* x, const void* gate, int64_t i
   const uint2 gv = reinterpret_cast<const uint2*>(gate)[i / 4];
   const uint16_t gs[4] = {uint16_t(gv.x), uint16_t(gv.x >> 16), uint16_t(gv.y), uint16_t(gv.y >> 16)};
   for (int e = 0; e < 4; ++e) out[e] *= Elem<DT>::from_bits(gs[e]);
+}
+
+// Products of four elements given as bits, rounded once (as float32 products rounded to DT).
+template <int DT>
+__device__ __forceinline__ uint2 mul4(uint2 x, uint2 gate) {
+  using Pair = typename std::conditional<DT == FFTCONV_FLOAT16, __half2, __nv_bfloat162>::type;
+  auto mul = [](uint32_t p, uint32_t q) {
+    const Pair r = __hmul2(*reinterpret_cast<const Pair*>(&p), *reinterpret_cast<const Pair*>(&q));
+    return *reinterpret_cast<const uint32_t*>(&r);
+  };
+  return make_uint2(mul(x.x, gate.x), mul(x.y, gate.y));
 }
 
 template <int DT>
@@ -146,9 +159,8 @@ __global__ void direct_filter_kernel(const void* k, int32_t k_dtype, int64_t H, 
 template <int DT, int Q>
 __global__ void __launch_bounds__(kMaxWarps * 32) direct_kernel(DirectArgs a) {
   extern __shared__ __align__(16) unsigned char smem[];
-  const int64_t h = blockIdx.x / a.groups;
-  const int64_t group = blockIdx.x - h * a.groups;
-  const int warps = blockDim.x >> 5;
+  const uint32_t h = blockIdx.x / a.groups, group = blockIdx.x - h * a.groups;
+  const uint32_t warps = blockDim.x >> 5;
 
   // The channel's filter, 4 shifted copies per part: copy s holds R[i + s]. Copy 0 comes
   // in 16-byte loads (rlen is a multiple of 16), the others are cut from it.
@@ -161,7 +173,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32) direct_kernel(DirectArgs a) {
   }
   __syncthreads();
   for (int job = threadIdx.x; job < a.parts * groups8; job += blockDim.x) {
-    const int part = job / groups8, q = job - part * groups8;
+    const int part = job >= groups8, q = job - part * groups8;
     uint16_t* copies = filters + part * 4 * a.copy_stride;
     const uint4 lo = reinterpret_cast<const uint4*>(copies)[q], hi = reinterpret_cast<const uint4*>(copies)[q + 1];
     const uint32_t w[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
@@ -177,11 +189,11 @@ __global__ void __launch_bounds__(kMaxWarps * 32) direct_kernel(DirectArgs a) {
   __syncthreads();
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int64_t unit = group * warps + warp;
-  if (unit >= a.B * a.chunks) return;  // no block barrier below
-  const int64_t b = unit / a.chunks, chunk = unit - b * a.chunks;
-  const int64_t base = (b * a.H + h) * a.L;
-  const int64_t first_tile = chunk * Q, t0 = first_tile * kTile;
+  const uint32_t unit = group * warps + warp;
+  if (unit >= a.units) return;  // no block barrier below
+  const uint32_t b = unit / a.chunks, chunk = unit - b * a.chunks;
+  const int64_t base = (int64_t(b) * a.H + h) * a.L;
+  const int64_t first_tile = int64_t(chunk) * Q, t0 = first_tile * kTile;
 
   // The inputs the unit reads: t0 - halo .. t0 + Q * kTile - 1 (a multiple of 16 onwards),
   // zero outside [0, L). The warp's region holds them, then the staged outputs.
@@ -193,9 +205,12 @@ __global__ void __launch_bounds__(kMaxWarps * 32) direct_kernel(DirectArgs a) {
 #pragma unroll 4
     for (int i = 4 * lane; i < span; i += 128) {
       const int64_t t = t0 - halo + i;
-      float x[4] = {0.f, 0.f, 0.f, 0.f};
-      if (t >= 0 && t < a.L) load4<DT>(a.u, a.pregate, base + t, x);
-      reinterpret_cast<uint2*>(window)[i / 4] = pack4<DT>(x);
+      uint2 x = make_uint2(0, 0);
+      if (t >= 0 && t < a.L) {
+        x = reinterpret_cast<const uint2*>(a.u)[(base + t) / 4];
+        if (a.pregate) x = mul4<DT>(x, reinterpret_cast<const uint2*>(a.pregate)[(base + t) / 4]);
+      }
+      reinterpret_cast<uint2*>(window)[i / 4] = x;
     }
   } else {
     for (int i = lane; i < span; i += 32) {
@@ -212,29 +227,33 @@ __global__ void __launch_bounds__(kMaxWarps * 32) direct_kernel(DirectArgs a) {
 
   const int g = lane >> 2, c = lane & 3;
   const int shift = (a.origin - g) & 3;
-  const uint16_t* rounded = filters + shift * a.copy_stride - shift;
-  const uint16_t* remainder = rounded + 4 * a.copy_stride;
-  const int64_t tiles = (a.L + kTile - 1) / kTile;
-  // tile i needs T_d for d <= 8 * (first_tile + i) + 7 only: earlier inputs are zero
-  const int d_end = int(min(int64_t(a.blocks), 8 * (first_tile + Q - 1) + 8));
+  // the lane's A values of T_0 (aligned in its copy); T_d lies 16 d elements lower
+  const uint16_t* a_rounded_0 = filters + shift * a.copy_stride - shift + a.origin - g + 4 * c;
+  const uint16_t* a_remainder_0 = a_rounded_0 + 4 * a.copy_stride;
+  // the lane's B values for d = 0 and tile 0; tile i lies 128 i higher, d moves them 16 d lower
+  const uint16_t* x_0 = window + (g + a.blocks - 1) * kBlock + 4 * c;
+  // Tile i (of those before the row's end) needs T_d for d <= 8 * (first_tile + i) + 7 only:
+  // earlier inputs are zero. The tests are the same in the whole warp.
+  const int tiles = int(min(int64_t(Q), (a.L + kTile - 1) / kTile - first_tile));
+  const int first_limit = int(min(8 * first_tile + 7, int64_t(a.blocks)));
+  const int d_end = min(a.blocks, first_limit + 8 * (tiles - 1) + 1);
   float acc[Q][4] = {};
 #pragma unroll 2
   for (int d = 0; d < d_end; ++d) {
-    const int idx = a.origin - (kBlock * d + g - 4 * c);
     uint32_t a_rounded[4], a_remainder[4];
-    load_a(rounded, idx, a_rounded);
-    if (a.parts == 2) load_a(remainder, idx, a_remainder);
+    load_a(a_rounded_0 - kBlock * d, a_rounded);
+    if (a.parts == 2) load_a(a_remainder_0 - kBlock * d, a_remainder);
     uint2 x[Q];
 #pragma unroll
     for (int i = 0; i < Q; ++i) {
-      if (d > 8 * (first_tile + i) + 7 || first_tile + i >= tiles) continue;  // the same in the whole warp
-      x[i] = *reinterpret_cast<const uint2*>(window + (8 * i + g - d + a.blocks - 1) * kBlock + 4 * c);
+      if (i >= tiles || d > first_limit + 8 * i) continue;
+      x[i] = *reinterpret_cast<const uint2*>(x_0 + kTile * i - kBlock * d);
       mma_16816<DT>(acc[i], a_rounded, x[i].x, x[i].y);
     }
     if (a.parts == 2) {
 #pragma unroll
       for (int i = 0; i < Q; ++i) {
-        if (d > 8 * (first_tile + i) + 7 || first_tile + i >= tiles) continue;
+        if (i >= tiles || d > first_limit + 8 * i) continue;
         mma_16816<DT>(acc[i], a_remainder, x[i].x, x[i].y);
       }
     }
@@ -289,7 +308,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32) direct_kernel(DirectArgs a) {
 struct DirectLaunch {
   DirectGeometry geo;
   int q, warps;
-  int64_t chunks, groups;
+  int64_t chunks, units, groups;
   int shared;
 };
 
@@ -298,7 +317,8 @@ DirectLaunch direct_launch(const fftconv_params& p) {
   l.geo = direct_geometry(p);
   l.q = tiles_per_unit(p.L);
   l.chunks = (p.L + int64_t(l.q) * kTile - 1) / (int64_t(l.q) * kTile);
-  const int64_t units = p.B * l.chunks;
+  l.units = p.B * l.chunks;
+  const int64_t units = l.units;
   l.warps = int(std::max<int64_t>(1, std::min<int64_t>(kMaxWarps, units)));
   l.groups = (units + l.warps - 1) / l.warps;
   l.shared = l.geo.parts * 4 * l.geo.copy_stride * 2 + l.warps * warp_region_bytes(l.geo.blocks, l.q);
@@ -359,12 +379,13 @@ void direct_prepare_filter(const fftconv_params& p, void* prepared, cudaStream_t
 
 void direct_forward(const fftconv_params& p, const void* prepared, cudaStream_t stream) {
   const DirectLaunch l = direct_launch(p);
-  if (p.H * l.groups > int64_t(0x7fffffff)) fail(FFTCONV_ERR_UNSUPPORTED, "more than 2^31 blocks in one call");
+  if (p.H * l.groups > int64_t(0x7fffffff) || l.units > int64_t(0x7fffffff))
+    fail(FFTCONV_ERR_UNSUPPORTED, "more than 2^31 blocks or row chunks in one call");
   DirectArgs a{};
   a.u = p.u, a.pregate = p.pregate, a.postgate = p.postgate, a.D = p.D, a.y = p.y;
   a.filter = static_cast<const uint16_t*>(prepared);
   a.B = p.B, a.H = p.H, a.L = p.L;
-  a.chunks = l.chunks, a.groups = l.groups;
+  a.units = l.units, a.chunks = uint32_t(l.chunks), a.groups = uint32_t(l.groups);
   a.blocks = l.geo.blocks, a.rlen = l.geo.rlen, a.origin = l.geo.origin, a.copy_stride = l.geo.copy_stride;
   a.parts = l.geo.parts;
   a.D_dtype = p.D_dtype;
