@@ -104,6 +104,62 @@ __device__ __forceinline__ void load_a(const uint16_t* at, uint32_t (&a)[4]) {
   a[0] = row_g.x, a[1] = row_g8.x, a[2] = row_g.y, a[3] = row_g8.y;
 }
 
+// Where lane's operands lie for d = 0 (A values of T_0, B values of tile 0).
+struct Operands {
+  const uint16_t* a_rounded;
+  const uint16_t* a_remainder;
+  const uint16_t* x;
+  bool split;
+};
+
+// T_d times the inputs of tiles FIRST .. Q-1, accumulated, for d in [d_begin, d_end).
+template <int DT, int Q, int FIRST>
+__device__ __forceinline__ void products(const Operands& o, int d_begin, int d_end, float (&acc)[Q][4]) {
+#pragma unroll 2
+  for (int d = d_begin; d < d_end; ++d) {
+    uint32_t a_rounded[4], a_remainder[4];
+    load_a(o.a_rounded - kBlock * d, a_rounded);
+    uint2 x[Q];
+#pragma unroll
+    for (int i = FIRST; i < Q; ++i) {
+      x[i] = *reinterpret_cast<const uint2*>(o.x + kTile * i - kBlock * d);
+      mma_16816<DT>(acc[i], a_rounded, x[i].x, x[i].y);
+    }
+    if (o.split) {
+      load_a(o.a_remainder - kBlock * d, a_remainder);
+#pragma unroll
+      for (int i = FIRST; i < Q; ++i) mma_16816<DT>(acc[i], a_remainder, x[i].x, x[i].y);
+    }
+  }
+}
+
+// Tile i takes T_d for d <= first_limit + 8 i only: the ranges where tiles FIRST .. Q-1 remain.
+template <int DT, int Q, int FIRST>
+__device__ __forceinline__ void products_from(const Operands& o, int first_limit, int d_end, float (&acc)[Q][4]) {
+  if constexpr (FIRST < Q) {
+    const int begin = first_limit + 8 * (FIRST - 1) + 1;
+    if (begin >= d_end) return;
+    products<DT, Q, FIRST>(o, begin, min(d_end, begin + 8), acc);
+    products_from<DT, Q, FIRST + 1>(o, first_limit, d_end, acc);
+  }
+}
+
+// One d with every tile tested (the partial unit at a row's end).
+template <int DT, int Q>
+__device__ __forceinline__ void products_tested(const Operands& o, int d, int tiles, int first_limit,
+                                                float (&acc)[Q][4]) {
+  uint32_t a_rounded[4], a_remainder[4];
+  load_a(o.a_rounded - kBlock * d, a_rounded);
+  if (o.split) load_a(o.a_remainder - kBlock * d, a_remainder);
+#pragma unroll
+  for (int i = 0; i < Q; ++i) {
+    if (i >= tiles || d > first_limit + 8 * i) continue;
+    const uint2 x = *reinterpret_cast<const uint2*>(o.x + kTile * i - kBlock * d);
+    mma_16816<DT>(acc[i], a_rounded, x.x, x.y);
+    if (o.split) mma_16816<DT>(acc[i], a_remainder, x.x, x.y);
+  }
+}
+
 // Four consecutive elements (8 bytes, aligned) of x, times those of gate when given.
 template <int DT>
 __device__ __forceinline__ void load4(const void* x, const void* gate, int64_t i, float (&out)[4]) {
@@ -238,25 +294,14 @@ __global__ void __launch_bounds__(kMaxWarps * 32) direct_kernel(DirectArgs a) {
   const int first_limit = int(min(8 * first_tile + 7, int64_t(a.blocks)));
   const int d_end = min(a.blocks, first_limit + 8 * (tiles - 1) + 1);
   float acc[Q][4] = {};
-#pragma unroll 2
-  for (int d = 0; d < d_end; ++d) {
-    uint32_t a_rounded[4], a_remainder[4];
-    load_a(a_rounded_0 - kBlock * d, a_rounded);
-    if (a.parts == 2) load_a(a_remainder_0 - kBlock * d, a_remainder);
-    uint2 x[Q];
-#pragma unroll
-    for (int i = 0; i < Q; ++i) {
-      if (i >= tiles || d > first_limit + 8 * i) continue;
-      x[i] = *reinterpret_cast<const uint2*>(x_0 + kTile * i - kBlock * d);
-      mma_16816<DT>(acc[i], a_rounded, x[i].x, x[i].y);
-    }
-    if (a.parts == 2) {
-#pragma unroll
-      for (int i = 0; i < Q; ++i) {
-        if (i >= tiles || d > first_limit + 8 * i) continue;
-        mma_16816<DT>(acc[i], a_remainder, x[i].x, x[i].y);
-      }
-    }
+  const Operands ops{a_rounded_0, a_remainder_0, x_0, a.parts == 2};
+  if (tiles == Q) {
+    // d ranges with a fixed set of tiles: all of them up to first_limit, then one fewer every 8
+    products<DT, Q, 0>(ops, 0, min(d_end, first_limit + 1), acc);
+    products_from<DT, Q, 1>(ops, first_limit, d_end, acc);
+  } else {
+    for (int d = 0; d < d_end; ++d)  // the row's last, partial unit
+      products_tested<DT, Q>(ops, d, tiles, first_limit, acc);
   }
   __syncwarp();  // the window is read by every lane before the outputs overwrite it
 
