@@ -4,8 +4,8 @@
 // With time cut in blocks of 16 steps, output block j of a row is
 //   Y_j = sum_d T_d U_(j-d),   T_d[t][s] = k[16 d + t - s]  (0 outside 0 <= . < taps),
 // so one mma takes T_d as A (t by s) and the input blocks j - d of 8 consecutive
-// output blocks as B (s by j): a tile of 128 outputs. A warp owns Q tiles of one
-// row (a "unit") and runs over d, loading T_d once for its Q tiles. The work is
+// output blocks as B (s by j): a tile of 128 outputs. A warp owns up to 8 tiles of one
+// or several rows (a "unit") and runs over d, loading T_d once for them. The work is
 // (taps/16 + 1) mma per tile, where an FFT costs log(L): a path for short filters.
 //
 // Operand layouts: the k index of the mma is permuted so that lane (g, c) holds
@@ -59,9 +59,6 @@ DirectGeometry direct_geometry(const fftconv_params& p) {
   return g;
 }
 
-// Tiles per unit: enough to reuse each T_d, few enough to keep the accumulators in registers.
-int tiles_per_unit(int64_t L) { return L <= kTile ? 1 : L <= 2 * kTile ? 2 : L <= 4 * kTile ? 4 : 8; }
-
 struct DirectArgs {
   const void* u;
   const void* pregate;
@@ -70,8 +67,8 @@ struct DirectArgs {
   void* y;
   const uint16_t* filter;  // prepared: [parts][H][rlen] in the I/O type
   int64_t B, H, L;
-  int64_t units;    // B * chunks (< 2^31)
-  uint32_t chunks;  // units per row
+  int64_t units;    // units per channel: row groups * chunks (< 2^31)
+  uint32_t chunks;  // units per row group
   uint32_t groups;  // blocks per channel
   int blocks, rlen, origin, copy_stride, parts;
   int32_t D_dtype;
@@ -104,60 +101,76 @@ __device__ __forceinline__ void load_a(const uint16_t* at, uint32_t (&a)[4]) {
   a[0] = row_g.x, a[1] = row_g8.x, a[2] = row_g.y, a[3] = row_g8.y;
 }
 
-// Where lane's operands lie for d = 0 (A values of T_0, B values of tile 0).
+// Where a lane's operands lie for d = 0: A values of T_0 (T_d lies 16 d elements lower),
+// B values of tile 0 of the unit's first row (tile j lies 128 j higher, row r one
+// row window higher, and d moves them 16 d lower).
 struct Operands {
   const uint16_t* a_rounded;
   const uint16_t* a_remainder;
   const uint16_t* x;
+  int row_window;  // elements between the windows of the unit's rows
   bool split;
 };
 
-// T_d times the inputs of tiles FIRST .. Q-1, accumulated, for d in [d_begin, d_end).
-template <int DT, int Q, int FIRST>
-__device__ __forceinline__ void products(const Operands& o, int d_begin, int d_end, float (&acc)[Q][4]) {
+template <int TPR, int R>
+__device__ __forceinline__ const uint2* b_values(const Operands& o, int r, int j, int d) {
+  return reinterpret_cast<const uint2*>(o.x + o.row_window * r + kTile * j - kBlock * d);
+}
+
+// T_d times the inputs of tiles FIRST .. TPR-1 of every row, accumulated, for d in [d_begin, d_end).
+template <int DT, int TPR, int R, int FIRST>
+__device__ __forceinline__ void products(const Operands& o, int d_begin, int d_end, float (&acc)[R][TPR][4]) {
 #pragma unroll 2
   for (int d = d_begin; d < d_end; ++d) {
     uint32_t a_rounded[4], a_remainder[4];
     load_a(o.a_rounded - kBlock * d, a_rounded);
-    uint2 x[Q];
+    uint2 x[R][TPR];
 #pragma unroll
-    for (int i = FIRST; i < Q; ++i) {
-      x[i] = *reinterpret_cast<const uint2*>(o.x + kTile * i - kBlock * d);
-      mma_16816<DT>(acc[i], a_rounded, x[i].x, x[i].y);
-    }
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int j = FIRST; j < TPR; ++j) {
+        x[r][j] = *b_values<TPR, R>(o, r, j, d);
+        mma_16816<DT>(acc[r][j], a_rounded, x[r][j].x, x[r][j].y);
+      }
     if (o.split) {
       load_a(o.a_remainder - kBlock * d, a_remainder);
 #pragma unroll
-      for (int i = FIRST; i < Q; ++i) mma_16816<DT>(acc[i], a_remainder, x[i].x, x[i].y);
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int j = FIRST; j < TPR; ++j) mma_16816<DT>(acc[r][j], a_remainder, x[r][j].x, x[r][j].y);
     }
   }
 }
 
-// Tile i takes T_d for d <= first_limit + 8 i only: the ranges where tiles FIRST .. Q-1 remain.
-template <int DT, int Q, int FIRST>
-__device__ __forceinline__ void products_from(const Operands& o, int first_limit, int d_end, float (&acc)[Q][4]) {
-  if constexpr (FIRST < Q) {
+// Tile j takes T_d for d <= first_limit + 8 j only (earlier inputs are zero): the d ranges
+// where tiles FIRST .. TPR-1 remain.
+template <int DT, int TPR, int R, int FIRST>
+__device__ __forceinline__ void products_from(const Operands& o, int first_limit, int d_end,
+                                              float (&acc)[R][TPR][4]) {
+  if constexpr (FIRST < TPR) {
     const int begin = first_limit + 8 * (FIRST - 1) + 1;
     if (begin >= d_end) return;
-    products<DT, Q, FIRST>(o, begin, min(d_end, begin + 8), acc);
-    products_from<DT, Q, FIRST + 1>(o, first_limit, d_end, acc);
+    products<DT, TPR, R, FIRST>(o, begin, min(d_end, begin + 8), acc);
+    products_from<DT, TPR, R, FIRST + 1>(o, first_limit, d_end, acc);
   }
 }
 
-// One d with every tile tested (the partial unit at a row's end).
-template <int DT, int Q>
-__device__ __forceinline__ void products_tested(const Operands& o, int d, int tiles, int first_limit,
-                                                float (&acc)[Q][4]) {
+// One d with every tile tested: a unit at a row's end, or with rows past B.
+template <int DT, int TPR, int R>
+__device__ __forceinline__ void products_tested(const Operands& o, int d, int tiles, int rows, int first_limit,
+                                                float (&acc)[R][TPR][4]) {
   uint32_t a_rounded[4], a_remainder[4];
   load_a(o.a_rounded - kBlock * d, a_rounded);
   if (o.split) load_a(o.a_remainder - kBlock * d, a_remainder);
 #pragma unroll
-  for (int i = 0; i < Q; ++i) {
-    if (i >= tiles || d > first_limit + 8 * i) continue;
-    const uint2 x = *reinterpret_cast<const uint2*>(o.x + kTile * i - kBlock * d);
-    mma_16816<DT>(acc[i], a_rounded, x.x, x.y);
-    if (o.split) mma_16816<DT>(acc[i], a_remainder, x.x, x.y);
-  }
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int j = 0; j < TPR; ++j) {
+      if (r >= rows || j >= tiles || d > first_limit + 8 * j) continue;
+      const uint2 x = *b_values<TPR, R>(o, r, j, d);
+      mma_16816<DT>(acc[r][j], a_rounded, x.x, x.y);
+      if (o.split) mma_16816<DT>(acc[r][j], a_remainder, x.x, x.y);
+    }
 }
 
 // Four consecutive elements (8 bytes, aligned) of x, times those of gate when given.
@@ -189,10 +202,12 @@ __device__ __forceinline__ uint2 pack4(const float (&v)[4]) {
                     uint32_t(Elem<DT>::bits(v[2])) | uint32_t(Elem<DT>::bits(v[3])) << 16);
 }
 
-// Shared memory of one warp: its input window, later its staged outputs (8 floats of padding per 32).
-__host__ __device__ inline int warp_region_bytes(int blocks, int q) {
-  const int window = ((blocks - 1) * kBlock + q * kTile) * 2, staged = q * kTile * 5;
-  return ((window > staged ? window : staged) + 15) / 16 * 16;
+// Shared memory of one warp: the input windows of its rows, later its staged outputs
+// (8 floats of padding per 32).
+__host__ __device__ inline int warp_region_bytes(int blocks, int tiles_per_row, int rows) {
+  const int windows = rows * ((blocks - 1) * kBlock + tiles_per_row * kTile) * 2;
+  const int staged = rows * tiles_per_row * kTile * 5;
+  return ((windows > staged ? windows : staged) + 15) / 16 * 16;
 }
 
 template <int DT>
@@ -210,10 +225,81 @@ __global__ void direct_filter_kernel(const void* k, int32_t k_dtype, int64_t H, 
   }
 }
 
-// Block (channel h, group): warps take the units group * warps + w of channel h,
-// unit = b * chunks + chunk, Q tiles (Q * 128 outputs) of row (b, h) each.
-template <int DT, int Q>
-__global__ void __launch_bounds__(kMaxWarps * 32) direct_kernel(DirectArgs a) {
+// Loads inputs t0 + i (i in [0, span), zero outside [0, L)) of the row at `base`, times
+// the pregate, into the window as bits of DT.
+template <int DT>
+__device__ void load_window(const DirectArgs& a, int64_t base, int64_t t0, int span, uint16_t* window, int lane) {
+  if (a.by_four) {
+#pragma unroll 4
+    for (int i = 4 * lane; i < span; i += 128) {
+      const int64_t t = t0 + i;
+      uint2 x = make_uint2(0, 0);
+      if (t >= 0 && t < a.L) {
+        x = reinterpret_cast<const uint2*>(a.u)[(base + t) / 4];
+        if (a.pregate) x = mul4<DT>(x, reinterpret_cast<const uint2*>(a.pregate)[(base + t) / 4]);
+      }
+      reinterpret_cast<uint2*>(window)[i / 4] = x;
+    }
+    return;
+  }
+  for (int i = lane; i < span; i += 32) {
+    const int64_t t = t0 + i;
+    float x = 0.f;
+    if (t >= 0 && t < a.L) {
+      x = Elem<DT>::load(a.u, base + t);
+      if (a.pregate) x *= Elem<DT>::load(a.pregate, base + t);
+    }
+    window[i] = Elem<DT>::bits(x);
+  }
+}
+
+// y[t0 + p] for p in [0, count), t0 + p < L, of the row at `base`, from the staged
+// convolution (`stage`, padded) plus the skip term, times the postgate.
+template <int DT>
+__device__ void store_outputs(const DirectArgs& a, int64_t base, int64_t t0, int count, const float* stage,
+                              int stage_first, float skip, int lane) {
+  if (a.by_four) {
+#pragma unroll 4
+    for (int p = 4 * lane; p < count; p += 128) {
+      if (t0 + p >= a.L) break;
+      const int s = stage_first + p;
+      const float4 conv = *reinterpret_cast<const float4*>(stage + s + 8 * (s >> 5));
+      float out[4] = {conv.x, conv.y, conv.z, conv.w};
+      const int64_t i = base + t0 + p;
+      if (a.D) {
+        float x[4];
+        load4<DT>(a.u, a.pregate, i, x);
+        for (int e = 0; e < 4; ++e) out[e] += skip * x[e];
+      }
+      if (a.postgate) {
+        float gate[4];
+        load4<DT>(a.postgate, nullptr, i, gate);
+        for (int e = 0; e < 4; ++e) out[e] *= gate[e];
+      }
+      reinterpret_cast<uint2*>(a.y)[i / 4] = pack4<DT>(out);
+    }
+    return;
+  }
+  for (int p = lane; p < count && t0 + p < a.L; p += 32) {
+    const int64_t i = base + t0 + p;
+    const int s = stage_first + p;
+    float out = stage[s + 8 * (s >> 5)];
+    if (a.D) {
+      float x = Elem<DT>::load(a.u, i);
+      if (a.pregate) x *= Elem<DT>::load(a.pregate, i);
+      out += skip * x;
+    }
+    if (a.postgate) out *= Elem<DT>::load(a.postgate, i);
+    Elem<DT>::store(a.y, i, out);
+  }
+}
+
+// Block (channel h, group): warp w takes unit group * warps + w of channel h,
+// unit = row_group * chunks + chunk: TPR tiles (TPR * 128 outputs) of each of the R rows
+// b = row_group * R + r. Short rows put several rows in a unit, so that every T_d read
+// serves R * TPR products.
+template <int DT, int TPR, int R>
+__global__ void __launch_bounds__(kMaxWarps * 32, 1) direct_kernel(DirectArgs a) {
   extern __shared__ __align__(16) unsigned char smem[];
   const uint32_t h = blockIdx.x / a.groups, group = blockIdx.x - h * a.groups;
   const uint32_t warps = blockDim.x >> 5;
@@ -247,142 +333,101 @@ __global__ void __launch_bounds__(kMaxWarps * 32) direct_kernel(DirectArgs a) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const uint32_t unit = group * warps + warp;
   if (unit >= a.units) return;  // no block barrier below
-  const uint32_t b = unit / a.chunks, chunk = unit - b * a.chunks;
-  const int64_t base = (int64_t(b) * a.H + h) * a.L;
-  const int64_t first_tile = int64_t(chunk) * Q, t0 = first_tile * kTile;
+  const uint32_t row_group = unit / a.chunks, chunk = unit - row_group * a.chunks;
+  const int rows = int(min(int64_t(R), a.B - int64_t(row_group) * R));
+  const int64_t first_tile = int64_t(chunk) * TPR, t0 = first_tile * kTile;
 
-  // The inputs the unit reads: t0 - halo .. t0 + Q * kTile - 1 (a multiple of 16 onwards),
-  // zero outside [0, L). The warp's region holds them, then the staged outputs.
-  const int halo = (a.blocks - 1) * kBlock, span = halo + Q * kTile;
+  // Each row's window: inputs t0 - halo .. t0 + TPR * 128 - 1. The warp's region holds
+  // the windows, later the staged outputs.
+  const int halo = (a.blocks - 1) * kBlock, row_window = halo + TPR * kTile;
   uint16_t* window = reinterpret_cast<uint16_t*>(smem + a.parts * 4 * a.copy_stride * 2 +
-                                                 warp * warp_region_bytes(a.blocks, Q));
+                                                 warp * warp_region_bytes(a.blocks, TPR, R));
   float* stage = reinterpret_cast<float*>(window);
-  if (a.by_four) {
-#pragma unroll 4
-    for (int i = 4 * lane; i < span; i += 128) {
-      const int64_t t = t0 - halo + i;
-      uint2 x = make_uint2(0, 0);
-      if (t >= 0 && t < a.L) {
-        x = reinterpret_cast<const uint2*>(a.u)[(base + t) / 4];
-        if (a.pregate) x = mul4<DT>(x, reinterpret_cast<const uint2*>(a.pregate)[(base + t) / 4]);
-      }
-      reinterpret_cast<uint2*>(window)[i / 4] = x;
-    }
-  } else {
-    for (int i = lane; i < span; i += 32) {
-      const int64_t t = t0 - halo + i;
-      float x = 0.f;
-      if (t >= 0 && t < a.L) {
-        x = Elem<DT>::load(a.u, base + t);
-        if (a.pregate) x *= Elem<DT>::load(a.pregate, base + t);
-      }
-      window[i] = Elem<DT>::bits(x);
-    }
-  }
+  auto row_base = [&](int r) { return ((int64_t(row_group) * R + r) * a.H + h) * a.L; };
+  for (int r = 0; r < rows; ++r) load_window<DT>(a, row_base(r), t0 - halo, row_window, window + r * row_window, lane);
   __syncwarp();
 
   const int g = lane >> 2, c = lane & 3;
   const int shift = (a.origin - g) & 3;
-  // the lane's A values of T_0 (aligned in its copy); T_d lies 16 d elements lower
   const uint16_t* a_rounded_0 = filters + shift * a.copy_stride - shift + a.origin - g + 4 * c;
-  const uint16_t* a_remainder_0 = a_rounded_0 + 4 * a.copy_stride;
-  // the lane's B values for d = 0 and tile 0; tile i lies 128 i higher, d moves them 16 d lower
-  const uint16_t* x_0 = window + (g + a.blocks - 1) * kBlock + 4 * c;
-  // Tile i (of those before the row's end) needs T_d for d <= 8 * (first_tile + i) + 7 only:
-  // earlier inputs are zero. The tests are the same in the whole warp.
-  const int tiles = int(min(int64_t(Q), (a.L + kTile - 1) / kTile - first_tile));
+  const Operands ops{a_rounded_0, a_rounded_0 + 4 * a.copy_stride, window + (g + a.blocks - 1) * kBlock + 4 * c,
+                     row_window, a.parts == 2};
+  const int tiles = int(min(int64_t(TPR), (a.L + kTile - 1) / kTile - first_tile));
   const int first_limit = int(min(8 * first_tile + 7, int64_t(a.blocks)));
   const int d_end = min(a.blocks, first_limit + 8 * (tiles - 1) + 1);
-  float acc[Q][4] = {};
-  const Operands ops{a_rounded_0, a_remainder_0, x_0, a.parts == 2};
-  if (tiles == Q) {
-    // d ranges with a fixed set of tiles: all of them up to first_limit, then one fewer every 8
-    products<DT, Q, 0>(ops, 0, min(d_end, first_limit + 1), acc);
-    products_from<DT, Q, 1>(ops, first_limit, d_end, acc);
+  float acc[R][TPR][4] = {};
+  if (tiles == TPR && rows == R) {
+    products<DT, TPR, R, 0>(ops, 0, min(d_end, first_limit + 1), acc);  // every tile
+    products_from<DT, TPR, R, 1>(ops, first_limit, d_end, acc);          // then one fewer every 8
   } else {
-    for (int d = 0; d < d_end; ++d)  // the row's last, partial unit
-      products_tested<DT, Q>(ops, d, tiles, first_limit, acc);
+    for (int d = 0; d < d_end; ++d) products_tested<DT, TPR, R>(ops, d, tiles, rows, first_limit, acc);
   }
-  __syncwarp();  // the window is read by every lane before the outputs overwrite it
+  __syncwarp();  // the windows are read by every lane before the outputs overwrite them
 
-  // Accumulator r of tile i is output i*128 + 16n + t (n = 2c + r%2, t = g + 8*(r/2)); it goes
-  // through shared memory (8 floats of padding per 32: no bank conflicts) to coalesced stores.
+  // Accumulator e of tile (r, j) is output p = (r * TPR + j) * 128 + 16 n + t of the staged
+  // outputs (n = 2c + e%2, t = g + 8*(e/2)); 8 floats of padding per 32: no bank conflicts.
 #pragma unroll
-  for (int i = 0; i < Q; ++i)
+  for (int r = 0; r < R; ++r)
 #pragma unroll
-    for (int r = 0; r < 4; ++r) {
-      const int p = i * kTile + kBlock * (2 * c + (r & 1)) + g + 8 * (r >> 1);
-      stage[p + 8 * (p >> 5)] = acc[i][r];
-    }
+    for (int j = 0; j < TPR; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int p = (r * TPR + j) * kTile + kBlock * (2 * c + (e & 1)) + g + 8 * (e >> 1);
+        stage[p + 8 * (p >> 5)] = acc[r][j][e];
+      }
   __syncwarp();
   const float skip = a.D ? load_any(a.D, a.D_dtype, h) : 0.f;
-  if (a.by_four) {
-#pragma unroll 4
-    for (int p = 4 * lane; p < Q * kTile; p += 128) {
-      if (t0 + p >= a.L) break;
-      const float4 conv = *reinterpret_cast<const float4*>(stage + p + 8 * (p >> 5));
-      float out[4] = {conv.x, conv.y, conv.z, conv.w};
-      const int64_t i = base + t0 + p;
-      if (a.D) {
-        float x[4];
-        load4<DT>(a.u, a.pregate, i, x);
-        for (int e = 0; e < 4; ++e) out[e] += skip * x[e];
-      }
-      if (a.postgate) {
-        float gate[4];
-        load4<DT>(a.postgate, nullptr, i, gate);
-        for (int e = 0; e < 4; ++e) out[e] *= gate[e];
-      }
-      reinterpret_cast<uint2*>(a.y)[i / 4] = pack4<DT>(out);
-    }
-    return;
-  }
-  for (int p = lane; p < Q * kTile && t0 + p < a.L; p += 32) {
-    const int64_t i = base + t0 + p;
-    float out = stage[p + 8 * (p >> 5)];
-    if (a.D) {
-      float x = Elem<DT>::load(a.u, i);
-      if (a.pregate) x *= Elem<DT>::load(a.pregate, i);
-      out += skip * x;
-    }
-    if (a.postgate) out *= Elem<DT>::load(a.postgate, i);
-    Elem<DT>::store(a.y, i, out);
-  }
+  for (int r = 0; r < rows; ++r) store_outputs<DT>(a, row_base(r), t0, TPR * kTile, stage, r * TPR * kTile, skip, lane);
 }
 
 struct DirectLaunch {
   DirectGeometry geo;
-  int q, warps;
+  int tiles_per_row, rows, warps;  // a unit: `rows` rows times `tiles_per_row` tiles (at most 8 tiles)
   int64_t chunks, units, groups;
   int shared;
 };
 
+int64_t pow2_at_most(int64_t x) {
+  int64_t p = 1;
+  while (2 * p <= x) p *= 2;
+  return p;
+}
+
 DirectLaunch direct_launch(const fftconv_params& p) {
   DirectLaunch l{};
   l.geo = direct_geometry(p);
-  l.q = tiles_per_unit(p.L);
-  l.chunks = (p.L + int64_t(l.q) * kTile - 1) / (int64_t(l.q) * kTile);
-  l.units = p.B * l.chunks;
-  const int64_t units = l.units;
-  l.warps = int(std::max<int64_t>(1, std::min<int64_t>(kMaxWarps, units)));
-  l.groups = (units + l.warps - 1) / l.warps;
-  l.shared = l.geo.parts * 4 * l.geo.copy_stride * 2 + l.warps * warp_region_bytes(l.geo.blocks, l.q);
+  const int64_t row_tiles = (p.L + kTile - 1) / kTile;
+  l.tiles_per_row = int(std::min<int64_t>(8, next_pow2(row_tiles)));
+  l.rows = int(std::min<int64_t>(8 / l.tiles_per_row, pow2_at_most(p.B)));
+  l.chunks = (row_tiles + l.tiles_per_row - 1) / l.tiles_per_row;
+  l.units = (p.B + l.rows - 1) / l.rows * l.chunks;
+  l.warps = int(std::max<int64_t>(1, std::min<int64_t>(kMaxWarps, l.units)));
+  l.groups = (l.units + l.warps - 1) / l.warps;
+  l.shared = l.geo.parts * 4 * l.geo.copy_stride * 2 +
+             l.warps * warp_region_bytes(l.geo.blocks, l.tiles_per_row, l.rows);
   return l;
 }
 
-template <int DT, int Q>
+template <int DT, int TPR, int R>
 void launch_direct(const DirectArgs& a, const DirectLaunch& l, cudaStream_t stream) {
-  allow_shared(direct_kernel<DT, Q>, l.shared);
-  direct_kernel<DT, Q><<<dim3(unsigned(a.H * l.groups)), unsigned(l.warps * 32), l.shared, stream>>>(a);
+  allow_shared(direct_kernel<DT, TPR, R>, l.shared);
+  direct_kernel<DT, TPR, R><<<dim3(unsigned(a.H * l.groups)), unsigned(l.warps * 32), l.shared, stream>>>(a);
 }
 
+// Units of 8 tiles where rows are long enough, else of up to 8 / tiles_per_row rows.
 template <int DT>
 void launch_direct(const DirectArgs& a, const DirectLaunch& l, cudaStream_t stream) {
-  switch (l.q) {
-    case 1: launch_direct<DT, 1>(a, l, stream); break;
-    case 2: launch_direct<DT, 2>(a, l, stream); break;
-    case 4: launch_direct<DT, 4>(a, l, stream); break;
-    default: launch_direct<DT, 8>(a, l, stream); break;
+  switch (l.tiles_per_row * 16 + l.rows) {
+    case 1 * 16 + 1: launch_direct<DT, 1, 1>(a, l, stream); break;
+    case 1 * 16 + 2: launch_direct<DT, 1, 2>(a, l, stream); break;
+    case 1 * 16 + 4: launch_direct<DT, 1, 4>(a, l, stream); break;
+    case 1 * 16 + 8: launch_direct<DT, 1, 8>(a, l, stream); break;
+    case 2 * 16 + 1: launch_direct<DT, 2, 1>(a, l, stream); break;
+    case 2 * 16 + 2: launch_direct<DT, 2, 2>(a, l, stream); break;
+    case 2 * 16 + 4: launch_direct<DT, 2, 4>(a, l, stream); break;
+    case 4 * 16 + 1: launch_direct<DT, 4, 1>(a, l, stream); break;
+    case 4 * 16 + 2: launch_direct<DT, 4, 2>(a, l, stream); break;
+    default: launch_direct<DT, 8, 1>(a, l, stream); break;
   }
 }
 
