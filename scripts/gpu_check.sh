@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On the GPU machine, from the repository root, with the CUDA build carried in
-# build-gpu/: the CUDA tests, compute-sanitizer (memcheck, racecheck) and the
+# build-gpu/: the CUDA tests, compute-sanitizer (memcheck, racecheck, initcheck) and the
 # GPU benchmark; logs and results go to $OUT (default out/gpu).
 set -uo pipefail
 OUT=${OUT:-out/gpu}
@@ -11,7 +11,7 @@ python -c "import torch, ml_dtypes; print('torch', torch.__version__)" || exit 1
 status=0
 python -m pytest -q -x -m cuda tests/test_cuda.py -p no:cacheprovider 2>&1 | tail -n 25 | tee "$OUT/tests.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
-for tool in memcheck racecheck; do
+for tool in memcheck racecheck initcheck; do
   compute-sanitizer --tool "$tool" --error-exitcode 9 python scripts/cuda_sanitizer_case.py > "$OUT/sanitizer-$tool.txt" 2>&1
   echo "compute-sanitizer $tool: exit $?  $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer-$tool.txt" | tail -n 1)"
 done
