@@ -19,7 +19,8 @@ for (B, H, L, Lk, n, layout, dtype) in [
         (2, 2, 9000, 100, 0, "BLH", "float32"), (1, 1, 5, 5, 6, "BHL", "float32"),
         # tensor-core path: one chunk, several chunks with a halo, a filter in the I/O type
         (3, 2, 1000, 1000, 0, "BHL", "float16"), (1, 2, 3000, 2000, 0, "BHL", "bfloat16"),
-        (2, 3, 130, 7, 0, "BHL", "bfloat16"), (5, 2, 128, 128, 0, "BHL", "float16")]:
+        (2, 3, 130, 7, 0, "BHL", "bfloat16"), (5, 2, 128, 128, 0, "BHL", "float16"),
+        (2, 3, 500, 200, 0, "BLH", "float16")]:
     io = getattr(torch, dtype)
     shape = (B, H, L) if layout == "BHL" else (B, L, H)
     u = torch.randn(*shape, device="cuda", generator=g).to(io)

@@ -9,8 +9,8 @@
 namespace fftconv {
 namespace cuda {
 
-// Whether a call takes the tensor-core path: fp16/bf16 I/O, layout BHL, a linear
-// (not circular) convolution and at most direct_max_taps() filter taps in use.
+// Whether a call takes the tensor-core path: fp16/bf16 I/O, a linear (not circular)
+// convolution and at most direct_max_taps() filter taps in use.
 bool direct_applies(const fftconv_params& p);
 
 // The largest number of taps the path takes: 2048, or FFTCONV_CUDA_DIRECT_MAX_TAPS

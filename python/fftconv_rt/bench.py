@@ -144,11 +144,12 @@ GPU_LENGTHS = (128, 512, 2048, 8192, 32768, 131072, 524288, 2097152)
 
 
 def run_gpu_bench(lengths=GPU_LENGTHS, dtypes=("float16", "bfloat16", "float32"), elements: int = 1 << 26,
-                  batch: int = 4, repeats: int = 30, out_path: Optional[str] = None, log=print) -> list[dict]:
+                  batch: int = 4, repeats: int = 30, out_path: Optional[str] = None, layout: str = "BHL",
+                  log=print) -> list[dict]:
     """GPU benchmark: for each L and dtype, in one run, a device copy of the same bytes, PyTorch's
     cuFFT convolution with the filter spectrum cached, and fftconv-rt (prepared spectrum and
     workspace, the deployment path), timed with CUDA events (median), with the ratios and the
-    accuracy against a float64 cuFFT reference."""
+    accuracy against a float64 cuFFT reference. layout "BLH" stores u and y channels-last."""
     import ctypes
 
     import torch
@@ -160,7 +161,7 @@ def run_gpu_bench(lengths=GPU_LENGTHS, dtypes=("float16", "bfloat16", "float32")
     dev = torch.device("cuda")
     name = torch.cuda.get_device_name(dev)
     meta = {"device": "cuda", "gpu": name, "date": datetime.date.today().isoformat(), "torch": torch.__version__,
-            "batch_x_channels_x_length": elements, "causal": True}
+            "batch_x_channels_x_length": elements, "causal": True, "layout": layout}
     torch_dtypes = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
     def cuda_ms(fn) -> float:
@@ -177,7 +178,7 @@ def run_gpu_bench(lengths=GPU_LENGTHS, dtypes=("float16", "bfloat16", "float32")
         return float(np.median(times))
 
     rows = []
-    log(f"GPU: {name}; B*H*L = {elements}; causal (n = 2L); median of {repeats} (CUDA events)")
+    log(f"GPU: {name}; B*H*L = {elements}; layout {layout}; causal (n = 2L); median of {repeats} (CUDA events)")
     log(f"{'dtype':>8s} {'L':>8s} {'B':>3s} {'H':>7s} | {'copy':>8s} {'cuFFT':>8s} {'ours':>8s} | "
         f"{'ours/copy':>9s} {'cuFFT/ours':>10s} | rel.err (tol)")
     for dtype in dtypes:
@@ -187,6 +188,8 @@ def run_gpu_bench(lengths=GPU_LENGTHS, dtypes=("float16", "bfloat16", "float32")
             H = max(1, elements // (B * L))
             g = torch.Generator(device=dev).manual_seed(L)
             u = torch.randn(B, H, L, device=dev, generator=g).to(tdt)
+            if layout == "BLH":  # channels-last storage; `u` stays the (B, H, L) view of it
+                u = u.transpose(1, 2).contiguous().transpose(1, 2)
             t = torch.arange(L, device=dev, dtype=torch.float32)
             k = torch.randn(H, L, device=dev, generator=g) * torch.exp(-t / (L / 8)) / np.sqrt(L)
             D = torch.randn(H, device=dev, generator=g)
@@ -201,7 +204,8 @@ def run_gpu_bench(lengths=GPU_LENGTHS, dtypes=("float16", "bfloat16", "float32")
                 out = torch.fft.irfft(u_f * k_f, n=n, norm="forward")[..., :L] + u * D.unsqueeze(-1)
                 return out.to(tdt)
 
-            params, _ = _resolve(u, k, D, None, None, 0, "BHL")
+            stored = u.transpose(1, 2) if layout == "BLH" else u  # contiguous in its layout
+            params, _ = _resolve(stored, k, D, None, None, 0, layout)
             params.stream = torch.cuda.current_stream().cuda_stream
             spectrum = prepare_filter_cuda(params, k, dev)
             params.u, params.D, params.y = u.data_ptr(), D.data_ptr(), y.data_ptr()

@@ -97,7 +97,7 @@ def _cmd_bench(args) -> int:
     if args.gpu:
         lengths = tuple(int(x) for x in args.lengths.split(",")) if args.lengths else GPU_LENGTHS
         run_gpu_bench(lengths=lengths, dtypes=tuple(args.dtypes.split(",")), elements=args.elements or 1 << 26,
-                      out_path=args.out)
+                      out_path=args.out, layout=args.layout)
         return 0
     lengths = tuple(int(x) for x in (args.lengths or "1024,4096,16384,65536").split(","))
     run_cpu_bench(lengths=lengths, elements=args.elements or 1 << 21, repeats=args.repeats, threads=args.threads,
@@ -164,6 +164,7 @@ def main(argv=None) -> int:
     p.add_argument("--gpu", action="store_true", help="the CUDA benchmark")
     p.add_argument("--lengths", default=None, help="comma-separated L (default: 1K..64K on CPU, 128..2M on GPU)")
     p.add_argument("--dtypes", default="float16,bfloat16,float32", help="GPU I/O types")
+    p.add_argument("--layout", choices=["BHL", "BLH"], default="BHL", help="GPU: storage of u and y")
     p.add_argument("--elements", type=int, default=None, help="B*H*L per call (default: 2^21 CPU, 2^26 GPU)")
     p.add_argument("--repeats", type=int, default=21)
     p.add_argument("--threads", type=int, default=None)
