@@ -72,8 +72,7 @@ struct DirectArgs {
   uint32_t groups;  // blocks per channel
   int blocks, rlen, origin, copy_stride, parts;
   int32_t D_dtype;
-  int64_t stride;  // between a row's consecutive elements: 1 (BHL) or H (BLH)
-  bool by_four;    // BHL, L % 4 == 0 and 8-byte aligned rows: they move in groups of 4 elements
+  bool by_four;  // L % 4 == 0 and 8-byte aligned rows: they move in groups of 4 elements
 };
 
 template <int DT>
@@ -247,8 +246,8 @@ __device__ void load_window(const DirectArgs& a, int64_t base, int64_t t0, int s
     const int64_t t = t0 + i;
     float x = 0.f;
     if (t >= 0 && t < a.L) {
-      x = Elem<DT>::load(a.u, base + t * a.stride);
-      if (a.pregate) x *= Elem<DT>::load(a.pregate, base + t * a.stride);
+      x = Elem<DT>::load(a.u, base + t);
+      if (a.pregate) x *= Elem<DT>::load(a.pregate, base + t);
     }
     window[i] = Elem<DT>::bits(x);
   }
@@ -282,7 +281,7 @@ __device__ void store_outputs(const DirectArgs& a, int64_t base, int64_t t0, int
     return;
   }
   for (int p = lane; p < count && t0 + p < a.L; p += 32) {
-    const int64_t i = base + (t0 + p) * a.stride;
+    const int64_t i = base + t0 + p;
     const int s = stage_first + p;
     float out = stage[s + 8 * (s >> 5)];
     if (a.D) {
@@ -295,8 +294,6 @@ __device__ void store_outputs(const DirectArgs& a, int64_t base, int64_t t0, int
   }
 }
 
-// BLH rows are read and written one strided element per lane (each lane its own
-// 32-byte sector; the neighbouring channels' blocks use the rest of it through L2).
 // Block (channel h, group): warp w takes unit group * warps + w of channel h,
 // unit = row_group * chunks + chunk: TPR tiles (TPR * 128 outputs) of each of the R rows
 // b = row_group * R + r. Short rows put several rows in a unit, so that every T_d read
@@ -346,11 +343,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) direct_kernel(DirectArgs a)
   uint16_t* window = reinterpret_cast<uint16_t*>(smem + a.parts * 4 * a.copy_stride * 2 +
                                                  warp * warp_region_bytes(a.blocks, TPR, R));
   float* stage = reinterpret_cast<float*>(window);
-  // element t of row b: base + t * stride
-  auto row_base = [&](int r) {
-    const int64_t b = int64_t(row_group) * R + r;
-    return a.stride == 1 ? (b * a.H + h) * a.L : b * a.L * a.H + h;
-  };
+  auto row_base = [&](int r) { return ((int64_t(row_group) * R + r) * a.H + h) * a.L; };
   for (int r = 0; r < rows; ++r) load_window<DT>(a, row_base(r), t0 - halo, row_window, window + r * row_window, lane);
   __syncwarp();
 
@@ -487,8 +480,7 @@ void direct_forward(const fftconv_params& p, const void* prepared, cudaStream_t 
   a.parts = l.geo.parts;
   a.D_dtype = p.D_dtype;
   auto aligned8 = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 8 == 0; };
-  a.stride = p.layout == FFTCONV_LAYOUT_BLH ? p.H : 1;
-  a.by_four = a.stride == 1 && p.L % 4 == 0 && aligned8(p.u) && aligned8(p.y) && aligned8(p.pregate) && aligned8(p.postgate);
+  a.by_four = p.L % 4 == 0 && aligned8(p.u) && aligned8(p.y) && aligned8(p.pregate) && aligned8(p.postgate);
   if (p.dtype == FFTCONV_FLOAT16)
     launch_direct<FFTCONV_FLOAT16>(a, l, stream);
   else

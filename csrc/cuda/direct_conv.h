@@ -10,7 +10,8 @@ namespace fftconv {
 namespace cuda {
 
 // Whether a call takes the tensor-core path: fp16/bf16 I/O, a linear (not circular)
-// convolution and at most direct_max_taps() filter taps in use.
+// convolution and at most direct_max_taps() filter taps in use. The kernels take BHL
+// rows (BLH calls are transposed around them, channels_last.h).
 bool direct_applies(const fftconv_params& p);
 
 // The largest number of taps the path takes: 2048, or FFTCONV_CUDA_DIRECT_MAX_TAPS
@@ -23,6 +24,7 @@ int64_t direct_filter_bytes(const fftconv_params& p);
 
 void direct_prepare_filter(const fftconv_params& p, void* prepared, cudaStream_t stream);
 
+// p: a BHL call.
 void direct_forward(const fftconv_params& p, const void* prepared, cudaStream_t stream);
 
 }  // namespace cuda

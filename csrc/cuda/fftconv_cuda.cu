@@ -33,6 +33,7 @@
 #include "../common/error.h"
 #include "../common/geometry.h"
 #include "cuda_common.cuh"
+#include "channels_last.h"
 #include "direct_conv.h"
 #include "fftconv_rt/fftconv.h"
 
@@ -55,21 +56,17 @@ constexpr int kSplitPoints = 4096;    // complex points per block of the split p
 constexpr int kThreads = FFTCONV_CUDA_THREADS;
 static_assert(kThreads * 16 >= kSplitPoints, "the split passes give each thread 16 points");
 
-// Where a row (a (b, h) sequence of u, y and the gates) lies: element t at base + t * stride.
+// Where a row (a (b, h) sequence of u, y and the gates, BHL: BLH calls are transposed
+// around the kernels, channels_last.h) lies: element t at base + t.
 struct RowAddress {
-  int64_t base, stride;
+  int64_t base;
   int64_t channel;
 };
 
 struct Rows {
   int64_t H, L;
-  bool channels_last;
-  // The divisions are done once per row, never per element.
-  __device__ RowAddress address(int64_t row) const {
-    const int64_t b = row / H, h = row - b * H;
-    if (channels_last) return {b * L * H + h, H, h};
-    return {row * L, 1, h};
-  }
+  // The division is done once per row, never per element.
+  __device__ RowAddress address(int64_t row) const { return {row * L, row - row / H * H}; }
 };
 
 // ---- shared-memory transforms ----------------------------------------------
@@ -252,14 +249,14 @@ struct Row {
 };
 
 __device__ Row row_info(const RunArgs& a, int64_t row) {
-  if (row < 0 || row >= a.count) return {false, {0, 0, 0}, 0.f};
+  if (row < 0 || row >= a.count) return {false, {0, 0}, 0.f};
   const RowAddress at = a.rows.address(row);
   return {true, at, a.D ? load_any(a.D, a.D_dtype, at.channel) : 0.f};
 }
 
 template <int DT>
 __device__ float load_v(const RunArgs& a, const Row& r, int64_t t) {
-  const int64_t i = r.at.base + t * r.at.stride;
+  const int64_t i = r.at.base + t;
   float v = Elem<DT>::load(a.u, i);
   if (a.pregate) v *= Elem<DT>::load(a.pregate, i);
   return v;
@@ -268,7 +265,7 @@ __device__ float load_v(const RunArgs& a, const Row& r, int64_t t) {
 // y[t] of a row from its convolution value: skip term, gate, store.
 template <int DT>
 __device__ void store_y(const RunArgs& a, const Row& r, int64_t t, float conv) {
-  const int64_t i = r.at.base + t * r.at.stride;
+  const int64_t i = r.at.base + t;
   float y = conv;
   if (a.D) {
     float v = Elem<DT>::load(a.u, i);
@@ -703,7 +700,7 @@ RunArgs run_args(const fftconv_params& p, const Plan& plan, const float* spectru
   a.y = p.y;
   a.spectrum = spectrum;
   a.work = static_cast<float2*>(workspace);
-  a.rows = Rows{p.H, p.L, p.layout == FFTCONV_LAYOUT_BLH};
+  a.rows = Rows{p.H, p.L};
   a.count = p.B * p.H;
   a.m = plan.m, a.n1 = plan.n1, a.n2 = plan.n2, a.bins = plan.bins;
   a.fft_size = is_circular(p.L, p.Lk, p.fft_size) ? p.fft_size : 0;
@@ -715,14 +712,19 @@ int64_t workspace_bytes(const Plan& plan, int64_t sequences) {
   return plan.fused ? 0 : ((sequences + 1) / 2) * plan.m * int64_t(sizeof(float2));
 }
 
-void check_workspace(const Plan& plan, int64_t sequences, void* workspace, int64_t bytes) {
-  const int64_t need = workspace_bytes(plan, sequences);
+void check_workspace(int64_t need, void* workspace, int64_t bytes) {
   if (need > 0 && (!workspace || bytes < need))
     fail(FFTCONV_ERR_INVALID_ARGUMENT, "the workspace is " + std::to_string(workspace ? bytes : 0) +
                                            " bytes; this call needs " + std::to_string(need) +
                                            " (fftconv_cuda_workspace_bytes)");
   check_device_pointer(workspace, "workspace", 8);
 }
+
+// Workspace of the run of BHL rows (the FFT split path's complex sequences).
+int64_t rows_workspace_bytes(const fftconv_params& p) {
+  return cuda::direct_applies(p) ? 0 : workspace_bytes(make_plan(p), p.B * p.H);
+}
+
 
 void check_size(const Plan& plan, const fftconv_params& p) {
   if (plan.m > kLargestTransform)
@@ -760,6 +762,19 @@ void launch_forward(const fftconv_params& p, const Plan& plan, const RunArgs& a,
   check_cuda(cudaGetLastError(), "launching the FFTConv kernels");
 }
 
+// Runs a BHL call.
+void forward_rows(const fftconv_params& p, const void* spectrum, void* workspace, cudaStream_t stream) {
+  if (cuda::direct_applies(p)) return cuda::direct_forward(p, spectrum, stream);
+  const Plan plan = make_plan(p);
+  const RunArgs a = run_args(p, plan, static_cast<const float*>(spectrum), workspace);
+  ensure_roots(stream);
+  switch (p.dtype) {
+    case FFTCONV_FLOAT16: launch_forward<FFTCONV_FLOAT16>(p, plan, a, stream); break;
+    case FFTCONV_BFLOAT16: launch_forward<FFTCONV_BFLOAT16>(p, plan, a, stream); break;
+    default: launch_forward<FFTCONV_FLOAT32>(p, plan, a, stream); break;
+  }
+}
+
 }  // namespace
 }  // namespace fftconv
 
@@ -784,9 +799,8 @@ int64_t fftconv_cuda_filter_bytes(const fftconv_params* p) {
 
 int64_t fftconv_cuda_workspace_bytes(const fftconv_params* p) {
   if (!p || p->B < 0 || p->H < 0 || p->L < 0 || p->Lk < 1 || p->fft_size < 0) return 0;
-  if (cuda::direct_applies(*p)) return 0;
-  const Plan plan = make_plan(*p);
-  return std::max(workspace_bytes(plan, p->B * p->H), workspace_bytes(plan, p->H));
+  const int64_t filter = cuda::direct_applies(*p) ? 0 : workspace_bytes(make_plan(*p), p->H);
+  return std::max(cuda::channels_last_bytes(*p) + rows_workspace_bytes(*p), filter);
 }
 
 fftconv_status fftconv_cuda_prepare_filter(const fftconv_params* p, void* spectrum, void* workspace,
@@ -802,7 +816,7 @@ fftconv_status fftconv_cuda_prepare_filter(const fftconv_params* p, void* spectr
     if (direct) return cuda::direct_prepare_filter(*p, spectrum, stream);
     const Plan plan = make_plan(*p);
     check_size(plan, *p);
-    check_workspace(plan, p->H, workspace, workspace_bytes_given);
+    check_workspace(workspace_bytes(plan, p->H), workspace, workspace_bytes_given);
     RunArgs a = run_args(*p, plan, nullptr, workspace);
     a.spectrum_out = static_cast<float*>(spectrum);
     a.count = p->H;
@@ -841,18 +855,14 @@ fftconv_status fftconv_cuda_forward(const fftconv_params* p, const void* spectru
     check_device_pointer(p->D, "D", element_bytes(p->D_dtype));
     const bool direct = cuda::direct_applies(*p);
     check_device_pointer(spectrum, "spectrum", direct ? 16 : 4);
+    if (!direct) check_size(make_plan(*p), *p);
+    const int64_t channels_last = cuda::channels_last_bytes(*p);
+    check_workspace(channels_last + rows_workspace_bytes(*p), workspace, workspace_bytes_given);
     cudaStream_t stream = static_cast<cudaStream_t>(p->stream);
-    if (direct) return cuda::direct_forward(*p, spectrum, stream);
-    const Plan plan = make_plan(*p);
-    check_size(plan, *p);
-    check_workspace(plan, p->B * p->H, workspace, workspace_bytes_given);
-    const RunArgs a = run_args(*p, plan, static_cast<const float*>(spectrum), workspace);
-    ensure_roots(stream);
-    switch (p->dtype) {
-      case FFTCONV_FLOAT16: launch_forward<FFTCONV_FLOAT16>(*p, plan, a, stream); break;
-      case FFTCONV_BFLOAT16: launch_forward<FFTCONV_BFLOAT16>(*p, plan, a, stream); break;
-      default: launch_forward<FFTCONV_FLOAT32>(*p, plan, a, stream); break;
-    }
+    if (channels_last == 0) return forward_rows(*p, spectrum, workspace, stream);
+    const fftconv_params rows = cuda::to_channels_first(*p, workspace, stream);
+    forward_rows(rows, spectrum, static_cast<char*>(workspace) + channels_last, stream);
+    cuda::to_channels_last(*p, rows, stream);
   });
 }
 
