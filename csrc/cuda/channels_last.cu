@@ -7,29 +7,35 @@ namespace fftconv {
 namespace cuda {
 namespace {
 
-constexpr int kTileSide = 32;
-constexpr int kTileRows = 8;  // threads per tile column: each thread moves 4 elements
+constexpr int kTileSide = 64;  // a block moves a 64x64 tile, 16 elements per thread
+constexpr int kTileRows = 8;   // threads per tile column step (32 x 8 threads)
 
 // out[b][c][r] = in[b][r][c] for a batch of rows x cols matrices; T is a 2- or 4-byte word.
 template <typename T>
-__global__ void transpose_kernel(const T* in, T* out, int64_t rows, int64_t cols, int64_t row_tiles,
-                                 int64_t col_tiles) {
-  __shared__ T tile[kTileSide][kTileSide + 1];  // +1: the column reads meet no bank conflict
-  const int64_t tiles = row_tiles * col_tiles, b = blockIdx.x / tiles, in_matrix = blockIdx.x - b * tiles;
-  const int64_t row_tile = in_matrix / col_tiles;
-  const int64_t r0 = row_tile * kTileSide, c0 = (in_matrix - row_tile * col_tiles) * kTileSide;
+__global__ void __launch_bounds__(32 * kTileRows) transpose_kernel(const T* in, T* out, int64_t rows, int64_t cols,
+                                                                   uint32_t row_tiles, uint32_t col_tiles) {
+  __shared__ T tile[kTileSide][kTileSide + 1];  // +1: the column reads meet (almost) no bank conflict
+  const uint32_t tiles = row_tiles * col_tiles, b = blockIdx.x / tiles, in_matrix = blockIdx.x - b * tiles;
+  const uint32_t row_tile = in_matrix / col_tiles, col_tile = in_matrix - row_tile * col_tiles;
+  const int64_t r0 = int64_t(row_tile) * kTileSide, c0 = int64_t(col_tile) * kTileSide;
   const int64_t matrix = rows * cols;
   in += b * matrix;
   out += b * matrix;
-  for (int i = threadIdx.y; i < kTileSide; i += kTileRows) {
-    const int64_t r = r0 + i, c = c0 + threadIdx.x;
-    if (r < rows && c < cols) tile[i][threadIdx.x] = in[r * cols + c];
-  }
+#pragma unroll
+  for (int i = threadIdx.y; i < kTileSide; i += kTileRows)
+#pragma unroll
+    for (int j = threadIdx.x; j < kTileSide; j += 32) {
+      const int64_t r = r0 + i, c = c0 + j;
+      if (r < rows && c < cols) tile[i][j] = in[r * cols + c];
+    }
   __syncthreads();
-  for (int i = threadIdx.y; i < kTileSide; i += kTileRows) {
-    const int64_t c = c0 + i, r = r0 + threadIdx.x;
-    if (r < rows && c < cols) out[c * rows + r] = tile[threadIdx.x][i];
-  }
+#pragma unroll
+  for (int i = threadIdx.y; i < kTileSide; i += kTileRows)
+#pragma unroll
+    for (int j = threadIdx.x; j < kTileSide; j += 32) {
+      const int64_t c = c0 + i, r = r0 + j;
+      if (r < rows && c < cols) out[c * rows + r] = tile[j][i];
+    }
 }
 
 void transpose(const void* in, void* out, int64_t batch, int64_t rows, int64_t cols, int element_bytes,
@@ -38,13 +44,15 @@ void transpose(const void* in, void* out, int64_t batch, int64_t rows, int64_t c
   const int64_t blocks = batch * row_tiles * col_tiles;
   if (blocks > int64_t(0x7fffffff))
     fail(FFTCONV_ERR_UNSUPPORTED, "channels-last input too large to transpose in one launch");
-  const dim3 grid{unsigned(blocks)}, block{kTileSide, kTileRows};
+  const dim3 grid{unsigned(blocks)}, block{32, kTileRows};
   if (element_bytes == 2)
-    transpose_kernel<uint16_t><<<grid, block, 0, stream>>>(
-        static_cast<const uint16_t*>(in), static_cast<uint16_t*>(out), rows, cols, row_tiles, col_tiles);
+    transpose_kernel<uint16_t><<<grid, block, 0, stream>>>(static_cast<const uint16_t*>(in),
+                                                           static_cast<uint16_t*>(out), rows, cols,
+                                                           uint32_t(row_tiles), uint32_t(col_tiles));
   else
-    transpose_kernel<uint32_t><<<grid, block, 0, stream>>>(
-        static_cast<const uint32_t*>(in), static_cast<uint32_t*>(out), rows, cols, row_tiles, col_tiles);
+    transpose_kernel<uint32_t><<<grid, block, 0, stream>>>(static_cast<const uint32_t*>(in),
+                                                           static_cast<uint32_t*>(out), rows, cols,
+                                                           uint32_t(row_tiles), uint32_t(col_tiles));
   check_cuda(cudaGetLastError(), "launching the layout transpose");
 }
 
