@@ -81,7 +81,7 @@ def test_filter_in_io_dtype(rng, L, dtype):
 
 
 @pytest.mark.parametrize("B,L", [(8, 128), (5, 100), (4, 256), (6, 500), (3, 64)])
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
 def test_several_rows_per_unit(rng, B, L, dtype):
     """Short rows share a warp (up to 8 tiles of 128 outputs), including a last group
     with fewer rows than the others."""
@@ -89,11 +89,12 @@ def test_several_rows_per_unit(rng, B, L, dtype):
     assert err <= tolerance(dtype), f"{err:.3e}"
 
 
-@pytest.mark.parametrize("L,Lk", [(100003, 100), (5000, 2048), (5000, 2049), (70000, 16), (300, 1)])
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("L,Lk", [(100003, 100), (5000, 512), (5000, 513), (5000, 2048), (5000, 2049), (70000, 16),
+                                  (300, 1)])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
 def test_short_filter_long_sequence(rng, L, Lk, dtype):
-    """Short filters take the tensor-core path (up to 2048 taps) over many chunks of a row;
-    2049 taps take the FFT path."""
+    """Short filters take the tensor-core path (up to 2048 taps, 512 for float32) over many
+    chunks of a row; longer ones take the FFT path."""
     err = _run(make_inputs(rng, 2, 3, L, Lk, dtype, ("D", "pregate", "postgate")), dtype)
     assert err <= tolerance(dtype), f"{err:.3e}"
 

@@ -1,5 +1,5 @@
 // Short filters on tensor cores: the causal convolution as products of 16x16
-// Toeplitz blocks (mma.sync m16n8k16, fp16/bf16 operands, fp32 accumulation).
+// Toeplitz blocks (mma.sync, fp16/bf16 or tf32 operands, fp32 accumulation).
 //
 // With time cut in blocks of 16 steps, output block j of a row is
 //   Y_j = sum_d T_d U_(j-d),   T_d[t][s] = k[16 d + t - s]  (0 outside 0 <= . < taps),
@@ -18,6 +18,13 @@
 // A float32 filter with bf16 I/O is split into its rounding to bf16 plus the rounded
 // remainder (two mma per block product): 16 significant bits instead of 8. fp16's 11
 // bits are kept as they are (error ~3e-4 of the output, tolerance 1e-3).
+//
+// float32 I/O (filters up to 512 taps) uses tf32 products (m16n8k8, two k steps per
+// block) with both operands split in a tf32 part and a tf32 remainder, three products
+// each (hi*hi + hi*lo + lo*hi): ~2^-21 relative error against the tolerance of 1e-5.
+// There lane (g, c) holds s = 8q + 2c, 8q + 2c + 1 of k step q: two consecutive values,
+// read from 2 shifted copies of R; the input windows have 24-float blocks (16 used),
+// which keeps the B reads of a warp free of bank conflicts.
 #include "cuda_common.cuh"
 #include "direct_conv.h"
 
@@ -35,7 +42,21 @@ constexpr int kMaxWarps = 8;         // warps per block, all on one channel
 constexpr int kBlock = 16;           // time steps per Toeplitz block
 constexpr int kTile = 8 * kBlock;    // outputs of one mma: 8 blocks
 constexpr int kDefaultMaxTaps = 2048;
-constexpr int kLargestTaps = 4096;  // the filter and 8 windows still fit a block's shared memory
+constexpr int kLargestTaps = 4096;   // the filter and 8 windows still fit a block's shared memory
+constexpr int kFloat32MaxTaps = 512;  // float32 does 6 products per block product: FFT beyond
+
+// Per I/O type: the shared-memory element of the operands, the shifted copies of the
+// filter, and the stride of a 16-step block in the input windows.
+template <int DT> struct Operand {
+  using T = uint16_t;
+  static constexpr int kCopies = 4, kWindowBlock = 16, kWindows = 1;
+  static constexpr int kLaneSpan = 4;  // consecutive s values a lane holds per k step
+};
+template <> struct Operand<FFTCONV_FLOAT32> {
+  using T = float;
+  static constexpr int kCopies = 2, kWindowBlock = 24, kWindows = 2;  // tf32 part and remainder
+  static constexpr int kLaneSpan = 2;
+};
 
 // The filter's shape in the prepared buffer and in shared memory.
 struct DirectGeometry {
@@ -43,8 +64,10 @@ struct DirectGeometry {
   int blocks;       // Toeplitz blocks T_0 .. T_(blocks-1) that are not zero
   int rlen;         // length of the reversed filter R
   int origin;       // R[i] = k[origin - i]
-  int copy_stride;  // elements between the 4 shifted copies in shared memory (>= rlen + 8)
-  int parts;        // 2 when a float32 filter is split in rounded bf16 part and remainder
+  int copy_stride;  // elements between the shifted copies in shared memory (>= rlen + 8)
+  int parts;        // 2 when the filter is split in a rounded part and its remainder
+  int element_bytes;
+  int copies;
 };
 
 DirectGeometry direct_geometry(const fftconv_params& p) {
@@ -55,7 +78,10 @@ DirectGeometry direct_geometry(const fftconv_params& p) {
   g.origin = kBlock * g.blocks + kBlock - 1;
   // 16 modulo 32: the A reads of a warp then meet no bank conflict (two wavefronts)
   g.copy_stride = g.rlen + 8 + (16 - (g.rlen + 8) % 32 + 32) % 32;
-  g.parts = p.k_dtype == FFTCONV_FLOAT32 && p.dtype == FFTCONV_BFLOAT16 ? 2 : 1;
+  const bool tf32 = p.dtype == FFTCONV_FLOAT32;
+  g.parts = tf32 || (p.k_dtype == FFTCONV_FLOAT32 && p.dtype == FFTCONV_BFLOAT16) ? 2 : 1;
+  g.element_bytes = tf32 ? 4 : 2;
+  g.copies = tf32 ? Operand<FFTCONV_FLOAT32>::kCopies : Operand<FFTCONV_FLOAT16>::kCopies;
   return g;
 }
 
@@ -65,14 +91,14 @@ struct DirectArgs {
   const void* postgate;
   const void* D;
   void* y;
-  const uint16_t* filter;  // prepared: [parts][H][rlen] in the I/O type
+  const void* filter;  // prepared: [parts][H][rlen] in the I/O type (tf32 values for float32)
   int64_t B, H, L;
   int64_t units;    // units per channel: row groups * chunks (< 2^31)
   uint32_t chunks;  // units per row group
   uint32_t groups;  // blocks per channel
   int blocks, rlen, origin, copy_stride, parts;
   int32_t D_dtype;
-  bool by_four;  // L % 4 == 0 and 8-byte aligned rows: they move in groups of 4 elements
+  bool by_four;  // L % 4 == 0 and rows aligned to 4 elements: they move in groups of 4
 };
 
 template <int DT>
@@ -92,6 +118,20 @@ __device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4],
   }
 }
 
+__device__ __forceinline__ void mma_tf32(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// x rounded to tf32 (10 stored mantissa bits), as a float.
+__device__ __forceinline__ float to_tf32(float x) {
+  uint32_t bits;
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(bits) : "f"(x));
+  return __uint_as_float(bits);
+}
+
 // A fragment of T_d for lane (g, c): rows g and g + 8 are R[idx .. idx + 3] and
 // R[idx - 8 .. idx - 5] (idx = origin - 16d - g + 4c), read at `at`, their aligned
 // place in the copy of the lane's shift.
@@ -101,27 +141,61 @@ __device__ __forceinline__ void load_a(const uint16_t* at, uint32_t (&a)[4]) {
   a[0] = row_g.x, a[1] = row_g8.x, a[2] = row_g.y, a[3] = row_g8.y;
 }
 
-// Where a lane's operands lie for d = 0: A values of T_0 (T_d lies 16 d elements lower),
-// B values of tile 0 of the unit's first row (tile j lies 128 j higher, row r one
-// row window higher, and d moves them 16 d lower).
-struct Operands {
-  const uint16_t* a_rounded;
-  const uint16_t* a_remainder;
-  const uint16_t* x;
-  int row_window;  // elements between the windows of the unit's rows
-  bool split;
-};
-
-template <int TPR, int R>
-__device__ __forceinline__ const uint2* b_values(const Operands& o, int r, int j, int d) {
-  return reinterpret_cast<const uint2*>(o.x + o.row_window * r + kTile * j - kBlock * d);
+// tf32: k step q of T_d for lane (g, c): rows g and g + 8 are R[idx], R[idx + 1] and
+// R[idx - 8], R[idx - 7] (idx = origin - 16d - g + 8q + 2c).
+__device__ __forceinline__ void load_a(const float* at, uint32_t (&a)[4]) {
+  const float2 row_g = *reinterpret_cast<const float2*>(at);
+  const float2 row_g8 = *reinterpret_cast<const float2*>(at - 8);
+  a[0] = __float_as_uint(row_g.x), a[1] = __float_as_uint(row_g8.x);
+  a[2] = __float_as_uint(row_g.y), a[3] = __float_as_uint(row_g8.y);
 }
 
-// T_d times the inputs of tiles FIRST .. TPR-1 of every row, accumulated, for d in [d_begin, d_end).
-template <int DT, int TPR, int R, int FIRST>
-__device__ __forceinline__ void products(const Operands& o, int d_begin, int d_end, float (&acc)[R][TPR][4]) {
-#pragma unroll 2
-  for (int d = d_begin; d < d_end; ++d) {
+// Where a lane's operands lie for d = 0: A values of T_0 (T_d lies 16 d elements lower),
+// B values of tile 0 of the unit's first row (tile j lies 8 window blocks higher, row r
+// one row window higher, and d moves them one window block lower per step).
+template <int DT>
+struct Operands {
+  using T = typename Operand<DT>::T;
+  const T* a_rounded;
+  const T* a_remainder;
+  const T* x;     // the input window (tf32: its tf32 part)
+  const T* x_lo;  // tf32: the remainders' window
+  int row_window;  // elements between the windows of the unit's rows
+  bool split;      // fp16/bf16: the filter has a remainder part
+};
+
+template <int DT>
+__device__ __forceinline__ int b_offset(const Operands<DT>& o, int r, int j, int d) {
+  constexpr int block = Operand<DT>::kWindowBlock;
+  return o.row_window * r + 8 * block * j - block * d;
+}
+
+// All products of T_d with tiles FIRST .. TPR-1 of every row, accumulated; TESTED: only
+// the tiles that exist (r < rows, j < tiles) and need T_d (d <= first_limit + 8 j).
+template <int DT, int TPR, int R, int FIRST, bool TESTED>
+__device__ __forceinline__ void d_step(const Operands<DT>& o, int d, float (&acc)[R][TPR][4], int tiles, int rows,
+                                       int first_limit) {
+  auto skip = [&](int r, int j) { return TESTED && (r >= rows || j >= tiles || d > first_limit + 8 * j); };
+  if constexpr (DT == FFTCONV_FLOAT32) {
+#pragma unroll
+    for (int q = 0; q < 2; ++q) {
+      uint32_t a_hi[4], a_lo[4];
+      load_a(o.a_rounded - kBlock * d + 8 * q, a_hi);
+      load_a(o.a_remainder - kBlock * d + 8 * q, a_lo);
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int j = FIRST; j < TPR; ++j) {
+          if (skip(r, j)) continue;
+          const int at = b_offset(o, r, j, d) + 8 * q;
+          const float2 hi = *reinterpret_cast<const float2*>(o.x + at);
+          const float2 lo = *reinterpret_cast<const float2*>(o.x_lo + at);
+          mma_tf32(acc[r][j], a_hi, __float_as_uint(hi.x), __float_as_uint(hi.y));
+          mma_tf32(acc[r][j], a_hi, __float_as_uint(lo.x), __float_as_uint(lo.y));
+          mma_tf32(acc[r][j], a_lo, __float_as_uint(hi.x), __float_as_uint(hi.y));
+        }
+    }
+  } else {
     uint32_t a_rounded[4], a_remainder[4];
     load_a(o.a_rounded - kBlock * d, a_rounded);
     uint2 x[R][TPR];
@@ -129,7 +203,8 @@ __device__ __forceinline__ void products(const Operands& o, int d_begin, int d_e
     for (int r = 0; r < R; ++r)
 #pragma unroll
       for (int j = FIRST; j < TPR; ++j) {
-        x[r][j] = *b_values<TPR, R>(o, r, j, d);
+        if (skip(r, j)) continue;
+        x[r][j] = *reinterpret_cast<const uint2*>(o.x + b_offset(o, r, j, d));
         mma_16816<DT>(acc[r][j], a_rounded, x[r][j].x, x[r][j].y);
       }
     if (o.split) {
@@ -137,15 +212,23 @@ __device__ __forceinline__ void products(const Operands& o, int d_begin, int d_e
 #pragma unroll
       for (int r = 0; r < R; ++r)
 #pragma unroll
-        for (int j = FIRST; j < TPR; ++j) mma_16816<DT>(acc[r][j], a_remainder, x[r][j].x, x[r][j].y);
+        for (int j = FIRST; j < TPR; ++j)
+          if (!skip(r, j)) mma_16816<DT>(acc[r][j], a_remainder, x[r][j].x, x[r][j].y);
     }
   }
+}
+
+// d in [d_begin, d_end) with tiles FIRST .. TPR-1 of every row.
+template <int DT, int TPR, int R, int FIRST>
+__device__ __forceinline__ void products(const Operands<DT>& o, int d_begin, int d_end, float (&acc)[R][TPR][4]) {
+#pragma unroll 2
+  for (int d = d_begin; d < d_end; ++d) d_step<DT, TPR, R, FIRST, false>(o, d, acc, 0, 0, 0);
 }
 
 // Tile j takes T_d for d <= first_limit + 8 j only (earlier inputs are zero): the d ranges
 // where tiles FIRST .. TPR-1 remain.
 template <int DT, int TPR, int R, int FIRST>
-__device__ __forceinline__ void products_from(const Operands& o, int first_limit, int d_end,
+__device__ __forceinline__ void products_from(const Operands<DT>& o, int first_limit, int d_end,
                                               float (&acc)[R][TPR][4]) {
   if constexpr (FIRST < TPR) {
     const int begin = first_limit + 8 * (FIRST - 1) + 1;
@@ -155,37 +238,39 @@ __device__ __forceinline__ void products_from(const Operands& o, int first_limit
   }
 }
 
-// One d with every tile tested: a unit at a row's end, or with rows past B.
-template <int DT, int TPR, int R>
-__device__ __forceinline__ void products_tested(const Operands& o, int d, int tiles, int rows, int first_limit,
-                                                float (&acc)[R][TPR][4]) {
-  uint32_t a_rounded[4], a_remainder[4];
-  load_a(o.a_rounded - kBlock * d, a_rounded);
-  if (o.split) load_a(o.a_remainder - kBlock * d, a_remainder);
-#pragma unroll
-  for (int r = 0; r < R; ++r)
-#pragma unroll
-    for (int j = 0; j < TPR; ++j) {
-      if (r >= rows || j >= tiles || d > first_limit + 8 * j) continue;
-      const uint2 x = *b_values<TPR, R>(o, r, j, d);
-      mma_16816<DT>(acc[r][j], a_rounded, x.x, x.y);
-      if (o.split) mma_16816<DT>(acc[r][j], a_remainder, x.x, x.y);
-    }
-}
-
-// Four consecutive elements (8 bytes, aligned) of x, times those of gate when given.
+// Four consecutive elements (aligned) of x as floats, times those of gate when given.
 template <int DT>
 __device__ __forceinline__ void load4(const void* x, const void* gate, int64_t i, float (&out)[4]) {
-  const uint2 xv = reinterpret_cast<const uint2*>(x)[i / 4];
-  const uint16_t xs[4] = {uint16_t(xv.x), uint16_t(xv.x >> 16), uint16_t(xv.y), uint16_t(xv.y >> 16)};
-  for (int e = 0; e < 4; ++e) out[e] = Elem<DT>::from_bits(xs[e]);
-  if (!gate) return;
-  const uint2 gv = reinterpret_cast<const uint2*>(gate)[i / 4];
-  const uint16_t gs[4] = {uint16_t(gv.x), uint16_t(gv.x >> 16), uint16_t(gv.y), uint16_t(gv.y >> 16)};
-  for (int e = 0; e < 4; ++e) out[e] *= Elem<DT>::from_bits(gs[e]);
+  if constexpr (DT == FFTCONV_FLOAT32) {
+    const float4 v = reinterpret_cast<const float4*>(x)[i / 4];
+    out[0] = v.x, out[1] = v.y, out[2] = v.z, out[3] = v.w;
+    if (!gate) return;
+    const float4 w = reinterpret_cast<const float4*>(gate)[i / 4];
+    out[0] *= w.x, out[1] *= w.y, out[2] *= w.z, out[3] *= w.w;
+  } else {
+    const uint2 xv = reinterpret_cast<const uint2*>(x)[i / 4];
+    const uint16_t xs[4] = {uint16_t(xv.x), uint16_t(xv.x >> 16), uint16_t(xv.y), uint16_t(xv.y >> 16)};
+    for (int e = 0; e < 4; ++e) out[e] = Elem<DT>::from_bits(xs[e]);
+    if (!gate) return;
+    const uint2 gv = reinterpret_cast<const uint2*>(gate)[i / 4];
+    const uint16_t gs[4] = {uint16_t(gv.x), uint16_t(gv.x >> 16), uint16_t(gv.y), uint16_t(gv.y >> 16)};
+    for (int e = 0; e < 4; ++e) out[e] *= Elem<DT>::from_bits(gs[e]);
+  }
 }
 
-// Products of four elements given as bits, rounded once (as float32 products rounded to DT).
+// Stores four consecutive elements (aligned), rounded to DT.
+template <int DT>
+__device__ __forceinline__ void store4(void* y, int64_t i, const float (&v)[4]) {
+  if constexpr (DT == FFTCONV_FLOAT32) {
+    reinterpret_cast<float4*>(y)[i / 4] = make_float4(v[0], v[1], v[2], v[3]);
+  } else {
+    reinterpret_cast<uint2*>(y)[i / 4] =
+        make_uint2(uint32_t(Elem<DT>::bits(v[0])) | uint32_t(Elem<DT>::bits(v[1])) << 16,
+                   uint32_t(Elem<DT>::bits(v[2])) | uint32_t(Elem<DT>::bits(v[3])) << 16);
+  }
+}
+
+// Products of four 16-bit elements given as bits, rounded once (as float32 products rounded to DT).
 template <int DT>
 __device__ __forceinline__ uint2 mul4(uint2 x, uint2 gate) {
   using Pair = typename std::conditional<DT == FFTCONV_FLOAT16, __half2, __nv_bfloat162>::type;
@@ -196,60 +281,99 @@ __device__ __forceinline__ uint2 mul4(uint2 x, uint2 gate) {
   return make_uint2(mul(x.x, gate.x), mul(x.y, gate.y));
 }
 
-template <int DT>
-__device__ __forceinline__ uint2 pack4(const float (&v)[4]) {
-  return make_uint2(uint32_t(Elem<DT>::bits(v[0])) | uint32_t(Elem<DT>::bits(v[1])) << 16,
-                    uint32_t(Elem<DT>::bits(v[2])) | uint32_t(Elem<DT>::bits(v[3])) << 16);
-}
-
 // Shared memory of one warp: the input windows of its rows, later its staged outputs
 // (8 floats of padding per 32).
-__host__ __device__ inline int warp_region_bytes(int blocks, int tiles_per_row, int rows) {
-  const int windows = rows * ((blocks - 1) * kBlock + tiles_per_row * kTile) * 2;
+__host__ __device__ inline int warp_region_bytes(int blocks, int tiles_per_row, int rows, int element_bytes,
+                                                 int window_block, int windows) {
+  const int row_window = (blocks - 1 + 8 * tiles_per_row) * window_block;
+  const int inputs = windows * rows * row_window * element_bytes;
   const int staged = rows * tiles_per_row * kTile * 5;
-  return ((windows > staged ? windows : staged) + 15) / 16 * 16;
+  return ((inputs > staged ? inputs : staged) + 15) / 16 * 16;
 }
 
 template <int DT>
 __global__ void direct_filter_kernel(const void* k, int32_t k_dtype, int64_t H, int64_t Lk, int64_t taps, int rlen,
-                                     int origin, int parts, uint16_t* out) {
+                                     int origin, int parts, void* prepared) {
+  using T = typename Operand<DT>::T;
+  T* out = static_cast<T*>(prepared);
   const int64_t total = H * rlen;
   for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
        idx += int64_t(gridDim.x) * blockDim.x) {
     const int64_t h = idx / rlen;
     const int64_t tap = origin - (idx - h * rlen);
     const float value = (tap >= 0 && tap < taps) ? load_any(k, k_dtype, h * Lk + tap) : 0.f;
-    const uint16_t rounded = Elem<DT>::bits(value);
-    out[idx] = rounded;
-    if (parts == 2) out[total + idx] = Elem<DT>::bits(value - Elem<DT>::from_bits(rounded));
+    if constexpr (DT == FFTCONV_FLOAT32) {
+      const float rounded = to_tf32(value);
+      out[idx] = rounded;
+      out[total + idx] = to_tf32(value - rounded);
+    } else {
+      const uint16_t rounded = Elem<DT>::bits(value);
+      out[idx] = rounded;
+      if (parts == 2) out[total + idx] = Elem<DT>::bits(value - Elem<DT>::from_bits(rounded));
+    }
   }
 }
 
-// Loads inputs t0 + i (i in [0, span), zero outside [0, L)) of the row at `base`, times
-// the pregate, into the window as bits of DT.
+// Input i of a window lies at (i / 16) * kWindowBlock + i % 16.
 template <int DT>
-__device__ void load_window(const DirectArgs& a, int64_t base, int64_t t0, int span, uint16_t* window, int lane) {
-  if (a.by_four) {
+__device__ __forceinline__ int window_position(int i) {
+  return (i >> 4) * Operand<DT>::kWindowBlock + (i & 15);
+}
+
+// Loads inputs t0 + i (i in [0, span), zero outside [0, L)) of the row at `base`, times
+// the pregate, into the window (tf32: the tf32 parts into `window`, the remainders into `window_lo`).
+template <int DT>
+__device__ void load_window(const DirectArgs& a, int64_t base, int64_t t0, int span,
+                            typename Operand<DT>::T* window, typename Operand<DT>::T* window_lo, int lane) {
+  if constexpr (DT == FFTCONV_FLOAT32) {
+    if (a.by_four) {
 #pragma unroll 4
-    for (int i = 4 * lane; i < span; i += 128) {
-      const int64_t t = t0 + i;
-      uint2 x = make_uint2(0, 0);
-      if (t >= 0 && t < a.L) {
-        x = reinterpret_cast<const uint2*>(a.u)[(base + t) / 4];
-        if (a.pregate) x = mul4<DT>(x, reinterpret_cast<const uint2*>(a.pregate)[(base + t) / 4]);
+      for (int i = 4 * lane; i < span; i += 128) {
+        const int64_t t = t0 + i;
+        float v[4] = {0.f, 0.f, 0.f, 0.f};
+        if (t >= 0 && t < a.L) load4<DT>(a.u, a.pregate, base + t, v);
+        float hi[4], lo[4];
+        for (int e = 0; e < 4; ++e) hi[e] = to_tf32(v[e]), lo[e] = to_tf32(v[e] - hi[e]);
+        const int at = window_position<DT>(i);
+        *reinterpret_cast<float4*>(window + at) = make_float4(hi[0], hi[1], hi[2], hi[3]);
+        *reinterpret_cast<float4*>(window_lo + at) = make_float4(lo[0], lo[1], lo[2], lo[3]);
       }
-      reinterpret_cast<uint2*>(window)[i / 4] = x;
+      return;
     }
-    return;
-  }
-  for (int i = lane; i < span; i += 32) {
-    const int64_t t = t0 + i;
-    float x = 0.f;
-    if (t >= 0 && t < a.L) {
-      x = Elem<DT>::load(a.u, base + t);
-      if (a.pregate) x *= Elem<DT>::load(a.pregate, base + t);
+    for (int i = lane; i < span; i += 32) {
+      const int64_t t = t0 + i;
+      float v = 0.f;
+      if (t >= 0 && t < a.L) {
+        v = Elem<DT>::load(a.u, base + t);
+        if (a.pregate) v *= Elem<DT>::load(a.pregate, base + t);
+      }
+      const float hi = to_tf32(v);
+      window[window_position<DT>(i)] = hi;
+      window_lo[window_position<DT>(i)] = to_tf32(v - hi);
     }
-    window[i] = Elem<DT>::bits(x);
+  } else {
+    if (a.by_four) {
+#pragma unroll 4
+      for (int i = 4 * lane; i < span; i += 128) {
+        const int64_t t = t0 + i;
+        uint2 x = make_uint2(0, 0);
+        if (t >= 0 && t < a.L) {
+          x = reinterpret_cast<const uint2*>(a.u)[(base + t) / 4];
+          if (a.pregate) x = mul4<DT>(x, reinterpret_cast<const uint2*>(a.pregate)[(base + t) / 4]);
+        }
+        reinterpret_cast<uint2*>(window)[i / 4] = x;
+      }
+      return;
+    }
+    for (int i = lane; i < span; i += 32) {
+      const int64_t t = t0 + i;
+      float x = 0.f;
+      if (t >= 0 && t < a.L) {
+        x = Elem<DT>::load(a.u, base + t);
+        if (a.pregate) x *= Elem<DT>::load(a.pregate, base + t);
+      }
+      window[i] = Elem<DT>::bits(x);
+    }
   }
 }
 
@@ -276,7 +400,7 @@ __device__ void store_outputs(const DirectArgs& a, int64_t base, int64_t t0, int
         load4<DT>(a.postgate, nullptr, i, gate);
         for (int e = 0; e < 4; ++e) out[e] *= gate[e];
       }
-      reinterpret_cast<uint2*>(a.y)[i / 4] = pack4<DT>(out);
+      store4<DT>(a.y, i, out);
     }
     return;
   }
@@ -300,31 +424,36 @@ __device__ void store_outputs(const DirectArgs& a, int64_t base, int64_t t0, int
 // serves R * TPR products.
 template <int DT, int TPR, int R>
 __global__ void __launch_bounds__(kMaxWarps * 32, 1) direct_kernel(DirectArgs a) {
+  using T = typename Operand<DT>::T;
+  constexpr int kCopies = Operand<DT>::kCopies, kWindowBlock = Operand<DT>::kWindowBlock;
+  constexpr int kLaneSpan = Operand<DT>::kLaneSpan;
   extern __shared__ __align__(16) unsigned char smem[];
   const uint32_t h = blockIdx.x / a.groups, group = blockIdx.x - h * a.groups;
   const uint32_t warps = blockDim.x >> 5;
 
-  // The channel's filter, 4 shifted copies per part: copy s holds R[i + s]. Copy 0 comes
-  // in 16-byte loads (rlen is a multiple of 16), the others are cut from it.
-  uint16_t* filters = reinterpret_cast<uint16_t*>(smem);
-  const int groups8 = a.rlen / 8;
+  // The channel's filter, kCopies shifted copies per part: copy s holds R[i + s]. Copy 0
+  // comes in 16-byte loads (rlen is a multiple of 16), the others are cut from it.
+  T* filters = reinterpret_cast<T*>(smem);
+  const int groups16 = a.rlen * int(sizeof(T)) / 16;
   for (int part = 0; part < a.parts; ++part) {
-    const uint4* r = reinterpret_cast<const uint4*>(a.filter + (part * a.H + h) * a.rlen);
-    uint4* copy0 = reinterpret_cast<uint4*>(filters + part * 4 * a.copy_stride);
-    for (int q = threadIdx.x; q <= groups8; q += blockDim.x) copy0[q] = q < groups8 ? r[q] : make_uint4(0, 0, 0, 0);
+    const uint4* r = static_cast<const uint4*>(a.filter) + (part * a.H + h) * groups16;
+    uint4* copy0 = reinterpret_cast<uint4*>(filters + part * kCopies * a.copy_stride);
+    for (int q = threadIdx.x; q <= groups16; q += blockDim.x) copy0[q] = q < groups16 ? r[q] : make_uint4(0, 0, 0, 0);
   }
   __syncthreads();
-  for (int job = threadIdx.x; job < a.parts * groups8; job += blockDim.x) {
-    const int part = job >= groups8, q = job - part * groups8;
-    uint16_t* copies = filters + part * 4 * a.copy_stride;
+  for (int job = threadIdx.x; job < a.parts * groups16; job += blockDim.x) {
+    const int part = job >= groups16, q = job - part * groups16;
+    T* copies = filters + part * kCopies * a.copy_stride;
     const uint4 lo = reinterpret_cast<const uint4*>(copies)[q], hi = reinterpret_cast<const uint4*>(copies)[q + 1];
     const uint32_t w[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
 #pragma unroll
-    for (int shift = 1; shift < 4; ++shift) {
+    for (int shift = 1; shift < kCopies; ++shift) {
+      constexpr int kHalves = int(sizeof(T)) / 2;  // 16-bit units per element
+      const int words = shift * kHalves / 2;
       uint32_t out[4];
 #pragma unroll
       for (int j = 0; j < 4; ++j)
-        out[j] = shift % 2 == 0 ? w[j + shift / 2] : __byte_perm(w[j + shift / 2], w[j + shift / 2 + 1], 0x5432);
+        out[j] = (shift * kHalves) % 2 == 0 ? w[j + words] : __byte_perm(w[j + words], w[j + words + 1], 0x5432);
       reinterpret_cast<uint4*>(copies + shift * a.copy_stride)[q] = make_uint4(out[0], out[1], out[2], out[3]);
     }
   }
@@ -339,19 +468,24 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) direct_kernel(DirectArgs a)
 
   // Each row's window: inputs t0 - halo .. t0 + TPR * 128 - 1. The warp's region holds
   // the windows, later the staged outputs.
-  const int halo = (a.blocks - 1) * kBlock, row_window = halo + TPR * kTile;
-  uint16_t* window = reinterpret_cast<uint16_t*>(smem + a.parts * 4 * a.copy_stride * 2 +
-                                                 warp * warp_region_bytes(a.blocks, TPR, R));
+  const int halo = (a.blocks - 1) * kBlock, span = halo + TPR * kTile;
+  const int row_window = (span / kBlock) * kWindowBlock;
+  T* window = reinterpret_cast<T*>(
+      smem + a.parts * kCopies * a.copy_stride * int(sizeof(T)) +
+      warp * warp_region_bytes(a.blocks, TPR, R, int(sizeof(T)), kWindowBlock, Operand<DT>::kWindows));
+  T* window_lo = window + R * row_window;  // tf32 only
   float* stage = reinterpret_cast<float*>(window);
   auto row_base = [&](int r) { return ((int64_t(row_group) * R + r) * a.H + h) * a.L; };
-  for (int r = 0; r < rows; ++r) load_window<DT>(a, row_base(r), t0 - halo, row_window, window + r * row_window, lane);
+  for (int r = 0; r < rows; ++r)
+    load_window<DT>(a, row_base(r), t0 - halo, span, window + r * row_window, window_lo + r * row_window, lane);
   __syncwarp();
 
   const int g = lane >> 2, c = lane & 3;
-  const int shift = (a.origin - g) & 3;
-  const uint16_t* a_rounded_0 = filters + shift * a.copy_stride - shift + a.origin - g + 4 * c;
-  const Operands ops{a_rounded_0, a_rounded_0 + 4 * a.copy_stride, window + (g + a.blocks - 1) * kBlock + 4 * c,
-                     row_window, a.parts == 2};
+  const int shift = (a.origin - g) & (kCopies - 1);
+  const T* a_rounded_0 = filters + shift * a.copy_stride - shift + a.origin - g + kLaneSpan * c;
+  const int lane_x = (g + a.blocks - 1) * kWindowBlock + kLaneSpan * c;
+  const Operands<DT> ops{a_rounded_0, a_rounded_0 + kCopies * a.copy_stride, window + lane_x, window_lo + lane_x,
+                         row_window, a.parts == 2};
   const int tiles = int(min(int64_t(TPR), (a.L + kTile - 1) / kTile - first_tile));
   const int first_limit = int(min(8 * first_tile + 7, int64_t(a.blocks)));
   const int d_end = min(a.blocks, first_limit + 8 * (tiles - 1) + 1);
@@ -360,7 +494,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) direct_kernel(DirectArgs a)
     products<DT, TPR, R, 0>(ops, 0, min(d_end, first_limit + 1), acc);  // every tile
     products_from<DT, TPR, R, 1>(ops, first_limit, d_end, acc);          // then one fewer every 8
   } else {
-    for (int d = 0; d < d_end; ++d) products_tested<DT, TPR, R>(ops, d, tiles, rows, first_limit, acc);
+    for (int d = 0; d < d_end; ++d) d_step<DT, TPR, R, 0, true>(ops, d, acc, tiles, rows, first_limit);
   }
   __syncwarp();  // the windows are read by every lane before the outputs overwrite them
 
@@ -403,8 +537,11 @@ DirectLaunch direct_launch(const fftconv_params& p) {
   l.units = (p.B + l.rows - 1) / l.rows * l.chunks;
   l.warps = int(std::max<int64_t>(1, std::min<int64_t>(kMaxWarps, l.units)));
   l.groups = (l.units + l.warps - 1) / l.warps;
-  l.shared = l.geo.parts * 4 * l.geo.copy_stride * 2 +
-             l.warps * warp_region_bytes(l.geo.blocks, l.tiles_per_row, l.rows);
+  const bool tf32 = p.dtype == FFTCONV_FLOAT32;
+  l.shared = l.geo.parts * l.geo.copies * l.geo.copy_stride * l.geo.element_bytes +
+             l.warps * warp_region_bytes(l.geo.blocks, l.tiles_per_row, l.rows, l.geo.element_bytes,
+                                         tf32 ? Operand<FFTCONV_FLOAT32>::kWindowBlock : kBlock,
+                                         tf32 ? Operand<FFTCONV_FLOAT32>::kWindows : 1);
   return l;
 }
 
@@ -442,28 +579,29 @@ int64_t direct_max_taps() {
 }
 
 bool direct_applies(const fftconv_params& p) {
-  if (p.dtype != FFTCONV_FLOAT16 && p.dtype != FFTCONV_BFLOAT16) return false;
   if (is_circular(p.L, p.Lk, p.fft_size)) return false;
   const int64_t taps = used_taps(p.L, p.Lk, p.fft_size);
-  return taps >= 1 && taps <= std::min<int64_t>(direct_max_taps(), kLargestTaps);
+  const int64_t largest = p.dtype == FFTCONV_FLOAT32 ? kFloat32MaxTaps : kLargestTaps;
+  return taps >= 1 && taps <= std::min<int64_t>(direct_max_taps(), largest);
 }
 
 int64_t direct_filter_bytes(const fftconv_params& p) {
   const DirectGeometry g = direct_geometry(p);
-  return (g.parts * p.H * g.rlen * 2 + 15) / 16 * 16;
+  return (g.parts * p.H * g.rlen * g.element_bytes + 15) / 16 * 16;
 }
 
 void direct_prepare_filter(const fftconv_params& p, void* prepared, cudaStream_t stream) {
   const DirectGeometry g = direct_geometry(p);
   const int64_t total = p.H * g.rlen;
   const unsigned blocks = unsigned(std::min<int64_t>((total + 255) / 256, 65536));
-  auto* out = static_cast<uint16_t*>(prepared);
-  if (p.dtype == FFTCONV_FLOAT16)
-    direct_filter_kernel<FFTCONV_FLOAT16><<<blocks, 256, 0, stream>>>(p.k, p.k_dtype, p.H, p.Lk, g.taps, g.rlen,
-                                                                      g.origin, g.parts, out);
-  else
-    direct_filter_kernel<FFTCONV_BFLOAT16><<<blocks, 256, 0, stream>>>(p.k, p.k_dtype, p.H, p.Lk, g.taps, g.rlen,
-                                                                       g.origin, g.parts, out);
+  auto launch = [&](auto kernel) {
+    kernel<<<blocks, 256, 0, stream>>>(p.k, p.k_dtype, p.H, p.Lk, g.taps, g.rlen, g.origin, g.parts, prepared);
+  };
+  switch (p.dtype) {
+    case FFTCONV_FLOAT16: launch(direct_filter_kernel<FFTCONV_FLOAT16>); break;
+    case FFTCONV_BFLOAT16: launch(direct_filter_kernel<FFTCONV_BFLOAT16>); break;
+    default: launch(direct_filter_kernel<FFTCONV_FLOAT32>); break;
+  }
   check_cuda(cudaGetLastError(), "launching the tensor-core filter kernel");
 }
 
@@ -473,18 +611,20 @@ void direct_forward(const fftconv_params& p, const void* prepared, cudaStream_t 
     fail(FFTCONV_ERR_UNSUPPORTED, "more than 2^31 blocks or row chunks in one call");
   DirectArgs a{};
   a.u = p.u, a.pregate = p.pregate, a.postgate = p.postgate, a.D = p.D, a.y = p.y;
-  a.filter = static_cast<const uint16_t*>(prepared);
+  a.filter = prepared;
   a.B = p.B, a.H = p.H, a.L = p.L;
   a.units = l.units, a.chunks = uint32_t(l.chunks), a.groups = uint32_t(l.groups);
   a.blocks = l.geo.blocks, a.rlen = l.geo.rlen, a.origin = l.geo.origin, a.copy_stride = l.geo.copy_stride;
   a.parts = l.geo.parts;
   a.D_dtype = p.D_dtype;
-  auto aligned8 = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 8 == 0; };
-  a.by_four = p.L % 4 == 0 && aligned8(p.u) && aligned8(p.y) && aligned8(p.pregate) && aligned8(p.postgate);
-  if (p.dtype == FFTCONV_FLOAT16)
-    launch_direct<FFTCONV_FLOAT16>(a, l, stream);
-  else
-    launch_direct<FFTCONV_BFLOAT16>(a, l, stream);
+  const uintptr_t group_bytes = 4 * uintptr_t(l.geo.element_bytes);
+  auto aligned = [&](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % group_bytes == 0; };
+  a.by_four = p.L % 4 == 0 && aligned(p.u) && aligned(p.y) && aligned(p.pregate) && aligned(p.postgate);
+  switch (p.dtype) {
+    case FFTCONV_FLOAT16: launch_direct<FFTCONV_FLOAT16>(a, l, stream); break;
+    case FFTCONV_BFLOAT16: launch_direct<FFTCONV_BFLOAT16>(a, l, stream); break;
+    default: launch_direct<FFTCONV_FLOAT32>(a, l, stream); break;
+  }
   check_cuda(cudaGetLastError(), "launching the tensor-core FFTConv kernel");
 }
 

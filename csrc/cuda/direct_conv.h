@@ -9,8 +9,8 @@
 namespace fftconv {
 namespace cuda {
 
-// Whether a call takes the tensor-core path: fp16/bf16 I/O, a linear (not circular)
-// convolution and at most direct_max_taps() filter taps in use. The kernels take BHL
+// Whether a call takes the tensor-core path: a linear (not circular) convolution and
+// at most direct_max_taps() filter taps in use (float32 I/O: at most 512). The kernels take BHL
 // rows (BLH calls are transposed around them, channels_last.h).
 bool direct_applies(const fftconv_params& p);
 
@@ -19,7 +19,7 @@ bool direct_applies(const fftconv_params& p);
 int64_t direct_max_taps();
 
 // Bytes of the prepared filter (the reversed taps in the I/O type, split in a
-// rounded part and its remainder when k is float32).
+// rounded part and its remainder for bf16 I/O with a float32 k, and for float32 I/O).
 int64_t direct_filter_bytes(const fftconv_params& p);
 
 void direct_prepare_filter(const fftconv_params& p, void* prepared, cudaStream_t stream);
