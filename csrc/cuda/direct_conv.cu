@@ -19,7 +19,7 @@
 // remainder (two mma per block product): 16 significant bits instead of 8. fp16's 11
 // bits are kept as they are (error ~3e-4 of the output, tolerance 1e-3).
 //
-// float32 I/O (filters up to 512 taps) uses tf32 products (m16n8k8, two k steps per
+// float32 I/O (filters up to 256 taps) uses tf32 products (m16n8k8, two k steps per
 // block) with both operands split in a tf32 part and a tf32 remainder, three products
 // each (hi*hi + hi*lo + lo*hi): ~2^-21 relative error against the tolerance of 1e-5.
 // There lane (g, c) holds s = 8q + 2c, 8q + 2c + 1 of k step q: two consecutive values,
@@ -43,7 +43,7 @@ constexpr int kBlock = 16;           // time steps per Toeplitz block
 constexpr int kTile = 8 * kBlock;    // outputs of one mma: 8 blocks
 constexpr int kDefaultMaxTaps = 2048;
 constexpr int kLargestTaps = 4096;   // the filter and 8 windows still fit a block's shared memory
-constexpr int kFloat32MaxTaps = 512;  // float32 does 6 products per block product: FFT beyond
+constexpr int kFloat32MaxTaps = 256;  // 6 tf32 products per block product: the FFT path is faster beyond (H200)
 
 // Per I/O type: the shared-memory element of the operands, the shifted copies of the
 // filter, and the stride of a 16-step block in the input windows.

@@ -10,7 +10,7 @@ namespace fftconv {
 namespace cuda {
 
 // Whether a call takes the tensor-core path: a linear (not circular) convolution and
-// at most direct_max_taps() filter taps in use (float32 I/O: at most 512). The kernels take BHL
+// at most direct_max_taps() filter taps in use (float32 I/O: at most 256). The kernels take BHL
 // rows (BLH calls are transposed around them, channels_last.h).
 bool direct_applies(const fftconv_params& p);
 
