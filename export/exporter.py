@@ -8,6 +8,7 @@ import contextlib
 import io
 import json
 import logging
+import operator
 import re
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -41,6 +42,7 @@ class Rewrite:
     scale: str
     gates: str = ""  # "pregate", "postgate" or both: elementwise products folded into the node
     layout: str = "BHL"  # "BLH" when the transposes of a channels-last model were folded in
+    filter: str = ""  # "constant" (a parameter, or computed once and folded), "computed in the graph" or "input"
 
 
 @dataclass
@@ -70,7 +72,7 @@ class ExportReport:
             where = r.module or "<top>"
             lines.append(f"  {r.pattern:3s} {where:30s} u({', '.join(r.u_shape)}) k({', '.join(r.k_shape)}) "
                          f"n={r.n} fft_size={r.fft_size} skip={'yes' if r.skip_term else 'no'} "
-                         f"gates={r.gates or 'none'} layout={r.layout} ({r.scale})")
+                         f"gates={r.gates or 'none'} layout={r.layout} filter={r.filter or '?'} ({r.scale})")
         lines.append(f"FFT uses left as they were: {len(self.left)}")
         for f in self.left:
             lines.append(f"  {f.op:22s} {f.module or '<top>':30s} {f.reason}")
@@ -156,6 +158,67 @@ def _apply(graph: fx.Graph, m: Match) -> fx.Node:
     return op
 
 
+def _constant_nodes(nodes) -> set:
+    """The nodes (of a topologically ordered iterable) that depend on no input of the model."""
+    constant = set()
+    for n in nodes:
+        if n.op == "get_attr" or (n.op == "call_function" and all(a in constant for a in n.all_input_nodes)):
+            constant.add(n)
+    return constant
+
+
+def _evaluate(gm: fx.GraphModule, node: fx.Node) -> torch.Tensor:
+    """The value of a node that depends on no input, computed by the graph's own ops."""
+    needed, stack = set(), [node]
+    while stack:
+        n = stack.pop()
+        if n not in needed:
+            needed.add(n)
+            stack.extend(n.all_input_nodes)
+    values: dict = {}
+    for n in gm.graph.nodes:  # topological order
+        if n in needed:
+            values[n] = operator.attrgetter(n.target)(gm) if n.op == "get_attr" else n.target(
+                *fx.map_arg(n.args, values.__getitem__), **fx.map_arg(n.kwargs, values.__getitem__))
+    return values[node]
+
+
+def _fold_filter(gm: fx.GraphModule, op_node: fx.Node, fold: bool, index: int) -> str:
+    """With fold, the part of the op's filter that depends on no input of the model (an
+    implicit MLP filter, an S4D Vandermonde product, a modal form: complex-valued generators
+    included) is computed once here by the graph's own ops and stored as a buffer, which
+    becomes an ONNX initializer (whose spectrum the runtime prepares once). What depends on
+    the input or its length (a slice to L, positions up to L) stays in the graph. Returns how
+    the filter reaches the node, for the report."""
+    k = op_node.args[1]
+    if k.op == "get_attr":
+        return "constant"
+    constant = _constant_nodes(gm.graph.nodes)
+    if not fold:
+        return "computed in the graph"
+    frontier, seen, stack = [], set(), [k]
+    while stack:  # the highest constant nodes on the way up from k
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        if n in constant:
+            if n.op == "call_function":
+                frontier.append(n)
+        else:
+            stack.extend(n.all_input_nodes)
+    for i, n in enumerate(frontier):
+        name = f"_fftconv_filter_{index}_{i}"
+        gm.register_buffer(name, _evaluate(gm, n).detach().clone())
+        with gm.graph.inserting_before(n):
+            folded = gm.graph.get_attr(name)
+        folded.meta["val"] = n.meta.get("val")
+        n.replace_all_uses_with(folded)
+    if k in constant:
+        return "constant"
+    return "input-dependent, constant part folded" if frontier else "computed in the graph from the input"
+
+
 def _same_tensor_type(a, b) -> bool:
     ta, tb = tensor_val(a), tensor_val(b)
     return (ta is not None and tb is not None and ta.dtype == tb.dtype and ta.dim() == tb.dim()
@@ -226,7 +289,8 @@ def _size_names(graph: fx.Graph):
 
 
 def rewrite_long_convolutions(model: torch.nn.Module, example_inputs: Sequence[Any],
-                              dynamic_shapes=None, min_conv_taps: int = 64) -> tuple[fx.GraphModule, ExportReport]:
+                              dynamic_shapes=None, min_conv_taps: int = 64,
+                              fold_filters: bool = True) -> tuple[fx.GraphModule, ExportReport]:
     """The model as a GraphModule with every recognised long convolution replaced by the op."""
     example_inputs = tuple(example_inputs)
     if dynamic_shapes is None:
@@ -255,9 +319,10 @@ def rewrite_long_convolutions(model: torch.nn.Module, example_inputs: Sequence[A
             if isinstance(result, Skip):
                 skipped[node] = result.reason
     _remove_dead_code(graph)
-    for rewrite, op_node in zip(report.rewrites, op_nodes):
+    for index, (rewrite, op_node) in enumerate(zip(report.rewrites, op_nodes)):
         rewrite.gates = _fold_gates(graph, op_node)
         rewrite.layout = _fold_layout(op_node)
+        rewrite.filter = _fold_filter(gm, op_node, fold_filters, index)
     _remove_dead_code(graph)
     gm.recompile()
 
@@ -275,7 +340,7 @@ def rewrite_long_convolutions(model: torch.nn.Module, example_inputs: Sequence[A
 def export(model: torch.nn.Module, example_inputs: Sequence[Any], path: str | Path, *,
            dynamic_shapes=None, opset_version: int = 18, input_names: Optional[list] = None,
            output_names: Optional[list] = None, require_rewrite: bool = True,
-           min_conv_taps: int = 64) -> ExportReport:
+           min_conv_taps: int = 64, fold_filters: bool = True) -> ExportReport:
     """Exports model to ONNX at path with its long convolutions as fftconv_rt::FFTConv nodes.
 
     dynamic_shapes: as for torch.export (default: every dimension Dim.AUTO, so batch and
@@ -284,6 +349,10 @@ def export(model: torch.nn.Module, example_inputs: Sequence[Any], path: str | Pa
     require_rewrite: raise NoLongConvolutionError when nothing was rewritten.
     min_conv_taps: depthwise causal Conv1d layers with at least this many taps become FFTConv
     nodes too (pattern P13); shorter ones (Hyena's 3-tap FIR filters) stay ONNX Conv.
+    fold_filters: a filter computed by the model from its parameters alone (implicit MLP
+    filters, S4D Vandermonde, modal forms; not one that depends on the input or its length)
+    is computed once at export and stored as an initializer; False keeps its ops in the graph
+    (and turns off the ONNX optimizer, which would fold them anyway).
     """
     import onnx
 
@@ -300,7 +369,7 @@ def export(model: torch.nn.Module, example_inputs: Sequence[Any], path: str | Pa
     model.eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec.*")
-        gm, report = rewrite_long_convolutions(model, example_inputs, dynamic_shapes, min_conv_taps)
+        gm, report = rewrite_long_convolutions(model, example_inputs, dynamic_shapes, min_conv_taps, fold_filters)
     if require_rewrite and not report.rewrites:
         raise NoLongConvolutionError(
             "fftconv-rt export: no long convolution found in the model (expected the pattern "
@@ -312,7 +381,7 @@ def export(model: torch.nn.Module, example_inputs: Sequence[Any], path: str | Pa
         program = torch.onnx.export(gm, example_inputs, dynamo=True, dynamic_shapes=dynamic_shapes,
                                     custom_translation_table=custom_translation_table(),
                                     opset_version=opset_version, input_names=input_names,
-                                    output_names=output_names, verbose=False)
+                                    output_names=output_names, verbose=False, optimize=fold_filters)
     path = Path(path)
     program.save(str(path))
     model_proto = onnx.load(str(path), load_external_data=False)
