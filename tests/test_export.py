@@ -502,3 +502,87 @@ def test_transposes_of_a_channels_last_model_become_layout_blh(tmp_path):
     assert any(a.name == "layout" and a.s == b"BLH" for a in node.attribute)
     assert not [n for n in nodes if n.op_type == "Transpose"]
     _check_ort(model, path, [(2, 64, 4), (3, 150, 4)])
+
+
+class S4DComplex(torch.nn.Module):
+    """S4D with its Vandermonde kernel in complex arithmetic (a section D filter generator),
+    computed for Lmax from the parameters alone and cut to the input's length."""
+
+    def __init__(self, H=4, N=8, Lmax=256):
+        super().__init__()
+        self.Lmax = Lmax
+        self.log_dt = torch.nn.Parameter(torch.rand(H) * -3)
+        self.A_re = torch.nn.Parameter(-0.5 * torch.ones(H, N))
+        self.A_im = torch.nn.Parameter(math.pi * torch.arange(N).float().repeat(H, 1))
+        self.C = torch.nn.Parameter(torch.randn(H, N, 2) * 0.5)
+        self.D = torch.nn.Parameter(torch.randn(H))
+
+    def kernel(self):
+        dt = torch.exp(self.log_dt)
+        A = torch.complex(-torch.exp(self.A_re), self.A_im)
+        dtA = A * dt[:, None]
+        C = torch.view_as_complex(self.C) * (torch.exp(dtA) - 1.0) / A
+        vandermonde = torch.exp(dtA.unsqueeze(-1) * torch.arange(self.Lmax))  # (H, N, Lmax)
+        return 2 * torch.einsum("hn,hnl->hl", C, vandermonde).real
+
+    def forward(self, u):
+        L = u.shape[-1]
+        k = self.kernel()[:, :L]
+        y = torch.fft.irfft(torch.fft.rfft(u, n=2 * L) * torch.fft.rfft(k, n=2 * L), n=2 * L)[..., :L]
+        return y + u * self.D.unsqueeze(-1)
+
+
+def _filter_input(path):
+    model = onnx.load(str(path))
+    node = next(n for n in model.graph.node if n.op_type == "FFTConv")
+    producers = {o: n for n in model.graph.node for o in n.output}
+    initializers = {i.name for i in model.graph.initializer}
+    return node.input[1], producers, initializers
+
+
+def test_complex_filter_generator_is_folded_to_a_constant(tmp_path):
+    """The Vandermonde product runs once at export: the ONNX model holds its value, no complex
+    op; with a dynamic length only the cut to L stays in the graph."""
+    model = S4DComplex().eval()
+    path = tmp_path / "m.onnx"
+    report = export(model, (torch.randn(2, 4, 64),), path)
+    assert report.rewrites[0].filter == "input-dependent, constant part folded"
+    k_name, producers, initializers = _filter_input(path)
+    assert producers[k_name].op_type == "Slice" and producers[k_name].input[0] in initializers
+    _check_ort(model, path, [(2, 4, 64), (3, 4, 200)])
+
+    static = tmp_path / "static.onnx"
+    report = export(model, (torch.randn(2, 4, 64),), static, dynamic_shapes=(None,))
+    assert report.rewrites[0].filter == "constant"
+    k_name, _, initializers = _filter_input(static)
+    assert k_name in initializers  # the runtime prepares its spectrum once
+    _check_ort(model, static, [(2, 4, 64)])
+
+
+class MLPFilter(torch.nn.Module):
+    """A Hyena-style implicit filter (MLP with sine activations over positions, decay window)
+    evaluated at a fixed length and cut to the input's."""
+
+    def __init__(self, H=4, Lmax=256):
+        super().__init__()
+        self.register_buffer("t", torch.linspace(0, 1, Lmax)[:, None])
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(1, 16), torch.nn.Linear(16, H))
+        self.decay = torch.nn.Parameter(torch.linspace(2, 8, H))
+
+    def forward(self, u):
+        L = u.shape[-1]
+        h = torch.sin(self.mlp(self.t)) * torch.exp(-self.t * self.decay)  # (Lmax, H)
+        k = h.transpose(0, 1)[:, :L]
+        return torch.fft.irfft(torch.fft.rfft(u, n=2 * L) * torch.fft.rfft(k, n=2 * L), n=2 * L)[..., :L]
+
+
+def test_user_can_keep_the_filter_ops_in_the_graph(tmp_path):
+    model = MLPFilter().eval()
+    kept, folded = tmp_path / "kept.onnx", tmp_path / "folded.onnx"
+    report = export(model, (torch.randn(2, 4, 64),), kept, fold_filters=False)
+    assert report.rewrites[0].filter == "computed in the graph"
+    assert any(n.op_type == "Sin" for n in _nodes(kept))
+    _check_ort(model, kept, [(2, 4, 64), (3, 4, 100)])
+    export(model, (torch.randn(2, 4, 64),), folded)
+    assert not any(n.op_type == "Sin" for n in _nodes(folded))
+    _check_ort(model, folded, [(2, 4, 64), (3, 4, 100)])
