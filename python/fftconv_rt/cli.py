@@ -56,7 +56,8 @@ def _cmd_export(args) -> int:
     try:
         with steps.step(f"exporting to {args.output}"):
             report = export(model, example, args.output, opset_version=args.opset,
-                            require_rewrite=not args.allow_none, min_conv_taps=args.min_conv_taps)
+                            require_rewrite=not args.allow_none, min_conv_taps=args.min_conv_taps,
+                            fold_filters=not args.keep_filter_ops)
     except NoLongConvolutionError as e:
         print(e, file=sys.stderr)
         return 2
@@ -144,6 +145,9 @@ def main(argv=None) -> int:
     p.add_argument("--allow-none", action="store_true", help="write the model even if nothing was rewritten")
     p.add_argument("--min-conv-taps", type=int, default=64,
                    help="depthwise causal Conv1d layers with at least this many taps become FFTConv (default 64)")
+    p.add_argument("--keep-filter-ops", action="store_true",
+                   help="keep the ops that compute a filter from the parameters in the graph (default: fold "
+                        "them into an initializer at export)")
     p.set_defaults(fn=_cmd_export)
 
     p = sub.add_parser("decompose", help="replace every FFTConv node by standard ONNX ops (DFT, ...)")
