@@ -118,6 +118,24 @@ def _remove_dead_code(graph: fx.Graph) -> None:
 _FFTCONV_OP = torch.ops.fftconv_rt.fftconv.default
 
 
+def _filter_of_match(graph: fx.Graph, m: Match, k: fx.Node) -> fx.Node:
+    """The node's filter for the shifted and two-sided forms (P8, P9/P11, P12), see Match."""
+    def pad_to(x: fx.Node, length: int, source: fx.Node) -> fx.Node:  # zeros after x, up to length
+        return graph.call_function(aten.constant_pad_nd.default,
+                                   (x, [0, length - int(tensor_val(source).shape[-1])], 0.0))
+
+    if m.filter_delay:
+        k = graph.call_function(aten.constant_pad_nd.default, (k, [m.filter_delay, 0], 0.0))
+    if m.filter_period:  # only set for the plain (H, Lk) filters of the rfft forms
+        k = pad_to(k, m.filter_period, m.k)
+        if m.k_reverse is not None:  # k_reverse[j] at lag -j: position (n - j) mod n
+            flipped = graph.call_function(aten.flip.default, (pad_to(m.k_reverse, m.filter_period, m.k_reverse), [-1]))
+            k = graph.call_function(aten.add.Tensor, (k, graph.call_function(aten.roll.default, (flipped, [1], [-1]))))
+        if m.filter_shift % m.filter_period:
+            k = graph.call_function(aten.roll.default, (k, [m.filter_shift % m.filter_period], [-1]))
+    return k
+
+
 def _apply(graph: fx.Graph, m: Match) -> fx.Node:
     """Inserts the op for the match, reroutes the match's users to it; returns the op node."""
     u_dtype = tensor_val(m.u).dtype
@@ -131,6 +149,7 @@ def _apply(graph: fx.Graph, m: Match) -> fx.Node:
             k = graph.call_function(aten.flatten.using_ints, (k, 0, 1))
         if m.k_is_conv_weight:  # Conv1d correlates: the causal filter is the weight reversed
             k = graph.call_function(aten.flip.default, (graph.call_function(aten.squeeze.dim, (k, 1)), [-1]))
+        k = _filter_of_match(graph, m, k)
         if tensor_val(m.k).dtype not in (torch.float32, u_dtype):
             k = graph.call_function(aten.to.dtype, (k, torch.float32))
         D = m.D
@@ -216,7 +235,7 @@ def _fold_filter(gm: fx.GraphModule, op_node: fx.Node, fold: bool, index: int) -
         n.replace_all_uses_with(folded)
     if k in constant:
         return "constant"
-    return "input-dependent, constant part folded" if frontier else "computed in the graph from the input"
+    return "input-dependent, constant part folded" if frontier else "depends on the input or its length"
 
 
 def _same_tensor_type(a, b) -> bool:

@@ -32,6 +32,13 @@ class Match:
     k_is_conv_weight: bool = False   # k is a depthwise Conv1d weight (H, 1, K): flip it into a filter
     heads: int = 0                   # P4: k is (C, H, Lk), u (B, H, L) is shared by the C heads, y is (B, C, H, L)
     bias: Optional[fx.Node] = None   # (H,) added to the output (a Conv1d's bias)
+    # How the node's filter is made from k (see _apply): delayed by filter_delay taps; or, for
+    # a circular convolution of period filter_period, k zero-padded to that period, plus
+    # k_reverse acting at lags 0, -1, -2, ... (P8), rolled by filter_shift.
+    filter_delay: int = 0
+    filter_period: int = 0
+    filter_shift: int = 0
+    k_reverse: Optional[fx.Node] = None
     details: dict = field(default_factory=dict)
 
 
@@ -66,6 +73,7 @@ _RFFT = {aten.fft_rfft.default}
 _IRFFT = {aten.fft_irfft.default}
 _FFT = {aten.fft_fft.default}
 _IFFT = {aten.fft_ifft.default}
+_CONJ = {aten._conj.default, aten.conj.default, aten.conj_physical.default}
 # Inverse transforms a convolution pattern can end in (the matchers' anchors).
 INVERSE_FFTS = _IRFFT | _IFFT
 CONVOLUTIONS = {aten.conv1d.default}
@@ -112,6 +120,7 @@ class _Spectrum:
     n: object
     norm: Optional[str]
     half_of_full: bool = False  # fft(x, n)[..., :n//2 + 1], the rfft computed the long way (P5)
+    reverse: Optional[fx.Node] = None  # P8: + conj(rfft(reverse, n)), the same scale
 
 
 def _half_spectrum(node) -> Optional[_Spectrum]:
@@ -143,18 +152,66 @@ def _as_spectrum(node, targets) -> Optional[_Spectrum]:
     return _Spectrum(strip_casts(x), _arg(node, 1, "n"), _arg(node, 3, "norm"))
 
 
-def _causal_slice(node: fx.Node, length) -> Optional[fx.Node]:
-    """The [..., :L] slice that is the only user of node, or None."""
+def _two_sided_spectrum(node, targets) -> Optional[tuple[_Spectrum, list]]:
+    """P8: `rfft(k, n) * c + conj(rfft(k_rev, n) * c)`, the spectrum of a filter with k_rev at
+    lags 0, -1, -2, ...; returns it (with its reverse part) and the scale factors c."""
+    if not (isinstance(node, fx.Node) and node.target == aten.add.Tensor and len(node.args) == 2):
+        return None
+    for forward, conj in (node.args, node.args[::-1]):
+        if not (isinstance(conj, fx.Node) and conj.target in _CONJ):
+            continue
+        factors, reverse_factors = [], []
+        spectrum = _as_spectrum(_peel_scalars(forward, factors), targets)
+        reverse = _as_spectrum(_peel_scalars(conj.args[0], reverse_factors), targets)
+        if spectrum is None or reverse is None or not same_size(reverse.n, spectrum.n) or \
+                reverse.norm != spectrum.norm or sympy.simplify(sympy.Mul(*factors) - sympy.Mul(*reverse_factors)) != 0:
+            return None
+        spectrum.reverse = reverse.source
+        return spectrum, factors
+    return None
+
+
+def _zero_padded(node) -> Optional[tuple[fx.Node, object, object]]:
+    """`F.pad(x, (front, back))` with zeros on the last dimension: (x, front, back)."""
+    if not (isinstance(node, fx.Node) and node.target in (aten.pad.default, aten.constant_pad_nd.default)):
+        return None
+    pad = node.args[1]
+    mode = _arg(node, 2, "mode", "constant") if node.target == aten.pad.default else "constant"
+    value = _arg(node, 3 if node.target == aten.pad.default else 2, "value", None)
+    if len(pad) != 2 or mode != "constant" or value not in (None, 0, 0.0):
+        return None
+    return node.args[0], pad[0], pad[1]
+
+
+def _flipped(node) -> Optional[fx.Node]:
+    """x for `x.flip(-1)`."""
+    if isinstance(node, fx.Node) and node.target == aten.flip.default and len(node.args[1]) == 1 and \
+            _is_last_dim(node, node.args[1][0]):
+        return node.args[0]
+    return None
+
+
+def _output_slice(node: fx.Node, length, n) -> Optional[tuple[fx.Node, object]]:
+    """The slice [..., s:s + L] (or [..., s:] reaching n = s + L) that is the only user of
+    node: (slice node, s)."""
     user = only_user(node)
     if user is None or user.target != aten.slice.Tensor:
         return None
-    dim = _arg(user, 1, "dim", 0)
-    start = _arg(user, 2, "start", None)
+    start = _arg(user, 2, "start", None) or 0
     end = _arg(user, 3, "end", None)
-    step = _arg(user, 4, "step", 1)
-    if not _is_last_dim(node, dim) or start not in (None, 0) or step != 1:
+    if not _is_last_dim(node, _arg(user, 1, "dim", 0)) or _arg(user, 4, "step", 1) != 1:
         return None
-    return user if same_size(end, length) else None
+    if same_size(end, expr(start) + expr(length)) or \
+            ((end is None or (isinstance(end, int) and end >= 2 ** 62)) and n is not None
+             and same_size(n, expr(start) + expr(length))):
+        return user, start
+    return None
+
+
+def _causal_slice(node: fx.Node, length) -> Optional[fx.Node]:
+    """The [..., :L] slice that is the only user of node, or None."""
+    found = _output_slice(node, length, None)
+    return found[0] if found is not None and found[1] == 0 else None
 
 
 def _real_part(node: fx.Node) -> Optional[fx.Node]:
@@ -257,9 +314,14 @@ def _spectral_product_conv(node: fx.Node, forward_targets, causal_end, named):
         return None
     spectra = []
     for operand in product.args[:2]:
-        spectrum = _as_spectrum(_peel_scalars(operand, factors), forward_targets)
+        peeled = _peel_scalars(operand, factors)
+        spectrum = _as_spectrum(peeled, forward_targets)
         if spectrum is None:
-            return None
+            two_sided = _two_sided_spectrum(peeled, forward_targets)
+            if two_sided is None:
+                return None
+            spectrum, scale = two_sided
+            factors.extend(scale)
         spectra.append(spectrum)
 
     # u is the (B, H, L) operand, k the (H, Lk) one.
@@ -267,41 +329,117 @@ def _spectral_product_conv(node: fx.Node, forward_targets, causal_end, named):
     if sorted(ranks) != [2, 3]:
         return Skip(node, f"rfft operands have ranks {ranks}; this pattern needs (B, H, L) and (H, Lk)")
     u_spec, k_spec = (spectra[0], spectra[1]) if ranks[0] == 3 else (spectra[1], spectra[0])
-    u, k = u_spec.source, k_spec.source
-    B, H, L = shape_exprs(u)
-    Hk, Lk = shape_exprs(k)
-    if sympy.simplify(H - Hk) != 0:
-        return Skip(node, "filter channels do not match the input's")
+    if u_spec.reverse is not None:
+        return Skip(node, "the input's spectrum has a conjugate part: not a convolution of the input")
     refusal = _sizes_and_scale_refusal(node, n, u_spec, k_spec, factors)
     if refusal:
         return refusal
     n_expr = expr(n)
-
-    end = causal_end(node, L)
-    if end is None:
-        return Skip(node, "the inverse FFT is not followed by a causal slice [..., :L] (of its real part)")
-
-    fft_size = _fft_size_attribute(n_expr, L, Lk, shape_env(u) or shape_env(k))
-    if isinstance(fft_size, str):
-        return Skip(node, fft_size)
+    u, k = u_spec.source, k_spec.source
+    # P9/P11: the input zero-padded before its transform; P12: reversed, then padded
+    front, reversed_input = 0, False
+    padded = _zero_padded(u)
+    if padded is not None:
+        u, front, _ = padded
+        if _flipped(u) is not None:
+            u, reversed_input = _flipped(u), True
+        u = strip_casts(u)
+    if len(shape_exprs(u) or []) != 3:
+        return None
+    B, H, L = shape_exprs(u)
+    if reversed_input:
+        return _reversed_shift_conv(node, u, k, n_expr, front, (B, H, L))
+    Hk, Lk = shape_exprs(k)
+    if sympy.simplify(H - Hk) != 0:
+        return Skip(node, "filter channels do not match the input's")
 
     u_dtype = tensor_val(u).dtype
     if u_dtype not in (torch.float32, torch.float16, torch.bfloat16):
         return Skip(node, f"input dtype {u_dtype} is not float32, float16 or bfloat16")
+    match = Match(pattern="", anchor=node, end=node, u=u, k=k)
+    found = _output_slice(node, L, n)
+    offset = found is not None and found[1] != 0
+    if forward_targets is _RFFT and (front != 0 or offset or k_spec.reverse is not None):
+        refusal = _shifted_circular(match, node, n_expr, front, L, Lk, k_spec.reverse)
+        if refusal:
+            return refusal
+        end = match.end
+    else:
+        end = causal_end(node, L)
+        if end is None:
+            return Skip(node, "the inverse FFT is not followed by a causal slice [..., :L] (of its real part)")
+        fft_size = _fft_size_attribute(n_expr, L, Lk, shape_env(u) or shape_env(k))
+        if isinstance(fft_size, str):
+            return Skip(node, fft_size)
+        match.fft_size = fft_size
 
     add, D, flatten = _skip_term(end, u, H)
     if add is not None:
         end = add
-    end = _output_cast(end, u_dtype)
+    match.end = _output_cast(end, u_dtype)
+    match.D, match.D_needs_flatten = D, flatten
 
     explicit_scale = bool(factors) or u_spec.norm not in (None, "backward") or \
         _arg(node, 3, "norm") not in (None, "backward")
-    return Match(
-        pattern=named(explicit_scale, any(sp.half_of_full for sp in spectra)), anchor=node, end=end, u=u, k=k, D=D,
-        D_needs_flatten=flatten, fft_size=fft_size,
-        details={"n": str(n_expr), "scale": "explicit 1/n" if explicit_scale else "inverse FFT default",
-                 "skip": D is not None, "module": module_path(node),
-                 "u_shape": [str(s) for s in (B, H, L)], "k_shape": [str(Hk), str(Lk)]})
+    match.pattern = match.pattern or named(explicit_scale, any(sp.half_of_full for sp in spectra))
+    match.details = {"n": str(n_expr), "scale": "explicit 1/n" if explicit_scale else "inverse FFT default",
+                     "skip": D is not None, "module": module_path(node),
+                     "u_shape": [str(s) for s in (B, H, L)], "k_shape": [str(Hk), str(Lk)]}
+    return match
+
+
+def _shifted_circular(match: Match, node: fx.Node, n, front, L, Lk, k_reverse) -> Optional[Skip]:
+    """P9/P11 (input padded by `front`, output sliced [s:s + L]) and P8 (the conjugate part
+    of a two-sided filter): one circular FFTConv of period n whose filter is k padded to n,
+    plus k_reverse at lags 0, -1, ... (P8), rolled by front - s. Needs static sizes. Fills
+    match (pattern, end, fft_size, filter fields) or returns the reason it cannot."""
+    found = _output_slice(node, L, n)
+    if found is None:
+        return Skip(node, "the inverse FFT is not followed by a slice [..., s:s + L]")
+    match.end, start = found
+    reverse_len = shape_exprs(k_reverse)[-1] if k_reverse is not None else 0
+    sizes = [expr(x) for x in (n, front, start, L, Lk, reverse_len)]
+    if not all(x is not None and x.is_number for x in sizes):
+        return Skip(node, "a padded input, an offset output slice or a conjugate filter part needs static "
+                          "sizes (export with static shapes): the circular period and shift must be numbers")
+    n_, front_, start_, L_, Lk_, reverse_ = (int(x) for x in sizes)
+    if front_ + L_ > n_ or Lk_ > n_ or reverse_ > n_:
+        return Skip(node, f"the padded input ({front_} + {L_}) or a filter ({Lk_}, {reverse_}) is longer than "
+                          f"the FFT size {n_}: the model truncates it")
+    match.pattern = "P8" if k_reverse is not None else "P9/P11"
+    match.fft_size = match.filter_period = n_
+    match.filter_shift = front_ - start_
+    match.k_reverse = k_reverse
+    return None
+
+
+def _reversed_shift_conv(node: fx.Node, u: fx.Node, k_padded: fx.Node, n, front, shape) -> Match | Skip:
+    """P12, the 'shift' convolution: rfft(pad(k.flip(-1), (L, 0)), 2L) * rfft(pad(u.flip(-1),
+    (L, 0)), 2L) -> irfft -> [..., L:] -> flip(-1). It is the causal convolution of u with k
+    delayed by one step: y[t] = sum_{p < t} k[p] u[t - 1 - p]."""
+    B, H, L = shape
+    k_pad = _zero_padded(k_padded)
+    k = _flipped(k_pad[0]) if k_pad is not None else None
+    reason = "a reversed input is only rewritten in the 'shift' form of P12 (both reversed and padded by L " \
+             "in front, n = 2L, output [..., L:] reversed)"
+    if k is None or len(shape_exprs(k) or []) != 2:
+        return Skip(node, reason)
+    Hk, Lk = shape_exprs(k)
+    found = _output_slice(node, L, n)
+    if not (same_size(front, L) and same_size(k_pad[1], L) and same_size(Lk, L) and same_size(n, 2 * L)
+            and same_size(Hk, H) and k_pad[2] == 0 and found is not None and same_size(found[1], L)):
+        return Skip(node, reason)
+    flip_back = only_user(found[0])
+    if flip_back is None or _flipped(flip_back) is not found[0]:
+        return Skip(node, reason)
+    u_dtype = tensor_val(u).dtype
+    if u_dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        return Skip(node, f"input dtype {u_dtype} is not float32, float16 or bfloat16")
+    return Match(pattern="P12", anchor=node, end=_output_cast(flip_back, u_dtype), u=u, k=strip_casts(k),
+                 filter_delay=1,
+                 details={"n": str(expr(n)), "scale": "inverse FFT default", "skip": False,
+                          "module": module_path(node), "u_shape": [str(s) for s in (B, H, L)],
+                          "k_shape": [str(Hk), str(Lk)]})
 
 
 # ---- P4: einsum('bhl,chl->bchl', rfft(u), rfft(k)) -> irfft -> [..., :L] (+ einsum(u, D)) --

@@ -14,7 +14,7 @@ from fftconv_rt.reference import fftconv_reference, relative_error
 from fftconv_rt.spec import DOMAIN, tolerance
 
 from helpers import NAMES, build_model, make_inputs
-from test_export import P1, P2
+from test_export import P1, P2, P8, P12
 
 
 def _plain_session(model: onnx.ModelProto):
@@ -38,6 +38,22 @@ def test_exported_model_runs_without_the_library(tmp_path, model_cls):
     assert all(o.domain != DOMAIN for o in plain.opset_import)
     session = _plain_session(plain)
     for B, L in ((2, 64), (3, 333)):
+        x = torch.randn(B, 4, L)
+        with torch.no_grad():
+            expected = model(x).numpy()
+        got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+        assert relative_error(got, expected) <= tolerance("float32")
+
+
+@pytest.mark.parametrize("model_cls,dynamic", [(P8, False), (P12, True)])
+def test_section_b_forms_round_trip(tmp_path, model_cls, dynamic):
+    """The circular two-sided form (P8, static) and the delayed filter of P12 (dynamic) also run
+    as standard ONNX."""
+    model = model_cls().eval()
+    export(model, (torch.randn(2, 4, 64),), tmp_path / "m.onnx", dynamic_shapes=None if dynamic else (None,))
+    assert decompose_file(tmp_path / "m.onnx", tmp_path / "plain.onnx") == 1
+    session = _plain_session(onnx.load(str(tmp_path / "plain.onnx")))
+    for B, L in ((2, 64), (3, 200)) if dynamic else ((2, 64),):
         x = torch.randn(B, 4, L)
         with torch.no_grad():
             expected = model(x).numpy()

@@ -586,3 +586,119 @@ def test_user_can_keep_the_filter_ops_in_the_graph(tmp_path):
     export(model, (torch.randn(2, 4, 64),), folded)
     assert not any(n.op_type == "Sin" for n in _nodes(folded))
     _check_ort(model, folded, [(2, 4, 64), (3, 4, 100)])
+
+
+# ---- section B: two-sided, padded, offset and shifted forms (each with its own lag semantics) ----
+
+class P8(torch.nn.Module):
+    """safari/H3 `k_rev=`: the two-sided filter through the conjugate spectrum; k_rev[j] acts at
+    lag -j, so lag 0 gets k[0] + k_rev[0]."""
+
+    def __init__(self, H=4, Lmax=256):
+        super().__init__()
+        self.k = torch.nn.Parameter(_filter(H, Lmax, 11))
+        self.k_rev = torch.nn.Parameter(_filter(H, Lmax, 12))
+        self.D = torch.nn.Parameter(torch.randn(H))
+
+    def forward(self, u):
+        L = u.shape[-1]
+        n = 2 * L
+        k_f = torch.fft.rfft(self.k[:, :L], n=n) / n + (torch.fft.rfft(self.k_rev[:, :L], n=n) / n).conj()
+        y = torch.fft.irfft(torch.fft.rfft(u, n=n) * k_f, n=n, norm="forward")[..., :L]
+        return y + u * self.D.unsqueeze(-1)
+
+
+class P9(torch.nn.Module):
+    """hyena-dna `bidirectional=True`: the input zero-padded by L/2 on each side, causal filter,
+    n = 2L: tap j acts at lag (j + L/2) mod 2L."""
+
+    def __init__(self, H=4, Lmax=256):
+        super().__init__()
+        self.k = torch.nn.Parameter(_filter(H, Lmax, 13))
+
+    def forward(self, u):
+        L = u.shape[-1]
+        padded = torch.nn.functional.pad(u, (L // 2, L // 2))
+        return torch.fft.irfft(torch.fft.rfft(padded, n=2 * L) * torch.fft.rfft(self.k[:, :L], n=2 * L),
+                               n=2 * L)[..., :L]
+
+
+class P10(torch.nn.Module):
+    """safari `LongConv`: the filter is as long as the FFT (2L), its tail acts at negative lags."""
+
+    def __init__(self, H=4, L=64):
+        super().__init__()
+        self.k = torch.nn.Parameter(_filter(H, 2 * L, 14))
+
+    def forward(self, u):
+        n = 2 * u.shape[-1]
+        return torch.fft.irfft(torch.fft.rfft(u, n=n) * torch.fft.rfft(self.k, n=n), n=n)[..., :u.shape[-1]]
+
+
+class P11(torch.nn.Module):
+    """Mega's bidirectional EMA: a two-sided filter of 2L - 1 taps, the input padded by L - 1 in
+    front, n = 2(2L - 1), output [..., 2L - 2 : 3L - 2], plus u * omega, then channels-last."""
+
+    def __init__(self, H=4, L=64):
+        super().__init__()
+        self.k1 = torch.nn.Parameter(_filter(H, L, 15))
+        self.k2 = torch.nn.Parameter(_filter(H, L, 16))
+        self.omega = torch.nn.Parameter(torch.randn(H))
+
+    def forward(self, u):
+        L = u.shape[-1]
+        k = torch.nn.functional.pad(self.k1, (L - 1, 0)) + torch.nn.functional.pad(self.k2.flip(-1), (0, L - 1))
+        n, s = 2 * (2 * L - 1), 2 * L - 2
+        y = torch.fft.irfft(torch.fft.rfft(torch.nn.functional.pad(u, (L - 1, 0)), n=n) * torch.fft.rfft(k, n=n),
+                            n=n)[..., s:s + L]
+        return (y + u * self.omega[None, :, None]).transpose(-1, -2)
+
+
+class P12(torch.nn.Module):
+    """Legacy S4 `shift=True`: filter and input reversed and padded by L in front, n = 2L,
+    output [..., L:] reversed: the causal convolution delayed by one step."""
+
+    def __init__(self, H=4, Lmax=256):
+        super().__init__()
+        self.k = torch.nn.Parameter(_filter(H, Lmax, 17))
+
+    def forward(self, u):
+        L = u.shape[-1]
+        k_f = torch.fft.rfft(torch.nn.functional.pad(self.k[:, :L].flip(-1), (L, 0)), n=2 * L)
+        u_f = torch.fft.rfft(torch.nn.functional.pad(u.flip(-1), (L, 0)), n=2 * L)
+        return torch.fft.irfft(u_f * k_f, n=2 * L)[..., L:].flip(-1)
+
+
+def _check_polygraphy(model, path, shapes):
+    from fftconv_rt.validate import validate
+
+    report = validate(model, str(path), [(torch.randn(*shape),) for shape in shapes])
+    assert report.passed and report.polygraphy_passed, str(report)
+
+
+@pytest.mark.parametrize("model,pattern,fft_size", [(P8(), "P8", 128), (P9(), "P9/P11", 128), (P10(), "P2", 128),
+                                                     (P11(), "P9/P11", 254)])
+def test_circular_forms_keep_their_lags_with_static_shapes(tmp_path, model, pattern, fft_size):
+    """One circular FFTConv of the model's period; the filter (padded, rolled by the input's
+    padding minus the output offset, plus the reversed part at negative lags) is folded."""
+    model = model.eval()
+    path = tmp_path / "m.onnx"
+    report = export(model, (torch.randn(2, 4, 64),), path, dynamic_shapes=(None,))
+    assert [(r.pattern, r.fft_size, r.filter) for r in report.rewrites] == [(pattern, fft_size, "constant")]
+    assert report.left == []
+    _check_polygraphy(model, path, [(2, 4, 64)])
+
+
+@pytest.mark.parametrize("model", [P8(), P9()])
+def test_circular_forms_with_dynamic_length_are_left_with_the_reason(tmp_path, model):
+    with pytest.raises(NoLongConvolutionError, match="needs static sizes"):
+        export(model.eval(), (torch.randn(2, 4, 64),), tmp_path / "m.onnx")
+
+
+def test_shift_convolution_becomes_a_delayed_causal_filter(tmp_path):
+    """P12 is exact for any length: the filter gains one leading zero tap (linear, fft_size 0)."""
+    model = P12().eval()
+    path = tmp_path / "m.onnx"
+    report = export(model, (torch.randn(2, 4, 64),), path)
+    assert [(r.pattern, r.fft_size) for r in report.rewrites] == [("P12", 0)]
+    _check_polygraphy(model, path, [(2, 4, 64), (3, 4, 200)])

@@ -15,14 +15,15 @@ from .spec import tolerance
 
 
 def _to_numpy(t) -> np.ndarray:
+    """A contiguous array (Polygraphy views outputs as flat buffers; a model may return a slice)."""
     import torch
 
     if isinstance(t, torch.Tensor):
         t = t.detach().cpu()
         if t.dtype == torch.bfloat16:
             t = t.float()
-        return t.numpy()
-    return np.asarray(t)
+        t = t.numpy()
+    return np.ascontiguousarray(t)
 
 
 def _flatten_outputs(out) -> list:
