@@ -350,8 +350,12 @@ def rewrite_long_convolutions(model: torch.nn.Module, example_inputs: Sequence[A
         if reason is None:
             consumer = next((a for a, _ in skipped.items() if node in a.args[0].all_input_nodes or
                              any(node in x.all_input_nodes for x in a.args[0].all_input_nodes)), None)
-            reason = (f"feeds an inverse FFT that was not rewritten: {skipped[consumer]}" if consumer
-                      else "not part of a recognised long convolution")
+            if consumer:
+                reason = f"feeds an inverse FFT that was not rewritten: {skipped[consumer]}"
+            elif node.target in INVERSE_FFTS:
+                reason = "not a convolution: its input is not the product of two spectra (u's and a filter's)"
+            else:
+                reason = "not a convolution: its spectrum is not multiplied by a filter's spectrum"
         report.left.append(LeftFFT(node.name, str(node.target).replace("aten.", ""), module_path(node), reason))
     return gm, report
 
