@@ -3,8 +3,12 @@
 // A thin adapter over the core C ABI: it reads the attributes, describes the
 // inputs to fftconv_resolve (which validates them), allocates the output and
 // calls the core. A constant filter (an initializer) has its spectrum prepared
-// once per transform size and kept for the session. One more registration in
-// RegisterCustomOps adds a kernel for another execution provider.
+// once per transform size and kept for the session.
+//
+// Built with CUDA, the library also registers the op for CUDAExecutionProvider:
+// it runs on ORT's compute stream, takes its workspace (and the kept spectra of a
+// constant filter) from ORT's allocator for the output's device, and never
+// synchronises with the host.
 #define ORT_API_MANUAL_INIT
 #include "onnxruntime_cxx_api.h"
 #undef ORT_API_MANUAL_INIT
@@ -22,6 +26,7 @@ namespace {
 
 constexpr const char* kDomain = "fftconv_rt";
 constexpr const char* kOpName = "FFTConv";
+constexpr const char* kCudaProvider = "CUDAExecutionProvider";
 
 Ort::Status op_error(const std::string& message, OrtErrorCode code = ORT_INVALID_ARGUMENT) {
   return Ort::Status(message.c_str(), code);
@@ -97,10 +102,39 @@ struct ConstantFilter {
   }
 };
 
+// Device memory from an ORT allocator, returned to it when dropped.
+struct DeviceBuffer {
+  OrtAllocator* allocator = nullptr;
+  void* data = nullptr;
+  DeviceBuffer() = default;
+  DeviceBuffer(OrtAllocator* a, size_t bytes) : allocator(a), data(bytes ? a->Alloc(a, bytes) : nullptr) {
+    if (bytes && !data) throw Ort::Exception("FFTConv: out of device memory (" + std::to_string(bytes) + " bytes)",
+                                             ORT_RUNTIME_EXCEPTION);
+  }
+  DeviceBuffer(DeviceBuffer&& o) noexcept : allocator(o.allocator), data(o.data) { o.data = nullptr; }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    std::swap(allocator, o.allocator);
+    std::swap(data, o.data);
+    return *this;
+  }
+  ~DeviceBuffer() {
+    if (data) allocator->Free(allocator, data);
+  }
+};
+
+// The prepared spectra of a constant filter on the GPU, by the params they depend on
+// (the filter itself does not change for the session).
+struct DeviceSpectra {
+  std::mutex mutex;
+  std::map<std::vector<int64_t>, DeviceBuffer> spectra;
+};
+
 struct FFTConvKernel {
   int64_t fft_size = 0;
   std::string layout = "BHL";
-  std::unique_ptr<ConstantFilter> constant_filter;
+  bool on_gpu = false;
+  std::unique_ptr<ConstantFilter> constant_filter;  // CPU kernels
+  std::unique_ptr<DeviceSpectra> device_spectra;    // CUDA kernels with a constant filter
 
   // When the model fixes u's shape, the constant filter's spectrum is prepared
   // now, at kernel creation; otherwise at the first run of each transform size.
@@ -147,6 +181,7 @@ struct FFTConvKernel {
       params.pregate = data[FFTCONV_INPUT_PREGATE];
       params.postgate = data[FFTCONV_INPUT_POSTGATE];
       params.y = output.GetTensorMutableRawData();
+      if (on_gpu) return run_on_gpu(context, output, params);
       params.parallel_for = &ort_parallel_for;
       params.parallel_host = raw_context;
 
@@ -164,6 +199,36 @@ struct FFTConvKernel {
       return op_error(std::string("FFTConv: ") + e.what(), ORT_RUNTIME_EXCEPTION).release();
     }
   }
+
+  // On ORT's CUDA stream, with memory from ORT's allocator for the output's device.
+  OrtStatusPtr run_on_gpu(Ort::KernelContext& context, Ort::UnownedValue& output, fftconv_params& params) {
+    params.stream = context.GetGPUComputeStream();
+    OrtAllocator* allocator = context.GetAllocator(*static_cast<const OrtMemoryInfo*>(output.GetTensorMemoryInfo()));
+    DeviceBuffer workspace(allocator, size_t(fftconv_cuda_workspace_bytes(&params)));
+    const int64_t workspace_bytes = workspace.data ? fftconv_cuda_workspace_bytes(&params) : 0;
+    DeviceBuffer per_call;
+    const void* spectrum = nullptr;
+    if (device_spectra) {
+      const std::vector<int64_t> key{params.H, params.L, params.Lk, params.fft_size, params.dtype, params.k_dtype};
+      std::lock_guard<std::mutex> lock(device_spectra->mutex);
+      auto it = device_spectra->spectra.find(key);
+      if (it == device_spectra->spectra.end()) {
+        DeviceBuffer prepared(allocator, size_t(fftconv_cuda_filter_bytes(&params)));
+        if (fftconv_cuda_prepare_filter(&params, prepared.data, workspace.data, workspace_bytes) != FFTCONV_OK)
+          return core_error(FFTCONV_ERR_INVALID_ARGUMENT).release();
+        it = device_spectra->spectra.emplace(key, std::move(prepared)).first;
+      }
+      spectrum = it->second.data;
+    } else {
+      per_call = DeviceBuffer(allocator, size_t(fftconv_cuda_filter_bytes(&params)));
+      if (fftconv_cuda_prepare_filter(&params, per_call.data, workspace.data, workspace_bytes) != FFTCONV_OK)
+        return core_error(FFTCONV_ERR_INVALID_ARGUMENT).release();
+      spectrum = per_call.data;
+    }
+    const fftconv_status status = fftconv_cuda_forward(&params, spectrum, workspace.data, workspace_bytes);
+    if (status != FFTCONV_OK) return core_error(status).release();
+    return nullptr;  // the buffers go back to ORT's stream-ordered allocator, after the kernels in order
+  }
 };
 
 struct FFTConvOp : Ort::CustomOpBase<FFTConvOp, FFTConvKernel, /*WithStatus=*/true> {
@@ -178,6 +243,7 @@ struct FFTConvOp : Ort::CustomOpBase<FFTConvOp, FFTConvKernel, /*WithStatus=*/tr
     try {
       Ort::ConstKernelInfo info(raw_info);
       auto kernel = std::make_unique<FFTConvKernel>();
+      kernel->on_gpu = std::strcmp(provider_, kCudaProvider) == 0;
       kernel->fft_size = attribute_or<int64_t>(info, "fft_size", 0);
       kernel->layout = attribute_or<std::string>(info, "layout", "BHL");
       if (kernel->layout != "BHL" && kernel->layout != "BLH")
@@ -188,6 +254,11 @@ struct FFTConvOp : Ort::CustomOpBase<FFTConvOp, FFTConvKernel, /*WithStatus=*/tr
                         std::to_string(kernel->fft_size)).release();
       int is_constant = 0;
       Ort::ConstValue k = info.GetTensorConstantInput(FFTCONV_INPUT_K, &is_constant);
+      if (kernel->on_gpu) {  // the filter lives on the device: its spectra are made at the first runs
+        if (is_constant && k) kernel->device_spectra = std::make_unique<DeviceSpectra>();
+        *kernel_out = kernel.release();
+        return nullptr;
+      }
       if (is_constant && k) {
         const auto k_type = k.GetTensorTypeAndShapeInfo().GetElementType();
         if (k_type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT && k_type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 &&
@@ -255,10 +326,16 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
   // releasing it at process exit may run after onnxruntime is unloaded.
   static Ort::CustomOpDomain* domain = nullptr;
   static FFTConvOp cpu_op("CPUExecutionProvider");
+#ifdef FFTCONV_ORT_CUDA
+  static FFTConvOp cuda_op(kCudaProvider);
+#endif
   try {
     std::call_once(once, [] {
       domain = new Ort::CustomOpDomain(kDomain);
       domain->Add(&cpu_op);
+#ifdef FFTCONV_ORT_CUDA
+      domain->Add(&cuda_op);
+#endif
     });
     Ort::UnownedSessionOptions(options).Add(*domain);
   } catch (const Ort::Exception& e) {

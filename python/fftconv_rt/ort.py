@@ -80,3 +80,39 @@ def run(session, feeds: dict, output_names: Optional[Sequence[str]] = None) -> l
         else:
             results.append(value.numpy())
     return results
+
+
+# numpy types onnxruntime's Python IO binding takes (it has none for bfloat16)
+_BINDABLE = ("float32", "float16", "int64", "int32")
+
+
+def _device_buffer(tensor) -> tuple[int, list, str, str, int]:
+    """(pointer, shape, dtype name, device type, device id) of a torch tensor or a cupy array."""
+    if hasattr(tensor, "data_ptr"):  # torch
+        if not tensor.is_contiguous():
+            raise ValueError("fftconv-rt: IO binding needs contiguous tensors; call .contiguous() first")
+        device = tensor.device
+        return (tensor.data_ptr(), list(tensor.shape), str(tensor.dtype).replace("torch.", ""),
+                "cuda" if device.type == "cuda" else "cpu", device.index or 0)
+    if hasattr(tensor, "data") and hasattr(tensor.data, "ptr"):  # cupy
+        if not tensor.flags.c_contiguous:
+            raise ValueError("fftconv-rt: IO binding needs C-contiguous arrays")
+        return tensor.data.ptr, list(tensor.shape), tensor.dtype.name, "cuda", tensor.device.id
+    raise TypeError(f"fftconv-rt: expected a torch tensor or a cupy array, got {type(tensor).__name__}")
+
+
+def run_on_device(session, inputs: dict, outputs: dict) -> None:
+    """Runs the session on device memory with no host copies: `inputs` and `outputs` map names
+    to torch tensors or cupy arrays (outputs preallocated with the right shape and type, on the
+    device the session's provider computes on)."""
+    import numpy as np
+
+    binding = session.io_binding()
+    for binder, tensors in ((binding.bind_input, inputs), (binding.bind_output, outputs)):
+        for name, tensor in tensors.items():
+            pointer, shape, dtype, device_type, device_id = _device_buffer(tensor)
+            if dtype not in _BINDABLE:
+                raise TypeError(f"fftconv-rt: '{name}' has type {dtype}; onnxruntime's IO binding takes "
+                                f"{', '.join(_BINDABLE)} (for bfloat16 use run(), which copies through the host)")
+            binder(name, device_type, device_id, np.dtype(dtype).type, shape, pointer)
+    session.run_with_iobinding(binding)

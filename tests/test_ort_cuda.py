@@ -1,0 +1,93 @@
+"""The FFTConv node on ONNX Runtime's CUDA provider (GPU machine with onnxruntime-gpu only)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from fftconv_rt.export import export
+from fftconv_rt.ort import make_session, run, run_on_device
+from fftconv_rt.reference import relative_error
+from fftconv_rt.spec import tolerance
+
+from test_export import P1, MLPFilter
+
+pytestmark = pytest.mark.ort_cuda
+
+CUDA_FIRST = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def _profiled_session(path, tmp_path):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.enable_profiling = True
+    options.profile_file_prefix = str(tmp_path / "profile")
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    return make_session(path, providers=CUDA_FIRST, options=options)
+
+
+def _copies_next_to_fftconv(optimized_path) -> list[str]:
+    """Memcpy nodes that produce an input of an FFTConv node or consume its output."""
+    import onnx
+
+    graph = onnx.load(str(optimized_path)).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    found = []
+    for node in graph.node:
+        if node.op_type != "FFTConv":
+            continue
+        found += [producer[i].name for i in node.input if i in producer and producer[i].op_type.startswith("Memcpy")]
+        found += [n.name for n in graph.node if n.op_type.startswith("Memcpy") and set(n.input) & set(node.output)]
+    return found
+
+
+@pytest.mark.parametrize("model_cls", [P1, MLPFilter])
+def test_fftconv_runs_on_the_cuda_provider(tmp_path, model_cls):
+    """Every FFTConv runs on CUDA (checked in ORT's profile), with no copy to the host around
+    it; two lengths in one session (two prepared spectra of the constant filter)."""
+    model = model_cls().eval()
+    path = tmp_path / "m.onnx"
+    export(model, (torch.randn(2, 4, 64),), path)
+    session = _profiled_session(path, tmp_path)
+    name = session.get_inputs()[0].name
+    for shape in ((2, 4, 64), (3, 4, 200), (2, 4, 64)):
+        x = torch.randn(*shape)
+        got = run(session, {name: x.numpy()})[0]
+        with torch.no_grad():
+            expected = model(x).numpy()
+        assert relative_error(got, expected) <= tolerance("float32")
+    with open(session.end_profiling()) as f:
+        events = json.load(f)
+    nodes = [e["args"] for e in events if e.get("cat") == "Node" and "op_name" in e.get("args", {})]
+    fftconv = [a for a in nodes if a["op_name"] == "FFTConv"]
+    assert fftconv and all(a["provider"] == "CUDAExecutionProvider" for a in fftconv)
+    assert _copies_next_to_fftconv(tmp_path / "optimized.onnx") == []
+
+
+def test_device_tensors_in_and_out_without_host_copies(tmp_path):
+    model = P1().eval()
+    path = tmp_path / "m.onnx"
+    export(model, (torch.randn(2, 4, 64),), path)
+    session = make_session(path, providers=CUDA_FIRST)
+    x = torch.randn(3, 4, 300, device="cuda")
+    y = torch.empty_like(x)
+    run_on_device(session, {session.get_inputs()[0].name: x}, {session.get_outputs()[0].name: y})
+    with torch.no_grad():
+        expected = model.cuda()(x)
+    assert relative_error(y.cpu().numpy(), expected.cpu().numpy()) <= tolerance("float32")
+
+
+def test_float16_model_on_cuda(tmp_path):
+    model = P1().eval().half()
+    path = tmp_path / "m.onnx"
+    export(model, (torch.randn(2, 4, 64).half(),), path)
+    session = make_session(path, providers=CUDA_FIRST)
+    x = torch.randn(2, 4, 1000, device="cuda").half()
+    y = torch.empty_like(x)
+    run_on_device(session, {session.get_inputs()[0].name: x}, {session.get_outputs()[0].name: y})
+    with torch.no_grad():
+        expected = model.float().cuda()(x.float())
+    assert relative_error(y.float().cpu().numpy(), expected.cpu().numpy()) <= tolerance("float16")
