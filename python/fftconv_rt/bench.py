@@ -141,6 +141,98 @@ def run_cpu_bench(lengths=(1024, 4096, 16384, 65536), elements: int = 1 << 21, b
 
 
 GPU_LENGTHS = (128, 512, 2048, 8192, 32768, 131072, 524288, 2097152)
+MODEL_LENGTHS = (2048, 8192, 32768, 131072)
+
+
+def _cuda_ms(fn, repeats: int, warmup: int = 3) -> float:
+    """Median time in ms of fn on the current CUDA stream (CUDA events, after warm-up)."""
+    import torch
+
+    for _ in range(warmup):
+        fn()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(repeats):
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return float(np.median(times))
+
+
+def run_model_bench(lengths=MODEL_LENGTHS, d_model: int = 768, layers: int = 4, batch: int = 1,
+                    repeats: int = 10, dft_length: int = 2048, out_path: Optional[str] = None,
+                    log=print) -> list[dict]:
+    """End to end on the GPU: a Hyena stack (fp16) as PyTorch eager (cuFFT), as ONNX Runtime's CUDA
+    provider running the fftconv-rt export (IO binding on device tensors), and, at dft_length
+    only, as the default ONNX export (DFT nodes) on the same provider; one exported model (dynamic
+    length) for every L. Errors are against the float32 PyTorch model on the same input."""
+    import torch
+
+    from .export import export
+    from .models import HyenaStack
+    from .ort import make_session, run_on_device
+
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    model = HyenaStack(d_model, layers, max(lengths)).eval()
+    reference = model.to(dev)
+    half = HyenaStack(d_model, layers, max(lengths)).eval()
+    half.load_state_dict(model.state_dict())
+    half = half.half()
+    meta = {"device": "cuda", "gpu": torch.cuda.get_device_name(dev), "date": datetime.date.today().isoformat(),
+            "torch": torch.__version__, "model": f"HyenaStack d={d_model} layers={layers}", "batch": batch,
+            "dtype": "float16"}
+    import onnxruntime
+
+    meta["onnxruntime"] = onnxruntime.__version__
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "hyena.onnx")
+        export(half, (torch.randn(2, 256, d_model).half(),), path)
+        session = make_session(path, providers=providers)
+        dft_session = None
+        try:  # the same model exported by torch.onnx alone: DFT nodes
+            dft_path = os.path.join(tmp, "hyena_dft.onnx")
+            torch.onnx.export(half, (torch.randn(2, 256, d_model).half(),), dft_path, dynamo=True,
+                              dynamic_shapes=({0: torch.export.Dim.AUTO, 1: torch.export.Dim.AUTO},))
+            dft_session = onnxruntime.InferenceSession(dft_path, providers=providers)
+        except Exception as e:  # noqa: BLE001 - reported, the rest of the benchmark goes on
+            log(f"default ONNX export failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+        half = half.to(dev)
+        in_name, out_name = session.get_inputs()[0].name, session.get_outputs()[0].name
+        rows = []
+        log(f"GPU: {meta['gpu']}; {meta['model']}, B={batch}, fp16; median of {repeats} (CUDA events)")
+        log(f"{'L':>8s} | {'torch eager':>11s} {'ORT fftconv':>11s} {'ORT DFT':>9s} | {'speedup':>7s} | "
+            f"err ORT / err torch fp16 (vs fp32)")
+        for L in lengths:
+            x = torch.randn(batch, L, d_model, device=dev).half()
+            y = torch.empty_like(x)
+            with torch.no_grad():
+                t_torch = _cuda_ms(lambda: half(x), repeats)
+                t_ort = _cuda_ms(lambda: run_on_device(session, {in_name: x}, {out_name: y}), repeats)
+                expected = reference(x.float())
+                eager = half(x).float()
+            t_dft = None
+            if dft_session is not None and L == dft_length:
+                feed = {dft_session.get_inputs()[0].name: x.cpu().numpy()}
+                t_dft = _cuda_ms(lambda: dft_session.run(None, feed), 1, warmup=0)  # seconds per run
+            scale = float(expected.abs().max())
+            err_ort = float((y.float() - expected).abs().max()) / scale
+            err_torch = float((eager - expected).abs().max()) / scale
+            row = dict(meta, L=L, torch_eager_ms=round(t_torch, 3), ort_fftconv_ms=round(t_ort, 3),
+                       ort_default_export_ms=None if t_dft is None else round(t_dft, 1),
+                       speedup_over_torch=round(t_torch / t_ort, 3), rel_error_ort=err_ort,
+                       rel_error_torch_fp16=err_torch)
+            rows.append(row)
+            dft = f"{t_dft:7.0f}ms" if t_dft is not None else f"{'-':>9s}"
+            log(f"{L:8d} | {t_torch:9.2f}ms {t_ort:9.2f}ms {dft} | {t_torch / t_ort:6.2f}x | "
+                f"{err_ort:.1e} / {err_torch:.1e}")
+            del x, y
+            torch.cuda.empty_cache()
+    _append_results(rows, out_path, log)
+    return rows
 
 
 def run_gpu_bench(lengths=GPU_LENGTHS, dtypes=("float16", "bfloat16", "float32"), elements: int = 1 << 26,
@@ -165,17 +257,7 @@ def run_gpu_bench(lengths=GPU_LENGTHS, dtypes=("float16", "bfloat16", "float32")
     torch_dtypes = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
     def cuda_ms(fn) -> float:
-        for _ in range(3):
-            fn()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        times = []
-        for _ in range(repeats):
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        return float(np.median(times))
+        return _cuda_ms(fn, repeats)
 
     rows = []
     log(f"GPU: {name}; B*H*L = {elements}; layout {layout}; causal (n = 2L); median of {repeats} (CUDA events)")

@@ -95,6 +95,12 @@ def _cmd_validate(args) -> int:
 def _cmd_bench(args) -> int:
     from .bench import GPU_LENGTHS, run_cpu_bench, run_gpu_bench
 
+    if args.model:
+        from .bench import MODEL_LENGTHS, run_model_bench
+
+        lengths = tuple(int(x) for x in args.lengths.split(",")) if args.lengths else MODEL_LENGTHS
+        run_model_bench(lengths=lengths, out_path=args.out)
+        return 0
     if args.gpu:
         lengths = tuple(int(x) for x in args.lengths.split(",")) if args.lengths else GPU_LENGTHS
         run_gpu_bench(lengths=lengths, dtypes=tuple(args.dtypes.split(",")), elements=args.elements or 1 << 26,
@@ -166,6 +172,9 @@ def main(argv=None) -> int:
     p = sub.add_parser("bench", help="benchmark: CPU (vs torch.fft conv and the default ONNX export) or --gpu "
                                      "(vs a device copy and cuFFT)")
     p.add_argument("--gpu", action="store_true", help="the CUDA benchmark")
+    p.add_argument("--model", action="store_true",
+                   help="end to end on the GPU: a Hyena stack in PyTorch eager vs ONNX Runtime CUDA (fftconv-rt "
+                        "export and the default DFT export)")
     p.add_argument("--lengths", default=None, help="comma-separated L (default: 1K..64K on CPU, 128..2M on GPU)")
     p.add_argument("--dtypes", default="float16,bfloat16,float32", help="GPU I/O types")
     p.add_argument("--layout", choices=["BHL", "BLH"], default="BHL", help="GPU: storage of u and y")

@@ -92,6 +92,19 @@ class HyenaBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+class HyenaStack(nn.Module):
+    """Hyena blocks on (B, L, d) activations (the end-to-end benchmark's model)."""
+
+    def __init__(self, d_model: int, n_layers: int, max_len: int):
+        super().__init__()
+        self.blocks = nn.ModuleList(HyenaBlock(d_model, max_len) for _ in range(n_layers))
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
 class HyenaLM(nn.Module):
     """A small HyenaDNA-style model: token embedding, Hyena blocks, LM head."""
 
