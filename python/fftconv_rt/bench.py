@@ -216,19 +216,24 @@ def run_model_bench(lengths=MODEL_LENGTHS, d_model: int = 768, layers: int = 4, 
                 t_ort = _cuda_ms(lambda: run_on_device(session, {in_name: x}, {out_name: y}), repeats)
                 expected = reference(x.float())
                 eager = half(x).float()
-            t_dft = None
+            t_dft, dft_failure = None, None
             if dft_session is not None and L == dft_length:
                 feed = {dft_session.get_inputs()[0].name: x.cpu().numpy()}
-                t_dft = _cuda_ms(lambda: dft_session.run(None, feed), 1, warmup=0)  # seconds per run
+                try:
+                    t_dft = _cuda_ms(lambda: dft_session.run(None, feed), 1, warmup=0)  # seconds per run
+                except Exception as e:  # noqa: BLE001 - a failing baseline is a result
+                    dft_failure = f"{type(e).__name__}: {str(e)[:300]}"
+                    log(f"default ONNX export at L={L}: {dft_failure}")
             scale = float(expected.abs().max())
             err_ort = float((y.float() - expected).abs().max()) / scale
             err_torch = float((eager - expected).abs().max()) / scale
             row = dict(meta, L=L, torch_eager_ms=round(t_torch, 3), ort_fftconv_ms=round(t_ort, 3),
                        ort_default_export_ms=None if t_dft is None else round(t_dft, 1),
+                       ort_default_export_failure=dft_failure,
                        speedup_over_torch=round(t_torch / t_ort, 3), rel_error_ort=err_ort,
                        rel_error_torch_fp16=err_torch)
             rows.append(row)
-            dft = f"{t_dft:7.0f}ms" if t_dft is not None else f"{'-':>9s}"
+            dft = f"{t_dft:7.0f}ms" if t_dft is not None else f"{'fails' if dft_failure else '-':>9s}"
             log(f"{L:8d} | {t_torch:9.2f}ms {t_ort:9.2f}ms {dft} | {t_torch / t_ort:6.2f}x | "
                 f"{err_ort:.1e} / {err_torch:.1e}")
             del x, y
