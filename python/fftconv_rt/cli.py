@@ -70,6 +70,17 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_triton_repo(args) -> int:
+    from .triton import write_triton_repository
+
+    config = write_triton_repository(args.model, args.repository, args.name, max_batch_size=args.max_batch_size,
+                                     instance_kind="KIND_CPU" if args.cpu else "KIND_GPU",
+                                     library_path_in_server=args.library_path)
+    print(f"wrote {config.parent} (serve it with: tritonserver --model-repository={config.parent.parent}; "
+          f"the config expects the library at the path given in {config.name})")
+    return 0
+
+
 def _cmd_decompose(args) -> int:
     from .export import decompose_file
 
@@ -155,6 +166,17 @@ def main(argv=None) -> int:
                    help="keep the ops that compute a filter from the parameters in the graph (default: fold "
                         "them into an initializer at export)")
     p.set_defaults(fn=_cmd_export)
+
+    p = sub.add_parser("triton-repo", help="write a Triton Inference Server model repository for an .onnx with "
+                                           "FFTConv nodes")
+    p.add_argument("model", help="the .onnx (exported by fftconv-rt)")
+    p.add_argument("repository", help="the model repository folder (created if needed)")
+    p.add_argument("--name", default=None, help="model name (default: the file's stem)")
+    p.add_argument("--max-batch-size", type=int, default=8, help="0: no batching (default 8, dynamic batching on)")
+    p.add_argument("--cpu", action="store_true", help="CPU instances (default: GPU)")
+    p.add_argument("--library-path", default=None,
+                   help="path of the copied libfftconv_ort.so as the server sees it (default /models/NAME/...)")
+    p.set_defaults(fn=_cmd_triton_repo)
 
     p = sub.add_parser("decompose", help="replace every FFTConv node by standard ONNX ops (DFT, ...)")
     p.add_argument("model", help="an .onnx with FFTConv nodes")
