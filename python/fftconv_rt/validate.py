@@ -104,13 +104,25 @@ class ValidationReport:
         return "\n".join(lines)
 
 
+def _provider_sets(providers) -> list[list[str]]:
+    if providers:
+        return [list(providers)]
+    import onnxruntime
+
+    sets = [["CPUExecutionProvider"]]
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        sets.append(["CUDAExecutionProvider", "CPUExecutionProvider"])
+    return sets
+
+
 def validate(model, onnx_path: str, inputs: Iterable[Sequence[Any]], *, providers: Optional[Sequence] = None,
              tolerance_value: Optional[float] = None, device: str = "cpu") -> ValidationReport:
     """Runs `model` (PyTorch) and the ONNX model under ONNX Runtime with the FFTConv library on
     each input tuple, compares them with Polygraphy's Comparator and with the op metric.
 
     tolerance_value: allowed max|y - ref| / max|ref| (default: the spec's for the output dtype).
-    providers: ONNX Runtime providers (default: CPU).
+    providers: ONNX Runtime providers of the one session to compare (default: one session on the
+    CPU and, where onnxruntime has the CUDA provider, one on CUDA, all in one Comparator run).
     """
     import onnx
     from polygraphy.backend.onnxrt import OnnxrtRunner
@@ -145,32 +157,35 @@ def validate(model, onnx_path: str, inputs: Iterable[Sequence[Any]], *, provider
     metadata = TensorMetadata()
     for name, value in feeds[0].items():  # dynamic dimensions: any size
         metadata.add(name, dtype=value.dtype, shape=[None] * value.ndim)
-    session = make_session(onnx_path, providers=providers or ["CPUExecutionProvider"])
     torch_runner = _torch_runner_class()(model.eval(), metadata, output_names, device=device, name="pytorch")
-    ort_name = "onnxruntime+fftconv[" + ",".join(p.replace("ExecutionProvider", "")
-                                                 for p in session.get_providers()) + "]"
-    ort_runner = OnnxrtRunner(session, name=ort_name)
-    results = Comparator.run([torch_runner, ort_runner], data_loader=feeds)
+    ort_runners = []
+    for provider_list in _provider_sets(providers):
+        session = make_session(onnx_path, providers=provider_list)
+        ort_name = "onnxruntime+fftconv[" + ",".join(p.replace("ExecutionProvider", "")
+                                                     for p in session.get_providers()) + "]"
+        ort_runners.append(OnnxrtRunner(session, name=ort_name))
+    results = Comparator.run([torch_runner] + ort_runners, data_loader=feeds)
 
     report = ValidationReport()
     ref_runs = dict(results)[torch_runner.name]
-    ort_runs = dict(results)[ort_runner.name]
     atol = {}
     for name in output_names:
-        dtype = ort_runs[0][name].dtype
-        dtype_name = "bfloat16" if dtype.name == "bfloat16" else np.dtype(dtype).name
-        tol = tolerance_value if tolerance_value is not None else tolerance(
-            dtype_name if dtype_name in ("float32", "float16", "bfloat16") else "float32")
-        worst, scale = 0.0, 0.0
-        for ref_out, ort_out in zip(ref_runs, ort_runs):
-            ref = ref_out[name].astype(np.float64)
-            got = np.asarray(ort_out[name]).astype(np.float64)
-            ref_max = float(np.max(np.abs(ref))) if ref.size else 0.0
-            err = float(np.max(np.abs(got - ref))) if ref.size else 0.0
-            worst = max(worst, err / ref_max if ref_max > 0 else err)
-            scale = max(scale, ref_max)
-        report.checks.append(OutputCheck(name, ort_name, worst, tol))
-        atol[name] = tol * scale
+        for ort_runner in ort_runners:
+            ort_runs = dict(results)[ort_runner.name]
+            dtype = ort_runs[0][name].dtype
+            dtype_name = "bfloat16" if dtype.name == "bfloat16" else np.dtype(dtype).name
+            tol = tolerance_value if tolerance_value is not None else tolerance(
+                dtype_name if dtype_name in ("float32", "float16", "bfloat16") else "float32")
+            worst, scale = 0.0, 0.0
+            for ref_out, ort_out in zip(ref_runs, ort_runs):
+                ref = ref_out[name].astype(np.float64)
+                got = np.asarray(ort_out[name]).astype(np.float64)
+                ref_max = float(np.max(np.abs(ref))) if ref.size else 0.0
+                err = float(np.max(np.abs(got - ref))) if ref.size else 0.0
+                worst = max(worst, err / ref_max if ref_max > 0 else err)
+                scale = max(scale, ref_max)
+            report.checks.append(OutputCheck(name, ort_runner.name, worst, tol))
+            atol[name] = tol * scale
     compare = simple_compare(atol=atol, rtol=0.0, check_error_stat="max")
     report.polygraphy_passed = bool(Comparator.compare_accuracy(results, compare_func=compare))
     for runner_name, runs in results:
