@@ -302,16 +302,35 @@ def fft_product_conv(node: fx.Node, options: Options):
     return _spectral_product_conv(node, _FFT, _real_causal_cut, named=lambda explicit, half: "P6")
 
 
-def _spectral_product_conv(node: fx.Node, forward_targets, causal_end, named):
-    """The shared matcher: `node` is the inverse transform; forward_targets the transforms
-    that must produce both spectra; causal_end(node, L) finds the end of the causal cut."""
+def _inverse_of_product(node: fx.Node, product_target):
+    """For an inverse FFT of size n along the last dimension of (scalar factors times) a
+    `product_target` node: (n, that node, the factors); else None."""
     n = _arg(node, 1, "n")
     if n is None or not _is_last_dim(node, _arg(node, 2, "dim", -1)):
         return None
     factors: list = []
     product = _peel_scalars(node.args[0], factors)
-    if not (isinstance(product, fx.Node) and product.target == aten.mul.Tensor):
+    if not (isinstance(product, fx.Node) and product.target == product_target):
         return None
+    return n, product, factors
+
+
+def _causal_cut_and_size(node: fx.Node, causal_end, n, L, Lk, u, k):
+    """(the end of the causal cut [..., :L], the node's fft_size), or the Skip saying why not."""
+    end = causal_end(node, L)
+    if end is None:
+        return Skip(node, "the inverse FFT is not followed by a causal slice [..., :L] (of its real part)")
+    fft_size = _fft_size_attribute(n, L, Lk, shape_env(u) or shape_env(k))
+    return Skip(node, fft_size) if isinstance(fft_size, str) else (end, fft_size)
+
+
+def _spectral_product_conv(node: fx.Node, forward_targets, causal_end, named):
+    """The shared matcher: `node` is the inverse transform; forward_targets the transforms
+    that must produce both spectra; causal_end(node, L) finds the end of the causal cut."""
+    found = _inverse_of_product(node, aten.mul.Tensor)
+    if found is None:
+        return None
+    n, product, factors = found
     spectra = []
     for operand in product.args[:2]:
         peeled = _peel_scalars(operand, factors)
@@ -365,13 +384,10 @@ def _spectral_product_conv(node: fx.Node, forward_targets, causal_end, named):
             return refusal
         end = match.end
     else:
-        end = causal_end(node, L)
-        if end is None:
-            return Skip(node, "the inverse FFT is not followed by a causal slice [..., :L] (of its real part)")
-        fft_size = _fft_size_attribute(n_expr, L, Lk, shape_env(u) or shape_env(k))
-        if isinstance(fft_size, str):
-            return Skip(node, fft_size)
-        match.fft_size = fft_size
+        cut = _causal_cut_and_size(node, causal_end, n_expr, L, Lk, u, k)
+        if isinstance(cut, Skip):
+            return cut
+        end, match.fft_size = cut
 
     add, D, flatten = _skip_term(end, u, H)
     if add is not None:
@@ -483,13 +499,10 @@ def _multi_head_skip(y: fx.Node, u: fx.Node, H) -> tuple[Optional[fx.Node], Opti
 def multi_head_conv(node: fx.Node, options: Options):
     if node.op != "call_function" or node.target not in _IRFFT:
         return None
-    n = _arg(node, 1, "n")
-    if n is None or not _is_last_dim(node, _arg(node, 2, "dim", -1)):
+    found = _inverse_of_product(node, aten.einsum.default)
+    if found is None:
         return None
-    factors: list = []
-    product = _peel_scalars(node.args[0], factors)
-    if not (isinstance(product, fx.Node) and product.target == aten.einsum.default):
-        return None
+    n, product, factors = found
     order = _multi_head_equation(product.args[0])
     if order is None:
         return Skip(node, f"einsum {product.args[0]!r} is not the multi-head product 'bhl,chl->bchl'")
@@ -507,12 +520,10 @@ def multi_head_conv(node: fx.Node, options: Options):
     if refusal:
         return refusal
     n_expr = expr(n)
-    end = _causal_slice(node, L)
-    if end is None:
-        return Skip(node, "the inverse FFT is not followed by a causal slice [..., :L]")
-    fft_size = _fft_size_attribute(n_expr, L, Lk, shape_env(u) or shape_env(k))
-    if isinstance(fft_size, str):
-        return Skip(node, fft_size)
+    cut = _causal_cut_and_size(node, _causal_slice, n_expr, L, Lk, u, k)
+    if isinstance(cut, Skip):
+        return cut
+    end, fft_size = cut
     if tensor_val(u).dtype not in (torch.float32, torch.float16, torch.bfloat16):
         return Skip(node, f"input dtype {tensor_val(u).dtype} is not float32, float16 or bfloat16")
     add, D = _multi_head_skip(end, u, H)

@@ -314,6 +314,14 @@ __global__ void direct_filter_kernel(const void* k, int32_t k_dtype, int64_t H, 
   }
 }
 
+// Input t of the row at `base` times the pregate, 0 outside [0, L).
+template <int DT>
+__device__ __forceinline__ float input_at(const DirectArgs& a, int64_t base, int64_t t) {
+  if (t < 0 || t >= a.L) return 0.f;
+  const float x = Elem<DT>::load(a.u, base + t);
+  return a.pregate ? x * Elem<DT>::load(a.pregate, base + t) : x;
+}
+
 // Input i of a window lies at (i / 16) * kWindowBlock + i % 16.
 template <int DT>
 __device__ __forceinline__ int window_position(int i) {
@@ -341,12 +349,7 @@ __device__ void load_window(const DirectArgs& a, int64_t base, int64_t t0, int s
       return;
     }
     for (int i = lane; i < span; i += 32) {
-      const int64_t t = t0 + i;
-      float v = 0.f;
-      if (t >= 0 && t < a.L) {
-        v = Elem<DT>::load(a.u, base + t);
-        if (a.pregate) v *= Elem<DT>::load(a.pregate, base + t);
-      }
+      const float v = input_at<DT>(a, base, t0 + i);
       const float hi = to_tf32(v);
       window[window_position<DT>(i)] = hi;
       window_lo[window_position<DT>(i)] = to_tf32(v - hi);
@@ -365,15 +368,7 @@ __device__ void load_window(const DirectArgs& a, int64_t base, int64_t t0, int s
       }
       return;
     }
-    for (int i = lane; i < span; i += 32) {
-      const int64_t t = t0 + i;
-      float x = 0.f;
-      if (t >= 0 && t < a.L) {
-        x = Elem<DT>::load(a.u, base + t);
-        if (a.pregate) x *= Elem<DT>::load(a.pregate, base + t);
-      }
-      window[i] = Elem<DT>::bits(x);
-    }
+    for (int i = lane; i < span; i += 32) window[i] = Elem<DT>::bits(input_at<DT>(a, base, t0 + i));
   }
 }
 
@@ -408,11 +403,7 @@ __device__ void store_outputs(const DirectArgs& a, int64_t base, int64_t t0, int
     const int64_t i = base + t0 + p;
     const int s = stage_first + p;
     float out = stage[s + 8 * (s >> 5)];
-    if (a.D) {
-      float x = Elem<DT>::load(a.u, i);
-      if (a.pregate) x *= Elem<DT>::load(a.pregate, i);
-      out += skip * x;
-    }
+    if (a.D) out += skip * input_at<DT>(a, base, t0 + p);
     if (a.postgate) out *= Elem<DT>::load(a.postgate, i);
     Elem<DT>::store(a.y, i, out);
   }
