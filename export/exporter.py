@@ -363,7 +363,7 @@ def rewrite_long_convolutions(model: torch.nn.Module, example_inputs: Sequence[A
 def export(model: torch.nn.Module, example_inputs: Sequence[Any], path: str | Path, *,
            dynamic_shapes=None, opset_version: int = 18, input_names: Optional[list] = None,
            output_names: Optional[list] = None, require_rewrite: bool = True,
-           min_conv_taps: int = 64, fold_filters: bool = True) -> ExportReport:
+           min_conv_taps: int = 64, fold_filters: bool = True, tensorrt: bool = False) -> ExportReport:
     """Exports model to ONNX at path with its long convolutions as fftconv_rt::FFTConv nodes.
 
     dynamic_shapes: as for torch.export (default: every dimension Dim.AUTO, so batch and
@@ -376,6 +376,8 @@ def export(model: torch.nn.Module, example_inputs: Sequence[Any], path: str | Pa
     filters, S4D Vandermonde, modal forms; not one that depends on the input or its length)
     is computed once at export and stored as an initializer; False keeps its ops in the graph
     (and turns off the ONNX optimizer, which would fold them anyway).
+    tensorrt: stamp the FFTConv nodes for TensorRT's ONNX parser (plugin_version, plugin_namespace
+    and the optional inputs present; ONNX Runtime ignores them).
     """
     import onnx
 
@@ -410,6 +412,10 @@ def export(model: torch.nn.Module, example_inputs: Sequence[Any], path: str | Pa
     model_proto = onnx.load(str(path), load_external_data=False)
     report.onnx_path = str(path)
     report.fftconv_nodes = sum(1 for n in model_proto.graph.node if n.domain == DOMAIN and n.op_type == OP_NAME)
+    if tensorrt:
+        from fftconv_rt.trt import stamp_for_tensorrt
+
+        stamp_for_tensorrt(path)
     if report.fftconv_nodes != len(report.rewrites):
         raise RuntimeError(f"fftconv-rt export: {len(report.rewrites)} convolutions rewritten but the ONNX "
                            f"model has {report.fftconv_nodes} {OP_NAME} nodes")

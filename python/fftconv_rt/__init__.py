@@ -5,6 +5,7 @@ Main entry points:
   fftconv_rt.make_session(path)                    an ONNX Runtime session with the op registered
   fftconv_rt.validate(model, path, inputs)         PyTorch vs ONNX Runtime through Polygraphy
   fftconv_rt.ort_library_path()                    the custom-op library, for your own sessions
+  fftconv_rt.trt_plugin_path(), build_trt_engine() the TensorRT plugin library and engines (fftconv_rt.trt)
   torch.ops.fftconv_rt.fftconv / fftconv_rt.torch_op.FFTConv   the op in PyTorch (import fftconv_rt.torch_op)
 """
 
@@ -35,5 +36,19 @@ def validate(model, onnx_path, inputs, **kwargs):
     return _validate(model, onnx_path, inputs, **kwargs)
 
 
+def trt_plugin_path() -> str:
+    """See fftconv_rt.trt.trt_plugin_path."""
+    from .trt import trt_plugin_path as _path
+
+    return _path()
+
+
+def build_trt_engine(onnx_path, fp16=False, shapes=None, **kwargs):
+    """See fftconv_rt.trt.build_trt_engine."""
+    from .trt import build_trt_engine as _build
+
+    return _build(onnx_path, fp16=fp16, shapes=shapes, **kwargs)
+
+
 __all__ = ["FFTConvError", "LibraryNotFoundError", "export", "fftconv_reference", "make_session",
-           "ort_library_path", "validate", "__version__"]
+           "ort_library_path", "validate", "trt_plugin_path", "build_trt_engine", "__version__"]
