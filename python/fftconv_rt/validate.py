@@ -104,6 +104,29 @@ class ValidationReport:
         return "\n".join(lines)
 
 
+def _tensorrt_runner(onnx_path: str, feeds: list):
+    """Polygraphy's TrtRunner with the FFTConv plugin loaded, where TensorRT, the plugin library and
+    a GPU are present (an optimisation profile spanning the given inputs); else None."""
+    try:
+        import tensorrt  # noqa: F401
+        from polygraphy.backend.trt import (CreateConfig, EngineFromNetwork, LoadPlugins, NetworkFromOnnxPath,
+                                            Profile, TrtRunner)
+
+        from .trt import trt_plugin_path
+
+        plugin = trt_plugin_path()
+    except (ImportError, FileNotFoundError):
+        return None
+    profile = Profile()
+    for name in feeds[0]:
+        shapes = [feed[name].shape for feed in feeds]
+        low = tuple(min(s[i] for s in shapes) for i in range(len(shapes[0])))
+        high = tuple(max(s[i] for s in shapes) for i in range(len(shapes[0])))
+        profile.add(name, min=low, opt=high, max=high)
+    network = LoadPlugins(plugins=[plugin], obj=NetworkFromOnnxPath(onnx_path))
+    return TrtRunner(EngineFromNetwork(network, config=CreateConfig(profiles=[profile])), name="tensorrt+fftconv")
+
+
 def _provider_sets(providers) -> list[list[str]]:
     if providers:
         return [list(providers)]
@@ -123,6 +146,8 @@ def validate(model, onnx_path: str, inputs: Iterable[Sequence[Any]], *, provider
     tolerance_value: allowed max|y - ref| / max|ref| (default: the spec's for the output dtype).
     providers: ONNX Runtime providers of the one session to compare (default: one session on the
     CPU and, where onnxruntime has the CUDA provider, one on CUDA, all in one Comparator run).
+    Where TensorRT and the fftconv-rt plugin are present, a TensorRT engine (Polygraphy's
+    TrtRunner, plugin loaded; the model exported with tensorrt=True) joins the comparison.
     """
     import onnx
     from polygraphy.backend.onnxrt import OnnxrtRunner
@@ -164,7 +189,10 @@ def validate(model, onnx_path: str, inputs: Iterable[Sequence[Any]], *, provider
         ort_name = "onnxruntime+fftconv[" + ",".join(p.replace("ExecutionProvider", "")
                                                      for p in session.get_providers()) + "]"
         ort_runners.append(OnnxrtRunner(session, name=ort_name))
-    results = Comparator.run([torch_runner] + ort_runners, data_loader=feeds)
+    trt_runner = _tensorrt_runner(onnx_path, feeds)
+    results = Comparator.run([torch_runner] + ort_runners + ([trt_runner] if trt_runner else []), data_loader=feeds)
+    if trt_runner:
+        ort_runners.append(trt_runner)  # checked like the ONNX Runtime runners below
 
     report = ValidationReport()
     ref_runs = dict(results)[torch_runner.name]
