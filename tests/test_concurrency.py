@@ -52,8 +52,8 @@ def _rss_bytes() -> int:
 
 def test_creating_and_destroying_sessions_does_not_leak(rng):
     """1000 sessions (constant filter: each prepares and frees its spectrum cache, 8 channels of
-    a 8192-point transform, 131 KB) after a warm-up; the resident set may not grow by more than
-    16 MB (leaking that cache per session would add 128 MB; measured: 0.2 MB)."""
+    an 8192-point transform, over 100 KB) after a warm-up; the resident set may not grow by more
+    than 16 MB (leaking that cache per session would add over 100 MB; measured here: 0.2 MB)."""
     model, feed = _model_and_feed(rng)
 
     def cycle():
