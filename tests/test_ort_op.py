@@ -138,3 +138,29 @@ def test_unregistered_session_names_the_missing_domain(rng):
     arrays = make_inputs(rng, 1, 2, 10, 10, "float32", ())
     with pytest.raises(Exception, match="fftconv_rt"):
         ort.InferenceSession(build_model(arrays, "float32").SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def test_node_without_its_filter_is_refused_when_loading(rng):
+    arrays = make_inputs(rng, 2, 3, 30, 30, "float32", ())
+    model = build_model([arrays[0], None, None, None, None], "float32")
+    with pytest.raises(Exception) as info:
+        make_session(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert "FFTConv" in str(info.value) and "input size 1 not in range [min=2, max=5]" in str(info.value)
+
+
+def test_truncated_model_file_is_refused(rng, tmp_path):
+    data = build_model(make_inputs(rng, 2, 3, 30, 30, "float32", ()), "float32").SerializeToString()
+    path = tmp_path / "truncated.onnx"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(Exception) as info:
+        make_session(path, providers=["CPUExecutionProvider"])
+    assert "Protobuf parsing failed" in str(info.value)
+
+
+def test_library_that_is_not_a_shared_object_is_refused(rng, tmp_path, monkeypatch):
+    (tmp_path / "libfftconv_ort.so").write_text("not a library")
+    monkeypatch.setenv("FFTCONV_RT_LIB_DIR", str(tmp_path))
+    model = build_model(make_inputs(rng, 2, 3, 30, 30, "float32", ()), "float32").SerializeToString()
+    with pytest.raises(Exception) as info:
+        make_session(model, providers=["CPUExecutionProvider"])
+    assert "Failed to load library" in str(info.value) and str(tmp_path) in str(info.value)
