@@ -157,3 +157,24 @@ def test_host_pointer_is_refused(rng):
 def test_mixed_devices_are_refused():
     with pytest.raises(FFTConvError, match="input 'k' is on cpu"):
         fftconv(torch.randn(1, 2, 8, device="cuda"), torch.randn(2, 8))
+
+
+def test_several_streams_at_once_match_one(rng):
+    """Four streams running different rows' calls at once give the single-stream results."""
+    calls = [make_inputs(rng, 2, 8, L, L, dtype, ("D", "pregate")) for L, dtype in
+             ((1000, "float16"), (3000, "bfloat16"), (20000, "float32"), (500, "float32"))]
+    dtypes = ["float16", "bfloat16", "float32", "float32"]
+    tensors = [[None if a is None else _cuda(a, TORCH_DTYPES[dt]) for a in arrays] for arrays, dt in zip(calls, dtypes)]
+    for t in tensors:
+        t[1], t[2] = t[1].float(), t[2].float()
+    expected = [fftconv(*t) for t in tensors]
+    torch.cuda.synchronize()
+    streams = [torch.cuda.Stream() for _ in tensors]
+    outputs = []
+    for _ in range(3):
+        for stream, t in zip(streams, tensors):
+            with torch.cuda.stream(stream):
+                outputs.append(fftconv(*t))
+    torch.cuda.synchronize()
+    for i, y in enumerate(outputs):
+        torch.testing.assert_close(y, expected[i % len(tensors)], rtol=0, atol=0)

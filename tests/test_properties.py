@@ -8,6 +8,7 @@ which then becomes a regular test."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -90,3 +91,18 @@ def test_ort_op_matches_the_reference(case):
     feed = {n: a for n, a in zip(NAMES, arrays) if a is not None}
     _check(case, ort_run(session, feed)[0], arrays)
 
+
+
+@pytest.mark.cuda
+@settings(max_examples=100, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(cases(max_elements=1 << 20))
+def test_cuda_torch_op_matches_the_reference(case):
+    """The same cases on the GPU (tensor-core, fused and split paths, transposed BLH)."""
+    arrays = _arrays(case)
+    tensors = [None if a is None else torch.from_numpy(np.asarray(a, np.float32)).to(_TORCH[case["dtype"]])
+               for a in arrays]
+    tensors[1], tensors[2] = tensors[1].float(), None if tensors[2] is None else tensors[2].float()
+    y = fftconv(*(None if t is None else t.cuda() for t in tensors), fft_size=case["fft_size"],
+                layout=case["layout"])
+    _check(case, y.float().cpu().numpy(), [None if t is None else t.float().numpy() for t in tensors])
