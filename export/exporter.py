@@ -212,9 +212,9 @@ def _fold_filter(gm: fx.GraphModule, op_node: fx.Node, fold: bool, index: int) -
     k = op_node.args[1]
     if k.op == "get_attr":
         return "constant"
-    constant = _constant_nodes(gm.graph.nodes)
     if not fold:
         return "computed in the graph"
+    constant = _constant_nodes(gm.graph.nodes)
     frontier, seen, stack = [], set(), [k]
     while stack:  # the highest constant nodes on the way up from k
         n = stack.pop()

@@ -204,8 +204,8 @@ struct FFTConvKernel {
   OrtStatusPtr run_on_gpu(Ort::KernelContext& context, Ort::UnownedValue& output, fftconv_params& params) {
     params.stream = context.GetGPUComputeStream();
     OrtAllocator* allocator = context.GetAllocator(*static_cast<const OrtMemoryInfo*>(output.GetTensorMemoryInfo()));
-    DeviceBuffer workspace(allocator, size_t(fftconv_cuda_workspace_bytes(&params)));
-    const int64_t workspace_bytes = workspace.data ? fftconv_cuda_workspace_bytes(&params) : 0;
+    const int64_t workspace_bytes = fftconv_cuda_workspace_bytes(&params);
+    DeviceBuffer workspace(allocator, size_t(workspace_bytes));
     DeviceBuffer per_call;
     const void* spectrum = nullptr;
     if (device_spectra) {
