@@ -181,7 +181,9 @@ struct FFTConvKernel {
       params.pregate = data[FFTCONV_INPUT_PREGATE];
       params.postgate = data[FFTCONV_INPUT_POSTGATE];
       params.y = output.GetTensorMutableRawData();
+#ifdef FFTCONV_ORT_CUDA
       if (on_gpu) return run_on_gpu(context, output, params);
+#endif
       params.parallel_for = &ort_parallel_for;
       params.parallel_host = raw_context;
 
@@ -200,6 +202,7 @@ struct FFTConvKernel {
     }
   }
 
+#ifdef FFTCONV_ORT_CUDA
   // On ORT's CUDA stream, with memory from ORT's allocator for the output's device.
   OrtStatusPtr run_on_gpu(Ort::KernelContext& context, Ort::UnownedValue& output, fftconv_params& params) {
     params.stream = context.GetGPUComputeStream();
@@ -229,6 +232,7 @@ struct FFTConvKernel {
     if (status != FFTCONV_OK) return core_error(status).release();
     return nullptr;  // the buffers go back to ORT's stream-ordered allocator, after the kernels in order
   }
+#endif
 };
 
 struct FFTConvOp : Ort::CustomOpBase<FFTConvOp, FFTConvKernel, /*WithStatus=*/true> {
