@@ -130,3 +130,21 @@ def test_non_finite_filter_stays_in_its_channel(rng):
     assert not np.isfinite(y[:, 1]).all()
     ref = fftconv_reference(u[:, [0, 2]], k[[0, 2]])
     assert relative_error(y[:, [0, 2]], ref) <= tolerance("float32")
+
+
+@pytest.mark.parametrize("L,Lk,fft_size", [(100003, 100, 0), (5000, 1, 0), (70000, 16, 0), (4097, 64, 0),
+                                           (20000, 300, 30000)])
+@pytest.mark.parametrize("dtype,layout", [("float32", "BHL"), ("float16", "BLH"), ("bfloat16", "BHL")])
+def test_short_filter_on_a_long_row_in_blocks(rng, L, Lk, fft_size, dtype, layout):
+    """Overlap-save blocks (a few times the taps) give the one-transform result: the last block
+    partial, an explicit linear fft_size, every option, both layouts."""
+    assert _lib.core().fftconv_cpu_transform_size(L, Lk, fft_size) < L  # the block path is taken
+    _check(rng, 2, 3, L, Lk, dtype, ("D", "pregate", "postgate"), layout, fft_size)
+
+
+def test_non_finite_input_stays_in_its_row_in_blocks(rng):
+    u, k, _, _, _ = make_inputs(rng, 1, 4, 50000, 50, options=())
+    u[0, 0, 30000] = np.nan
+    y = fftconv_numpy(u, k)
+    assert np.isfinite(y[0, 1:]).all() and np.isnan(y[0, 0, 30000:30050]).all()
+    assert relative_error(y[:, 1:], fftconv_reference(u[:, 1:], k[1:])) <= tolerance("float32")

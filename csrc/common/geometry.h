@@ -26,4 +26,21 @@ inline int64_t transform_size(int64_t L, int64_t Lk, int64_t fft_size) {
   return std::max<int64_t>(4, next_pow2(L + used_taps(L, Lk, fft_size) - 1));
 }
 
+// CPU, short filters on long sequences (a linear convolution with L much longer than
+// the taps): overlap-save in blocks of this many points (at least 4x the taps, so that
+// 3/4 of each block are new outputs), or 0 when one transform of the whole row is used.
+// The blocks cost O(L log taps) instead of O(L log L) and memory independent of L.
+inline int64_t cpu_block_size(int64_t L, int64_t Lk, int64_t fft_size) {
+  if (is_circular(L, Lk, fft_size)) return 0;
+  const int64_t taps = used_taps(L, Lk, fft_size);
+  const int64_t block = std::max<int64_t>(64, next_pow2(4 * taps));
+  return 4 * block <= transform_size(L, Lk, fft_size) ? block : 0;
+}
+
+// The transform size of the CPU path: the block size, or the whole row's.
+inline int64_t cpu_transform_size(int64_t L, int64_t Lk, int64_t fft_size) {
+  const int64_t block = cpu_block_size(L, Lk, fft_size);
+  return block ? block : transform_size(L, Lk, fft_size);
+}
+
 }  // namespace fftconv

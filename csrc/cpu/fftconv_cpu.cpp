@@ -6,6 +6,9 @@
 // rows may have different filters; the spectral product separates them with
 //   W[f] = Z[f] (K1 + K2)/2 + conj(Z[-f]) (K1 - K2)/2,
 // whose inverse transform is y1 + i y2. All arithmetic is float32.
+//
+// Short filters on long rows (cpu_block_size) take overlap-save instead: blocks of
+// m points, each giving m - taps + 1 outputs from the inputs taps - 1 before them.
 #include <algorithm>
 #include <cstring>
 #include <exception>
@@ -81,9 +84,9 @@ void parallel_for(const fftconv_params& p, int64_t count, int chunks, Fn fn) {
     if (e) std::rethrow_exception(e);
 }
 
-int chunk_count(const fftconv_params& p, int64_t m, int64_t items) {
+int chunk_count(const fftconv_params& p, int64_t points_per_item, int64_t items) {
   // Below ~2^16 complex points of work, splitting costs more than it saves.
-  if (m * items < (int64_t(1) << 16)) return 1;
+  if (points_per_item * items < (int64_t(1) << 16)) return 1;
   const int hw = p.num_threads > 0 ? p.num_threads : int(std::thread::hardware_concurrency());
   return std::max(1, hw);
 }
@@ -117,11 +120,12 @@ int64_t channel_floats(const FftPlan& plan) { return 2 * plan.canonical_count();
 // false when the pair holds a NaN or an infinity, which the packing would
 // spread from one item to the other; such a pair, like a lone last item, is
 // processed one item at a time (second = -1, imaginary part zero).
+// points_per_item: the transform work of one item, which decides the threading.
 template <typename Load, typename Process>
 void for_each_pair(const fftconv_params& p, const FftPlan& plan, int64_t count, int64_t len, Load load,
-                   Process process) {
+                   Process process, int64_t points_per_item) {
   const int64_t pairs = (count + 1) / 2;
-  parallel_for(p, pairs, chunk_count(p, plan.size(), pairs), [&](int64_t begin, int64_t end) {
+  parallel_for(p, pairs, chunk_count(p, points_per_item, pairs), [&](int64_t begin, int64_t end) {
     Scratch s(plan);
     auto alone = [&](int64_t item) {
       load(item, s.re.data());
@@ -147,7 +151,7 @@ void for_each_pair(const fftconv_params& p, const FftPlan& plan, int64_t count, 
 bool finite_sum(float x) { return x - x == 0.f; }
 
 void prepare_filter(const fftconv_params& p, float* spectrum) {
-  const int64_t m = transform_size(p.L, p.Lk, p.fft_size);
+  const int64_t m = cpu_transform_size(p.L, p.Lk, p.fft_size);
   const int64_t taps = used_taps(p.L, p.Lk, p.fft_size);
   const auto plan = FftPlan::get(m);
   const int64_t bins = plan->canonical_count();
@@ -183,7 +187,7 @@ void prepare_filter(const fftconv_params& p, float* spectrum) {
     });
     return true;
   };
-  for_each_pair(p, *plan, p.H, taps, load_filter, transform);
+  for_each_pair(p, *plan, p.H, taps, load_filter, transform, m);
 }
 
 // W[f] = Z[f] a + conj(Z[-f]) c and W[-f] = Z[-f] conj(a) + conj(Z[f]) conj(c) with
@@ -208,7 +212,8 @@ void spectral_product(int64_t p0, int64_t q0, int64_t count, const float* k1r, c
 template <int DT>
 void run_rows(const fftconv_params& p, const float* spectrum, const std::vector<float>& D) {
   using E = Elem<DT>;
-  const int64_t m = transform_size(p.L, p.Lk, p.fft_size);
+  const int64_t m = cpu_transform_size(p.L, p.Lk, p.fft_size);
+  const int64_t block = cpu_block_size(p.L, p.Lk, p.fft_size);
   const bool circular = is_circular(p.L, p.Lk, p.fft_size);
   const int64_t n = p.fft_size;
   const auto plan = FftPlan::get(m);
@@ -216,23 +221,30 @@ void run_rows(const fftconv_params& p, const float* spectrum, const std::vector<
   const int64_t rows = p.B * p.H;
   const int64_t L = p.L;
 
-  auto load_v = [&](int64_t row, float* dst) {
+  // v[t0 .. t0 + count) of a row into dst (zero before t = 0 and from t = L on)
+  auto load_range = [&](int64_t row, int64_t t0, int64_t count, float* dst) {
     const RowAddress a = row_address(p, row);
+    const int64_t begin = std::clamp<int64_t>(-t0, 0, count), end = std::clamp<int64_t>(L - t0, begin, count);
+    std::fill(dst, dst + begin, 0.f);
+    std::fill(dst + end, dst + count, 0.f);
     if (p.pregate) {
-      for (int64_t t = 0; t < L; ++t) {
-        const int64_t i = a.offset + t * a.stride;
-        dst[t] = E::load(p.u, i) * E::load(p.pregate, i);
+      for (int64_t j = begin; j < end; ++j) {
+        const int64_t i = a.offset + (t0 + j) * a.stride;
+        dst[j] = E::load(p.u, i) * E::load(p.pregate, i);
       }
     } else {
-      for (int64_t t = 0; t < L; ++t) dst[t] = E::load(p.u, a.offset + t * a.stride);
+      for (int64_t j = begin; j < end; ++j) dst[j] = E::load(p.u, a.offset + (t0 + j) * a.stride);
     }
   };
-  auto store_y = [&](int64_t row, const float* conv) {
+  auto load_v = [&](int64_t row, float* dst) { load_range(row, 0, L, dst); };
+  // y[t0 .. t0 + count) of a row from conv[0 .. count) (and, circular, the wrapped part)
+  auto store_range = [&](int64_t row, int64_t t0, int64_t count, const float* conv) {
     const RowAddress a = row_address(p, row);
     const float d = D.empty() ? 0.f : D[size_t(row % p.H)];
-    for (int64_t t = 0; t < L; ++t) {
+    for (int64_t j = 0; j < count; ++j) {
+      const int64_t t = t0 + j;
       const int64_t i = a.offset + t * a.stride;
-      float y = conv[t];
+      float y = conv[j];
       if (circular && t + n < m) y += conv[t + n];
       if (!D.empty()) {
         float v = E::load(p.u, i);
@@ -243,15 +255,12 @@ void run_rows(const fftconv_params& p, const float* spectrum, const std::vector<
       E::store(p.y, i, y);
     }
   };
+  auto store_y = [&](int64_t row, const float* conv) { store_range(row, 0, L, conv); };
 
-  // Convolves the loaded pair (row `second` < 0: the imaginary part is zero)
-  // and stores it. Refuses (false) a pair where a NaN or an infinity in one
-  // row or filter would spread to the other: the DC bin (position 0) of a
-  // spectrum is the sum of its sequence, non-finite exactly then.
-  auto convolve = [&](Scratch& s, int64_t first, int64_t second) {
-    float* zr = s.re.data();
-    float* zi = s.im.data();
-    plan->forward(zr, zi, s.work.data(), L);
+  // The spectral product of the pair transformed in (zr, zi). Refuses (false) a pair where
+  // a NaN or an infinity in one row or filter would spread to the other: the DC bin
+  // (position 0) of a spectrum is the sum of its sequence, non-finite exactly then.
+  auto multiply = [&](float* zr, float* zi, int64_t first, int64_t second) {
     const float* k1r = spectrum + (first % p.H) * 2 * bins;
     const float* k1i = k1r + bins;
     const float* k2r = second >= 0 ? spectrum + (second % p.H) * 2 * bins : k1r;
@@ -261,6 +270,15 @@ void run_rows(const fftconv_params& p, const float* spectrum, const std::vector<
     plan->for_each_conjugate_run([&](int64_t p0, int64_t q0, int64_t count) {
       spectral_product(p0, q0, count, k1r, k1i, k2r, k2i, zr, zi);
     });
+    return true;
+  };
+
+  // Convolves the loaded pair (row `second` < 0: the imaginary part is zero) and stores it.
+  auto convolve = [&](Scratch& s, int64_t first, int64_t second) {
+    float* zr = s.re.data();
+    float* zi = s.im.data();
+    plan->forward(zr, zi, s.work.data(), L);
+    if (!multiply(zr, zi, first, second)) return false;
     // a circular result also needs the wrapped part, up to m
     plan->inverse(zr, zi, s.work.data(), circular ? m : L);
     store_y(first, zr);
@@ -268,7 +286,30 @@ void run_rows(const fftconv_params& p, const float* spectrum, const std::vector<
     return true;
   };
 
-  for_each_pair(p, *plan, rows, L, load_v, convolve);
+  // Overlap-save: block b transforms inputs [b*step - (taps - 1), b*step + step) and keeps
+  // its last `step` outputs. The rows are read block by block (the load is a no-op).
+  const int64_t taps = used_taps(p.L, p.Lk, p.fft_size), step = block - taps + 1;
+  auto convolve_blocks = [&](Scratch& s, int64_t first, int64_t second) {
+    float* zr = s.re.data();
+    float* zi = s.im.data();
+    for (int64_t t0 = 0; t0 < L; t0 += step) {
+      load_range(first, t0 - (taps - 1), block, zr);
+      if (second >= 0) load_range(second, t0 - (taps - 1), block, zi);
+      else std::fill(zi, zi + block, 0.f);
+      plan->forward(zr, zi, s.work.data(), block);
+      if (!multiply(zr, zi, first, second)) return false;
+      plan->inverse(zr, zi, s.work.data(), block);
+      const int64_t count = std::min(step, L - t0);
+      store_range(first, t0, count, zr + taps - 1);
+      if (second >= 0) store_range(second, t0, count, zi + taps - 1);
+    }
+    return true;
+  };
+
+  if (block)
+    for_each_pair(p, *plan, rows, 0, [](int64_t, float*) {}, convolve_blocks, std::max(L, block));
+  else
+    for_each_pair(p, *plan, rows, L, load_v, convolve, m);
 }
 
 }  // namespace
@@ -280,12 +321,12 @@ extern "C" {
 
 int64_t fftconv_cpu_transform_size(int64_t L, int64_t Lk, int64_t fft_size) {
   if (L < 0 || Lk < 1 || fft_size < 0) return 0;
-  return transform_size(L, Lk, fft_size);
+  return cpu_transform_size(L, Lk, fft_size);
 }
 
 int64_t fftconv_cpu_filter_floats(const fftconv_params* p) {
   if (!p || p->H < 0 || p->L < 0 || p->Lk < 1 || p->fft_size < 0) return 0;
-  return p->H * channel_floats(*FftPlan::get(transform_size(p->L, p->Lk, p->fft_size)));
+  return p->H * channel_floats(*FftPlan::get(cpu_transform_size(p->L, p->Lk, p->fft_size)));
 }
 
 fftconv_status fftconv_cpu_prepare_filter(const fftconv_params* p, float* spectrum) {
