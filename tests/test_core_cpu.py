@@ -148,3 +148,10 @@ def test_non_finite_input_stays_in_its_row_in_blocks(rng):
     y = fftconv_numpy(u, k)
     assert np.isfinite(y[0, 1:]).all() and np.isnan(y[0, 0, 30000:30050]).all()
     assert relative_error(y[:, 1:], fftconv_reference(u[:, 1:], k[1:])) <= tolerance("float32")
+
+
+def test_misaligned_pointer_is_refused():
+    raw = bytearray(3 * 64 * 4 + 1)
+    u = np.frombuffer(raw, dtype=np.float32, count=3 * 64, offset=1).reshape(1, 3, 64)  # 1 byte off
+    with pytest.raises(FFTConvError, match="'u' is not aligned to its element size \\(4 bytes\\)"):
+        fftconv_numpy(u, np.ones((3, 64), np.float32))

@@ -1,6 +1,7 @@
 // Errors inside the core are thrown as FFTConvError and turned into a status
 // plus the thread-local message at the C ABI boundary (guarded_call).
 #pragma once
+#include <cstdint>
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -27,6 +28,12 @@ void set_last_error(const std::string& message);
 
 // Checks the numbers of a params struct (for callers that skipped fftconv_resolve).
 void check_params(const fftconv_params* p);
+
+// Refuses a pointer that is not aligned to its element size, naming the input.
+void check_aligned(const void* ptr, const char* name, int64_t element_bytes);
+
+// Refuses any pointer of the params (u, k, D, gates, y) not aligned to its element type.
+void check_pointer_alignment(const fftconv_params& p);
 
 // Runs fn, mapping every exception to a status and the thread's last-error message.
 template <typename Fn>

@@ -61,6 +61,22 @@ void require_shape(const fftconv_tensor_desc& d, int slot, int rank, const int64
 
 void set_last_error(const std::string& message) { last_error_message = message; }
 
+void check_aligned(const void* ptr, const char* name, int64_t element_bytes) {
+  if (ptr && reinterpret_cast<uintptr_t>(ptr) % uintptr_t(element_bytes) != 0)
+    fail(FFTCONV_ERR_INVALID_ARGUMENT, std::string("'") + name + "' is not aligned to its element size (" +
+                                           std::to_string(element_bytes) + " bytes)");
+}
+
+void check_pointer_alignment(const fftconv_params& p) {
+  auto bytes = [](int32_t dtype) -> int64_t { return dtype == FFTCONV_FLOAT32 ? 4 : 2; };
+  check_aligned(p.u, "u", bytes(p.dtype));
+  check_aligned(p.pregate, "pregate", bytes(p.dtype));
+  check_aligned(p.postgate, "postgate", bytes(p.dtype));
+  check_aligned(p.y, "y", bytes(p.dtype));
+  check_aligned(p.k, "k", bytes(p.k_dtype));
+  check_aligned(p.D, "D", bytes(p.D_dtype));
+}
+
 void check_params(const fftconv_params* p) {
   if (!p) fail(FFTCONV_ERR_INVALID_ARGUMENT, "null params");
   if (p->B < 0 || p->H < 0 || p->L < 0 || p->Lk < 1)

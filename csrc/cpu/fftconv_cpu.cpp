@@ -333,6 +333,8 @@ fftconv_status fftconv_cpu_prepare_filter(const fftconv_params* p, float* spectr
   return guarded_call([&] {
     check_params(p);
     if (!p->k || !spectrum) fail(FFTCONV_ERR_INVALID_ARGUMENT, "k and spectrum must not be null");
+    check_pointer_alignment(*p);
+    check_aligned(spectrum, "spectrum", 4);
     prepare_filter(*p, spectrum);
   });
 }
@@ -343,6 +345,8 @@ fftconv_status fftconv_cpu_forward(const fftconv_params* p, const float* spectru
     if (p->B == 0 || p->H == 0 || p->L == 0) return;  // empty output
     if (!p->u || !p->y || (!spectrum && !p->k))
       fail(FFTCONV_ERR_INVALID_ARGUMENT, "u, y and k (or a prepared spectrum) must not be null");
+    check_pointer_alignment(*p);
+    check_aligned(spectrum, "spectrum", 4);
     std::vector<float> own_spectrum;
     if (!spectrum) {
       own_spectrum.resize(size_t(fftconv_cpu_filter_floats(p)));

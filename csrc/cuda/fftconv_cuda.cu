@@ -684,9 +684,7 @@ void check_device_pointer(const void* ptr, const char* name, int64_t element_byt
   if (attributes.type != cudaMemoryTypeDevice && attributes.type != cudaMemoryTypeManaged)
     fail(FFTCONV_ERR_INVALID_ARGUMENT,
          std::string("'") + name + "' is not a CUDA device pointer; the CUDA path needs device memory");
-  if (reinterpret_cast<uintptr_t>(ptr) % uintptr_t(element_bytes) != 0)
-    fail(FFTCONV_ERR_INVALID_ARGUMENT, std::string("'") + name + "' is not aligned to its element size (" +
-                                           std::to_string(element_bytes) + " bytes)");
+  check_aligned(ptr, name, element_bytes);
 }
 
 int64_t element_bytes(int32_t dtype) { return dtype == FFTCONV_FLOAT32 ? 4 : 2; }
