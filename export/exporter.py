@@ -43,6 +43,7 @@ class Rewrite:
     gates: str = ""  # "pregate", "postgate" or both: elementwise products folded into the node
     layout: str = "BHL"  # "BLH" when the transposes of a channels-last model were folded in
     filter: str = ""  # "constant" (a parameter, or computed once and folded), "computed in the graph" or "input"
+    partial_error: Optional[float] = None  # partial=N: max|y_cut - y| / max|y| of the node on the example inputs
 
 
 @dataclass
@@ -72,7 +73,8 @@ class ExportReport:
             where = r.module or "<top>"
             lines.append(f"  {r.pattern:3s} {where:30s} u({', '.join(r.u_shape)}) k({', '.join(r.k_shape)}) "
                          f"n={r.n} fft_size={r.fft_size} skip={'yes' if r.skip_term else 'no'} "
-                         f"gates={r.gates or 'none'} layout={r.layout} filter={r.filter or '?'} ({r.scale})")
+                         f"gates={r.gates or 'none'} layout={r.layout} filter={r.filter or '?'} ({r.scale})"
+                         + ("" if r.partial_error is None else f" cut filter: error {r.partial_error:.2e}"))
         lines.append(f"FFT uses left as they were: {len(self.left)}")
         for f in self.left:
             lines.append(f"  {f.op:22s} {f.module or '<top>':30s} {f.reason}")
@@ -238,6 +240,45 @@ def _fold_filter(gm: fx.GraphModule, op_node: fx.Node, fold: bool, index: int) -
     return "input-dependent, constant part folded" if frontier else "depends on the input or its length"
 
 
+class _OutputRecorder(fx.Interpreter):
+    """Runs a GraphModule and keeps the outputs of the given nodes."""
+
+    def __init__(self, gm: fx.GraphModule, nodes):
+        super().__init__(gm)
+        self.nodes, self.outputs = set(nodes), {}
+
+    def run_node(self, n):
+        out = super().run_node(n)
+        if n in self.nodes:
+            self.outputs[n] = out.detach().clone()
+        return out
+
+
+def _cut_filters(gm: fx.GraphModule, op_nodes: list, taps: int, example_inputs) -> list[float]:
+    """Cuts the filter of every op node to its first `taps` taps (a partial convolution, which
+    changes the model's function) and returns each node's relative error, max|y_cut - y| /
+    max|y|, on the example inputs (all cuts applied, as the exported model will run)."""
+    if taps < 1:
+        raise ValueError(f"fftconv-rt export: partial must be >= 1 taps, got {taps}")
+    gm.recompile()
+    with torch.no_grad():
+        full = _OutputRecorder(gm, op_nodes)
+        full.run(*example_inputs)
+        for node in op_nodes:
+            with gm.graph.inserting_before(node):
+                cut = gm.graph.call_function(aten.slice.Tensor, (node.args[1], 1, 0, taps))
+            node.replace_input_with(node.args[1], cut)
+        gm.recompile()
+        partial = _OutputRecorder(gm, op_nodes)
+        partial.run(*example_inputs)
+    errors = []
+    for node in op_nodes:
+        y, y_cut = full.outputs[node].double(), partial.outputs[node].double()
+        scale = float(y.abs().max()) if y.numel() else 0.0
+        errors.append(float((y_cut - y).abs().max()) / scale if scale > 0 else 0.0)
+    return errors
+
+
 def _same_tensor_type(a, b) -> bool:
     ta, tb = tensor_val(a), tensor_val(b)
     return (ta is not None and tb is not None and ta.dtype == tb.dtype and ta.dim() == tb.dim()
@@ -308,8 +349,8 @@ def _size_names(graph: fx.Graph):
 
 
 def rewrite_long_convolutions(model: torch.nn.Module, example_inputs: Sequence[Any],
-                              dynamic_shapes=None, min_conv_taps: int = 64,
-                              fold_filters: bool = True) -> tuple[fx.GraphModule, ExportReport]:
+                              dynamic_shapes=None, min_conv_taps: int = 64, fold_filters: bool = True,
+                              partial: Optional[int] = None) -> tuple[fx.GraphModule, ExportReport]:
     """The model as a GraphModule with every recognised long convolution replaced by the op."""
     example_inputs = tuple(example_inputs)
     if dynamic_shapes is None:
@@ -338,9 +379,13 @@ def rewrite_long_convolutions(model: torch.nn.Module, example_inputs: Sequence[A
             if isinstance(result, Skip):
                 skipped[node] = result.reason
     _remove_dead_code(graph)
-    for index, (rewrite, op_node) in enumerate(zip(report.rewrites, op_nodes)):
+    for rewrite, op_node in zip(report.rewrites, op_nodes):
         rewrite.gates = _fold_gates(graph, op_node)
         rewrite.layout = _fold_layout(op_node)
+    if partial is not None:
+        for rewrite, error in zip(report.rewrites, _cut_filters(gm, op_nodes, partial, example_inputs)):
+            rewrite.partial_error = error
+    for index, (rewrite, op_node) in enumerate(zip(report.rewrites, op_nodes)):
         rewrite.filter = _fold_filter(gm, op_node, fold_filters, index)
     _remove_dead_code(graph)
     gm.recompile()
@@ -363,7 +408,8 @@ def rewrite_long_convolutions(model: torch.nn.Module, example_inputs: Sequence[A
 def export(model: torch.nn.Module, example_inputs: Sequence[Any], path: str | Path, *,
            dynamic_shapes=None, opset_version: int = 18, input_names: Optional[list] = None,
            output_names: Optional[list] = None, require_rewrite: bool = True,
-           min_conv_taps: int = 64, fold_filters: bool = True, tensorrt: bool = False) -> ExportReport:
+           min_conv_taps: int = 64, fold_filters: bool = True, tensorrt: bool = False,
+           partial: Optional[int] = None) -> ExportReport:
     """Exports model to ONNX at path with its long convolutions as fftconv_rt::FFTConv nodes.
 
     dynamic_shapes: as for torch.export (default: every dimension Dim.AUTO, so batch and
@@ -378,6 +424,9 @@ def export(model: torch.nn.Module, example_inputs: Sequence[Any], path: str | Pa
     (and turns off the ONNX optimizer, which would fold them anyway).
     tensorrt: stamp the FFTConv nodes for TensorRT's ONNX parser (plugin_version, plugin_namespace
     and the optional inputs present; ONNX Runtime ignores them).
+    partial: cut every long filter to its first `partial` taps (FlashFFTConv's partial
+    convolution: this changes the model's function; the report gives each node's error on the
+    example inputs). Short filters then run on the block/tensor-core paths.
     """
     import onnx
 
@@ -394,7 +443,8 @@ def export(model: torch.nn.Module, example_inputs: Sequence[Any], path: str | Pa
     model.eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec.*")
-        gm, report = rewrite_long_convolutions(model, example_inputs, dynamic_shapes, min_conv_taps, fold_filters)
+        gm, report = rewrite_long_convolutions(model, example_inputs, dynamic_shapes, min_conv_taps, fold_filters,
+                                               partial)
     if require_rewrite and not report.rewrites:
         raise NoLongConvolutionError(
             "fftconv-rt export: no long convolution found in the model (expected the pattern "

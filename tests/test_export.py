@@ -730,3 +730,24 @@ def test_section_d_ffts_are_left_with_their_reasons(tmp_path):
     assert left == sorted(["fft_rfft.default"] * 3 + ["fft_irfft.default"] * 2), left
     assert all(f.reason.startswith("not a convolution:") for f in report.left)
     _check_ort(model, path, [(2, 4, 128)])
+
+
+def test_partial_filters_are_cut_and_their_error_reported(tmp_path):
+    """partial=N cuts every filter to N taps: the exported model equals the PyTorch model with
+    the cut filter, and the report gives the change it makes on the example input."""
+    model = P1(Lmax=512).eval()
+    x = torch.randn(2, 4, 512)
+    path = tmp_path / "m.onnx"
+    report = export(model, (x,), path, partial=32)
+    [rewrite] = report.rewrites
+    cut = P1(Lmax=512).eval()
+    cut.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        cut.k[:, 32:] = 0
+        y, y_cut = model(x).double(), cut(x).double()
+    assert rewrite.partial_error == pytest.approx(float((y_cut - y).abs().max() / y.abs().max()), rel=1e-3)
+    assert 0 < rewrite.partial_error < 1
+    assert "cut filter: error" in str(report)
+    _check_ort(cut, path, [(2, 4, 512), (3, 4, 1000)])
+    with pytest.raises(ValueError, match="partial must be >= 1"):
+        export(model, (x,), tmp_path / "bad.onnx", partial=0)

@@ -57,7 +57,7 @@ def _cmd_export(args) -> int:
         with steps.step(f"exporting to {args.output}"):
             report = export(model, example, args.output, opset_version=args.opset,
                             require_rewrite=not args.allow_none, min_conv_taps=args.min_conv_taps,
-                            fold_filters=not args.keep_filter_ops, tensorrt=args.tensorrt)
+                            fold_filters=not args.keep_filter_ops, tensorrt=args.tensorrt, partial=args.partial)
     except NoLongConvolutionError as e:
         print(e, file=sys.stderr)
         return 2
@@ -162,6 +162,9 @@ def main(argv=None) -> int:
     p.add_argument("--allow-none", action="store_true", help="write the model even if nothing was rewritten")
     p.add_argument("--min-conv-taps", type=int, default=64,
                    help="depthwise causal Conv1d layers with at least this many taps become FFTConv (default 64)")
+    p.add_argument("--partial", type=int, default=None, metavar="N",
+                   help="cut every long filter to its first N taps (changes the model; the report gives each "
+                        "node's error on the example inputs)")
     p.add_argument("--tensorrt", action="store_true",
                    help="stamp the FFTConv nodes for TensorRT's ONNX parser (plugin_version/plugin_namespace)")
     p.add_argument("--keep-filter-ops", action="store_true",
