@@ -10,6 +10,8 @@ import textwrap
 
 import pytest
 
+from fftconv_rt.cli import main
+
 
 def cli(*args, cwd=None, check=True):
     result = subprocess.run([sys.executable, "-m", "fftconv_rt.cli", *args], capture_output=True, text=True,
@@ -90,3 +92,15 @@ def test_plot_of_recorded_gpu_results(tmp_path):
     out = tmp_path / "plot.png"
     cli("plot", str(results[-1]), str(out))
     assert out.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("command", [["decompose", "{bad}", "{out}"], ["triton-repo", "{bad}", "{out}"],
+                                     ["decompose", "{missing}", "{out}"]])
+def test_unreadable_model_file_gives_a_message_not_a_traceback(tmp_path, capsys, command):
+    bad = tmp_path / "truncated.onnx"
+    bad.write_bytes(b"\x08\x07\x12\x05not onnx")
+    args = [a.format(bad=bad, out=tmp_path / "out", missing=tmp_path / "missing.onnx") for a in command]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"fftconv-rt {command[0]}: error:")
+    assert "not a readable ONNX model" in err or "No such file" in err

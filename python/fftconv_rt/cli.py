@@ -220,7 +220,28 @@ def main(argv=None) -> int:
     p.set_defaults(fn=_cmd_info)
 
     args = parser.parse_args(argv)
-    return args.fn(args)
+    user_errors: tuple = (FileNotFoundError, IsADirectoryError, ValueError, TypeError, ImportError)
+    try:
+        from google.protobuf.message import DecodeError  # an unreadable .onnx
+
+        user_errors += (DecodeError,)
+    except ImportError:
+        pass
+    try:
+        return args.fn(args)
+    except user_errors as e:
+        # bad input from the user (a missing or unreadable file, a refused argument, a missing
+        # optional module): the message, not a traceback
+        print(f"fftconv-rt {args.command}: error: {_describe(e)}", file=sys.stderr)
+        return 2
+
+
+def _describe(error: Exception) -> str:
+    """A user-facing message; a protobuf parse failure of an .onnx says what it means."""
+    text = str(error)
+    if type(error).__name__ == "DecodeError":
+        return f"the file is not a readable ONNX model (truncated, or not ONNX): {text}"
+    return text
 
 
 if __name__ == "__main__":
