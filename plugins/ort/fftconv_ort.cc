@@ -209,6 +209,11 @@ struct FFTConvKernel {
     OrtAllocator* allocator = context.GetAllocator(*static_cast<const OrtMemoryInfo*>(output.GetTensorMemoryInfo()));
     const int64_t workspace_bytes = fftconv_cuda_workspace_bytes(&params);
     DeviceBuffer workspace(allocator, size_t(workspace_bytes));
+    // The filter's spectrum, prepared into a new buffer (the core's status on failure).
+    auto prepare = [&](DeviceBuffer& buffer) {
+      buffer = DeviceBuffer(allocator, size_t(fftconv_cuda_filter_bytes(&params)));
+      return fftconv_cuda_prepare_filter(&params, buffer.data, workspace.data, workspace_bytes);
+    };
     DeviceBuffer per_call;
     const void* spectrum = nullptr;
     if (device_spectra) {
@@ -216,16 +221,14 @@ struct FFTConvKernel {
       std::lock_guard<std::mutex> lock(device_spectra->mutex);
       auto it = device_spectra->spectra.find(key);
       if (it == device_spectra->spectra.end()) {
-        DeviceBuffer prepared(allocator, size_t(fftconv_cuda_filter_bytes(&params)));
-        if (fftconv_cuda_prepare_filter(&params, prepared.data, workspace.data, workspace_bytes) != FFTCONV_OK)
-          return core_error(FFTCONV_ERR_INVALID_ARGUMENT).release();
+        DeviceBuffer prepared;
+        if (const fftconv_status status = prepare(prepared); status != FFTCONV_OK)
+          return core_error(status).release();
         it = device_spectra->spectra.emplace(key, std::move(prepared)).first;
       }
       spectrum = it->second.data;
     } else {
-      per_call = DeviceBuffer(allocator, size_t(fftconv_cuda_filter_bytes(&params)));
-      if (fftconv_cuda_prepare_filter(&params, per_call.data, workspace.data, workspace_bytes) != FFTCONV_OK)
-        return core_error(FFTCONV_ERR_INVALID_ARGUMENT).release();
+      if (const fftconv_status status = prepare(per_call); status != FFTCONV_OK) return core_error(status).release();
       spectrum = per_call.data;
     }
     const fftconv_status status = fftconv_cuda_forward(&params, spectrum, workspace.data, workspace_bytes);
