@@ -1,9 +1,14 @@
-// Sizes shared by the CPU and CUDA paths: which transform a call needs.
+// Sizes shared by the CPU and CUDA paths: which transform a call needs, element sizes.
 #pragma once
 #include <algorithm>
 #include <cstdint>
 
+#include "fftconv_rt/fftconv.h"
+
 namespace fftconv {
+
+// Bytes of one element of an fftconv_dtype (float32 4, float16/bfloat16 2).
+inline int64_t element_bytes(int32_t dtype) { return dtype == FFTCONV_FLOAT32 ? 4 : 2; }
 
 inline int64_t next_pow2(int64_t x) {
   int64_t p = 1;

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "error.h"
+#include "geometry.h"
 #include "fftconv_rt/fftconv.h"
 
 namespace fftconv {
@@ -68,13 +69,12 @@ void check_aligned(const void* ptr, const char* name, int64_t element_bytes) {
 }
 
 void check_pointer_alignment(const fftconv_params& p) {
-  auto bytes = [](int32_t dtype) -> int64_t { return dtype == FFTCONV_FLOAT32 ? 4 : 2; };
-  check_aligned(p.u, "u", bytes(p.dtype));
-  check_aligned(p.pregate, "pregate", bytes(p.dtype));
-  check_aligned(p.postgate, "postgate", bytes(p.dtype));
-  check_aligned(p.y, "y", bytes(p.dtype));
-  check_aligned(p.k, "k", bytes(p.k_dtype));
-  check_aligned(p.D, "D", bytes(p.D_dtype));
+  check_aligned(p.u, "u", element_bytes(p.dtype));
+  check_aligned(p.pregate, "pregate", element_bytes(p.dtype));
+  check_aligned(p.postgate, "postgate", element_bytes(p.dtype));
+  check_aligned(p.y, "y", element_bytes(p.dtype));
+  check_aligned(p.k, "k", element_bytes(p.k_dtype));
+  check_aligned(p.D, "D", element_bytes(p.D_dtype));
 }
 
 void check_params(const fftconv_params* p) {

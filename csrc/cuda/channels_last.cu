@@ -1,6 +1,7 @@
 // Batched transposes between (B, L, H) and (B, H, L) through 32x32 shared-memory tiles.
 #include "channels_last.h"
 
+#include "../common/geometry.h"
 #include "cuda_common.cuh"
 
 namespace fftconv {
@@ -56,10 +57,8 @@ void transpose(const void* in, void* out, int64_t batch, int64_t rows, int64_t c
   check_cuda(cudaGetLastError(), "launching the layout transpose");
 }
 
-int element_size(int32_t dtype) { return dtype == FFTCONV_FLOAT32 ? 4 : 2; }
-
 // Bytes of one BHL copy, rounded up to 256 so that every copy starts aligned.
-int64_t copy_bytes(const fftconv_params& p) { return (p.B * p.H * p.L * element_size(p.dtype) + 255) / 256 * 256; }
+int64_t copy_bytes(const fftconv_params& p) { return (p.B * p.H * p.L * int(element_bytes(p.dtype)) + 255) / 256 * 256; }
 
 }  // namespace
 
@@ -76,7 +75,7 @@ fftconv_params to_channels_first(const fftconv_params& p, void* workspace, cudaS
   auto copy_of = [&](const void* blh) -> void* {
     void* bhl = next;
     next += copy_bytes(p);
-    if (blh) transpose(blh, bhl, p.B, p.L, p.H, element_size(p.dtype), stream);
+    if (blh) transpose(blh, bhl, p.B, p.L, p.H, int(element_bytes(p.dtype)), stream);
     return bhl;
   };
   inner.u = copy_of(p.u);
@@ -87,7 +86,7 @@ fftconv_params to_channels_first(const fftconv_params& p, void* workspace, cudaS
 }
 
 void to_channels_last(const fftconv_params& p, const fftconv_params& inner, cudaStream_t stream) {
-  transpose(inner.y, p.y, p.B, p.H, p.L, element_size(p.dtype), stream);
+  transpose(inner.y, p.y, p.B, p.H, p.L, int(element_bytes(p.dtype)), stream);
 }
 
 }  // namespace cuda

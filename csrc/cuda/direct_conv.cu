@@ -80,7 +80,7 @@ DirectGeometry direct_geometry(const fftconv_params& p) {
   g.copy_stride = g.rlen + 8 + (16 - (g.rlen + 8) % 32 + 32) % 32;
   const bool tf32 = p.dtype == FFTCONV_FLOAT32;
   g.parts = tf32 || (p.k_dtype == FFTCONV_FLOAT32 && p.dtype == FFTCONV_BFLOAT16) ? 2 : 1;
-  g.element_bytes = tf32 ? 4 : 2;
+  g.element_bytes = int(element_bytes(p.dtype));
   g.copies = tf32 ? Operand<FFTCONV_FLOAT32>::kCopies : Operand<FFTCONV_FLOAT16>::kCopies;
   return g;
 }

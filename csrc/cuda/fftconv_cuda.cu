@@ -687,8 +687,6 @@ void check_device_pointer(const void* ptr, const char* name, int64_t element_byt
   check_aligned(ptr, name, element_bytes);
 }
 
-int64_t element_bytes(int32_t dtype) { return dtype == FFTCONV_FLOAT32 ? 4 : 2; }
-
 RunArgs run_args(const fftconv_params& p, const Plan& plan, const float* spectrum, void* workspace) {
   RunArgs a{};
   a.u = p.u;
