@@ -68,6 +68,8 @@ struct DirectGeometry {
   int parts;        // 2 when the filter is split in a rounded part and its remainder
   int element_bytes;
   int copies;
+  int window_block;  // elements per 16-step block in the input windows
+  int windows;       // input windows per row (tf32: the tf32 parts and the remainders)
 };
 
 DirectGeometry direct_geometry(const fftconv_params& p) {
@@ -81,7 +83,11 @@ DirectGeometry direct_geometry(const fftconv_params& p) {
   const bool tf32 = p.dtype == FFTCONV_FLOAT32;
   g.parts = tf32 || (p.k_dtype == FFTCONV_FLOAT32 && p.dtype == FFTCONV_BFLOAT16) ? 2 : 1;
   g.element_bytes = int(element_bytes(p.dtype));
-  g.copies = tf32 ? Operand<FFTCONV_FLOAT32>::kCopies : Operand<FFTCONV_FLOAT16>::kCopies;
+  using F32 = Operand<FFTCONV_FLOAT32>;
+  using F16 = Operand<FFTCONV_FLOAT16>;
+  g.copies = tf32 ? F32::kCopies : F16::kCopies;
+  g.window_block = tf32 ? F32::kWindowBlock : F16::kWindowBlock;
+  g.windows = tf32 ? F32::kWindows : F16::kWindows;
   return g;
 }
 
@@ -528,11 +534,9 @@ DirectLaunch direct_launch(const fftconv_params& p) {
   l.units = (p.B + l.rows - 1) / l.rows * l.chunks;
   l.warps = int(std::max<int64_t>(1, std::min<int64_t>(kMaxWarps, l.units)));
   l.groups = (l.units + l.warps - 1) / l.warps;
-  const bool tf32 = p.dtype == FFTCONV_FLOAT32;
   l.shared = l.geo.parts * l.geo.copies * l.geo.copy_stride * l.geo.element_bytes +
              l.warps * warp_region_bytes(l.geo.blocks, l.tiles_per_row, l.rows, l.geo.element_bytes,
-                                         tf32 ? Operand<FFTCONV_FLOAT32>::kWindowBlock : kBlock,
-                                         tf32 ? Operand<FFTCONV_FLOAT32>::kWindows : 1);
+                                         l.geo.window_block, l.geo.windows);
   return l;
 }
 
