@@ -262,6 +262,12 @@ def _output_cast(node: fx.Node, dtype: torch.dtype) -> fx.Node:
     return node
 
 
+def _details(node: fx.Node, n, scale: str, D, u_shape, k_shape) -> dict:
+    """What the report says of a match: FFT size, where the scale is, skip term, module, shapes."""
+    return {"n": str(n), "scale": scale, "skip": D is not None, "module": module_path(node),
+            "u_shape": [str(x) for x in u_shape], "k_shape": [str(x) for x in k_shape]}
+
+
 def _sizes_and_scale_refusal(node: fx.Node, n, u_spec: _Spectrum, k_spec: _Spectrum, factors: list):
     """A Skip when the transforms' sizes differ or their scale factors do not multiply to 1/n."""
     if not (same_size(u_spec.n, n) and same_size(k_spec.n, n)):
@@ -398,9 +404,8 @@ def _spectral_product_conv(node: fx.Node, forward_targets, causal_end, named):
     explicit_scale = bool(factors) or u_spec.norm not in (None, "backward") or \
         _arg(node, 3, "norm") not in (None, "backward")
     match.pattern = match.pattern or named(explicit_scale, any(sp.half_of_full for sp in spectra))
-    match.details = {"n": str(n_expr), "scale": "explicit 1/n" if explicit_scale else "inverse FFT default",
-                     "skip": D is not None, "module": module_path(node),
-                     "u_shape": [str(s) for s in (B, H, L)], "k_shape": [str(Hk), str(Lk)]}
+    match.details = _details(node, n_expr, "explicit 1/n" if explicit_scale else "inverse FFT default", D,
+                             (B, H, L), (Hk, Lk))
     return match
 
 
@@ -453,9 +458,7 @@ def _reversed_shift_conv(node: fx.Node, u: fx.Node, k_padded: fx.Node, n, front,
         return Skip(node, f"input dtype {u_dtype} is not float32, float16 or bfloat16")
     return Match(pattern="P12", anchor=node, end=_output_cast(flip_back, u_dtype), u=u, k=strip_casts(k),
                  filter_delay=1,
-                 details={"n": str(expr(n)), "scale": "inverse FFT default", "skip": False,
-                          "module": module_path(node), "u_shape": [str(s) for s in (B, H, L)],
-                          "k_shape": [str(Hk), str(Lk)]})
+                 details=_details(node, expr(n), "inverse FFT default", None, (B, H, L), (Hk, Lk)))
 
 
 # ---- P4: einsum('bhl,chl->bchl', rfft(u), rfft(k)) -> irfft -> [..., :L] (+ einsum(u, D)) --
@@ -530,9 +533,7 @@ def multi_head_conv(node: fx.Node, options: Options):
     if add is not None:
         end = add
     return Match(pattern="P4", anchor=node, end=end, u=u, k=k, D=D, heads=int(C), fft_size=fft_size,
-                 details={"n": str(n_expr), "scale": f"{int(C)} heads, einsum", "skip": D is not None,
-                          "module": module_path(node), "u_shape": [str(x) for x in (B, H, L)],
-                          "k_shape": [str(x) for x in ks]})
+                 details=_details(node, n_expr, f"{int(C)} heads, einsum", D, (B, H, L), ks))
 
 
 # ---- P13: long depthwise conv1d(x, w, groups=C, padding=K-1)[..., :L] ------------------
@@ -576,9 +577,7 @@ def long_depthwise_conv1d(node: fx.Node, options: Options):
         end = add
     return Match(pattern="P13", anchor=node, end=end, u=x, k=weight, D=D, D_needs_flatten=flatten,
                  k_is_conv_weight=True, bias=bias,
-                 details={"n": "auto", "scale": f"Conv1d, {taps} taps", "skip": D is not None,
-                          "module": module_path(node), "u_shape": [str(s) for s in (B, H, L)],
-                          "k_shape": [str(channels), str(taps)]})
+                 details=_details(node, "auto", f"Conv1d, {taps} taps", D, (B, H, L), (channels, taps)))
 
 
 FFT_TARGETS = {aten.fft_rfft.default, aten.fft_irfft.default, aten.fft_fft.default, aten.fft_ifft.default,
