@@ -4,7 +4,9 @@
 // the real and imaginary parts of one complex sequence of the power-of-two
 // transform size m; the spectral product separates them (see fftconv_cpu.cpp).
 // All arithmetic is float32; transforms are in-place radix-16 Stockham passes
-// over shared memory, one thread per 16 points.
+// over shared memory, one thread per 16 points. Shared memory is addressed
+// through Points (an XOR swizzle within groups of 16 values), which keeps the
+// strided stores of the first passes free of bank conflicts.
 //
 // m <= kFusedMax: one kernel does load, forward transform, product, inverse
 //   transform and the epilogue (skip term, gate, causal cut), several pairs per
@@ -70,6 +72,15 @@ struct Rows {
 };
 
 // ---- shared-memory transforms ----------------------------------------------
+
+// The complex values of a block in shared memory. Value i lies at
+// i ^ ((i >> 4) & 15): a warp that stores 16 values with stride 1, 2, 4, ... 16
+// (a pass's butterfly outputs, interleaved sequences) reaches 16 different banks
+// instead of 16 / stride. The swizzle stays within each aligned group of 16.
+struct Points {
+  float2* base;
+  __device__ float2& operator[](int i) const { return base[i ^ ((i >> 4) & 15)]; }
+};
 
 // W^j = exp(-2 pi i j / kRootCount) for j < kRootCount: every in-block transform
 // (sizes up to kRootCount) reads its twiddles here (through the read-only cache).
@@ -148,13 +159,42 @@ __device__ __forceinline__ void dft(float2 (&v)[R], float sign) {
   }
 }
 
+// Stores v[i] * W_span^(i*p) at x[out + i*S] (W conjugated for the inverse, sign +1;
+// root_step = kRootCount / span). The twiddles come from four table reads (i = 1, 4,
+// 8, 12) and at most two products each instead of R - 1 scattered reads; they are
+// made as they are stored, so that no array of them occupies registers.
+template <int R>
+__device__ __forceinline__ void store_twiddled(const float2 (&v)[R], int p, int root_step, float sign, Points x,
+                                               int out, int S) {
+  auto root = [&](int i) {
+    float2 r = __ldg(&g_roots[(i * p * root_step) & (kRootCount - 1)]);
+    r.y *= -sign;
+    return r;
+  };
+  float2 w[4];  // W^0 .. W^3
+  w[0] = make_float2(1.f, 0.f);
+  w[1] = root(1);
+#pragma unroll
+  for (int i = 2; i < 4; ++i) w[i] = cmul(w[i - 1], w[1]);
+  x[out] = v[0];
+#pragma unroll
+  for (int i = 1; i < R && i < 4; ++i) x[out + i * S] = cmul(v[i], w[i]);
+#pragma unroll
+  for (int a = 4; a < R; a += 4) {
+    const float2 wa = root(a);
+    x[out + a * S] = cmul(v[a], wa);
+#pragma unroll
+    for (int i = 1; i < 4; ++i) x[out + (a + i) * S] = cmul(v[a + i], cmul(wa, w[i]));
+  }
+}
+
 // One radix-R Stockham pass over `span`-point sub-transforms with stride S
 // (= stride * batch, a power of two), in place: butterfly (p, q) reads
 // x[q + S*(p + i*span/R)] and writes x[q + S*(R*p + i)] = W_span^(i*p) * DFT_R(...)_i.
 // Each of the block's n*batch/16 threads takes 16 values (16/R butterflies):
 // they load them, the block waits, they write the results.
 template <int R>
-__device__ void inplace_pass(int span, int S, int log_s, float2* x, float sign) {
+__device__ void inplace_pass(int span, int S, int log_s, Points x, float sign) {
   constexpr int kPer = 16 / R;  // butterflies per thread
   const int part = span / R;
   const int in_step = part * S;
@@ -173,14 +213,7 @@ __device__ void inplace_pass(int span, int S, int log_s, float2* x, float sign) 
       const int idx = threadIdx.x + k * blockDim.x;
       const int q = idx & (S - 1), p = idx >> log_s;
       dft<R>(v[k], sign);
-      const int out = q + S * R * p;
-      x[out] = v[k][0];
-#pragma unroll
-      for (int i = 1; i < R; ++i) {
-        float2 w = __ldg(&g_roots[(i * p * root_step) & (kRootCount - 1)]);
-        w.y *= -sign;
-        x[out + i * S] = cmul(v[k][i], w);
-      }
+      store_twiddled<R>(v[k], p, root_step, sign, x, q + S * R * p, S);
     }
   }
   __syncthreads();
@@ -191,7 +224,7 @@ __device__ void inplace_pass(int span, int S, int log_s, float2* x, float sign) 
 // sign -1 forward and +1 inverse, in place, by a block of exactly n*batch/16
 // threads: radix-16 passes in registers, then one of radix 8, 4 or 2 for what is
 // left. Ends with a barrier.
-__device__ void block_fft_inplace(int n, int batch, float2* x, float sign) {
+__device__ void block_fft_inplace(int n, int batch, Points x, float sign) {
   int span = n;
   int stride = 1;
   while (span >= 2) {
@@ -287,10 +320,10 @@ __device__ bool fused_block(const RunArgs& a, int64_t first_row, int batch, bool
   const int m = int(a.m);
   const int log_m = __ffs(m) - 1;
   const int points = m * batch;
-  float2* x = reinterpret_cast<float2*>(sm);  // in place: blockDim.x = points / 16
+  const Points x{reinterpret_cast<float2*>(sm)};  // in place: blockDim.x = points / 16
   // the rows of the block's sequences, looked up once: sequence b packs rows[2b] (real part)
   // and rows[2b + 1] (imaginary part)
-  Row* rows = reinterpret_cast<Row*>(x + points);
+  Row* rows = reinterpret_cast<Row*>(x.base + points);
   for (int i = threadIdx.x; i < 2 * batch; i += blockDim.x) {
     const int b = i >> 1, part = i & 1;
     rows[i] = row_info(a, alone ? (part == 0 ? first_row + b : -1) : first_row + 2 * b + part);
@@ -373,7 +406,7 @@ __device__ void columns_forward(const RunArgs& a, int64_t pair, int cols, float*
   const int n1 = int(a.n1), n2 = int(a.n2);
   const int c0 = blockIdx.y * cols;
   const int log_cols = __ffs(cols) - 1;  // cols is a power of two
-  float2* x = reinterpret_cast<float2*>(sm);
+  const Points x{reinterpret_cast<float2*>(sm)};
   for (int idx = threadIdx.x; idx < n1 * cols; idx += blockDim.x) {
     const int r = idx >> log_cols, c = idx & (cols - 1);
     const int64_t t = int64_t(r) * n2 + c0 + c;
@@ -418,7 +451,7 @@ __device__ void rows_pass(const RunArgs& a, int64_t pair, float* sm, bool invers
   // Two interleaved slots (element c of slot w at 2c + w): row k1 and its partner. A row
   // paired with itself (k1 = 0, N1/2) is loaded twice so that every block has the same
   // shape; only its first slot is multiplied and stored.
-  float2* x = reinterpret_cast<float2*>(sm);
+  const Points x{reinterpret_cast<float2*>(sm)};
   float2* base = a.work + pair * a.m;
   for (int idx = threadIdx.x; idx < 2 * n2; idx += blockDim.x) {
     const int c = idx >> 1, which = idx & 1;
@@ -455,7 +488,7 @@ __global__ void __launch_bounds__(kThreads, 4) rows_product_kernel(RunArgs a) {
   const Row r1 = row_info(a, 2 * pair), r2 = row_info(a, 2 * pair + 1);
   const float* k1s = a.spectrum + r1.at.channel * 2 * a.bins;
   const float* k2s = r2.valid ? a.spectrum + r2.at.channel * 2 * a.bins : k1s;
-  rows_pass(a, pair, sm, true, [&](int k1, int partner, int rows, float2* x) {
+  rows_pass(a, pair, sm, true, [&](int k1, int partner, int rows, Points x) {
     const int64_t base = int64_t(k1) * a.n2;  // canonical positions of row k1
     for_each_row_pair(k1, partner, rows, int(a.n1), int(a.n2), [&](int i, int j, int c) {
       float zfr = x[i].x, zfi = x[i].y, zjr = x[j].x, zji = x[j].y;
@@ -474,7 +507,7 @@ __device__ void columns_inverse(const RunArgs& a, int64_t pair, int cols, int64_
   const int n1 = int(a.n1), n2 = int(a.n2);
   const int c0 = blockIdx.y * cols;
   const int log_cols = __ffs(cols) - 1;  // cols is a power of two
-  float2* x = reinterpret_cast<float2*>(sm);
+  const Points x{reinterpret_cast<float2*>(sm)};
   const float2* in = a.work + pair * a.m;
   for (int idx = threadIdx.x; idx < n1 * cols; idx += blockDim.x) {
     const int k1 = idx >> log_cols, c = idx & (cols - 1);
@@ -548,7 +581,7 @@ __device__ __forceinline__ void split_pair(float zfr, float zfi, float zjr, floa
 // infinity, which the split would spread from one filter to the other.
 __device__ bool fused_filter_pair(const RunArgs& a, const FilterArgs& f, int64_t first, int64_t second, float* sm) {
   const int m = int(a.m);
-  float2* x = reinterpret_cast<float2*>(sm);  // in place: blockDim.x = m / 16
+  const Points x{reinterpret_cast<float2*>(sm)};  // in place: blockDim.x = m / 16
   for (int t = threadIdx.x; t < m; t += blockDim.x) {
     x[t].x = t < f.taps ? load_any(f.k, f.k_dtype, first * f.Lk + t) : 0.f;
     x[t].y = (t < f.taps && second >= 0) ? load_any(f.k, f.k_dtype, second * f.Lk + t) : 0.f;
@@ -595,7 +628,7 @@ __global__ void __launch_bounds__(kThreads, 4) rows_filter_kernel(RunArgs a, Fil
   const int64_t pair = blockIdx.x;
   const int64_t h1 = 2 * pair, h2 = h1 + 1 < f.H ? h1 + 1 : -1;
   const float scale = 0.25f / float(a.m);
-  rows_pass(a, pair, sm, false, [&](int k1, int partner, int rows, float2* x) {
+  rows_pass(a, pair, sm, false, [&](int k1, int partner, int rows, Points x) {
     const int64_t base = int64_t(k1) * a.n2;
     float* s1 = a.spectrum_out + h1 * 2 * a.bins;
     float* s2 = h2 >= 0 ? a.spectrum_out + h2 * 2 * a.bins : nullptr;
