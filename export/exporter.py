@@ -23,7 +23,8 @@ from fftconv_rt.spec import DOMAIN, OP_NAME
 from fftconv_rt.torch_op import fftconv as _fftconv_op  # noqa: F401  (registers the op)
 
 from .graph import ASSERT_TARGETS, aten, module_path, only_user, real_users, same_size, tensor_val
-from .patterns import CONVOLUTIONS, INVERSE_FFTS, PATTERNS, Match, Options, Skip, fft_nodes
+from .patterns import (CONVOLUTIONS, DEFAULT_MIN_CONV_TAPS, INVERSE_FFTS, PATTERNS, Match, Options, Skip,
+                       fft_nodes)
 
 
 class NoLongConvolutionError(ValueError):
@@ -349,7 +350,8 @@ def _size_names(graph: fx.Graph):
 
 
 def rewrite_long_convolutions(model: torch.nn.Module, example_inputs: Sequence[Any],
-                              dynamic_shapes=None, min_conv_taps: int = 64, fold_filters: bool = True,
+                              dynamic_shapes=None, min_conv_taps: int = DEFAULT_MIN_CONV_TAPS,
+                              fold_filters: bool = True,
                               partial: Optional[int] = None) -> tuple[fx.GraphModule, ExportReport]:
     """The model as a GraphModule with every recognised long convolution replaced by the op."""
     example_inputs = tuple(example_inputs)
@@ -408,7 +410,7 @@ def rewrite_long_convolutions(model: torch.nn.Module, example_inputs: Sequence[A
 def export(model: torch.nn.Module, example_inputs: Sequence[Any], path: str | Path, *,
            dynamic_shapes=None, opset_version: int = 18, input_names: Optional[list] = None,
            output_names: Optional[list] = None, require_rewrite: bool = True,
-           min_conv_taps: int = 64, fold_filters: bool = True, tensorrt: bool = False,
+           min_conv_taps: int = DEFAULT_MIN_CONV_TAPS, fold_filters: bool = True, tensorrt: bool = False,
            partial: Optional[int] = None) -> ExportReport:
     """Exports model to ONNX at path with its long convolutions as fftconv_rt::FFTConv nodes.
 
@@ -417,7 +419,8 @@ def export(model: torch.nn.Module, example_inputs: Sequence[Any], path: str | Pa
     example, since torch.export specialises dimensions of size 1).
     require_rewrite: raise NoLongConvolutionError when nothing was rewritten.
     min_conv_taps: depthwise causal Conv1d layers with at least this many taps become FFTConv
-    nodes too (pattern P13); shorter ones (Hyena's 3-tap FIR filters) stay ONNX Conv.
+    nodes too (pattern P13; default 2: Hyena's 3-tap short filters too, which ORT's CUDA Conv runs
+    very slowly at long lengths); shorter ones stay ONNX Conv.
     fold_filters: a filter computed by the model from its parameters alone (implicit MLP
     filters, S4D Vandermonde, modal forms; not one that depends on the input or its length)
     is computed once at export and stored as an initializer; False keeps its ops in the graph

@@ -289,7 +289,7 @@ def test_report_names_dynamic_sizes_after_the_inputs(tmp_path):
 
 class P13(torch.nn.Module):
     """StripedHyena-style long FIR: depthwise conv1d, padding K-1, causal slice, bias; followed by
-    a short 3-tap depthwise conv (Hyena's FIR) that must stay a Conv."""
+    a short 3-tap depthwise conv (Hyena's FIR)."""
 
     def __init__(self, H=4, taps=100):
         super().__init__()
@@ -305,13 +305,13 @@ class P13(torch.nn.Module):
         return self.short(y)[..., :L]
 
 
-def test_long_depthwise_conv1d_becomes_fftconv_and_short_ones_stay(tmp_path):
+def test_causal_depthwise_conv1d_long_and_short_become_fftconv(tmp_path):
     model = P13().eval()
     path = tmp_path / "m.onnx"
     report = export(model, (torch.randn(2, 4, 128),), path)
-    assert [r.pattern for r in report.rewrites] == ["P13"]
+    assert [r.pattern for r in report.rewrites] == ["P13", "P13"]  # 100 taps and the 3-tap FIR
     ops = [n.op_type for n in _nodes(path)]
-    assert ops.count("FFTConv") == 1 and ops.count("Conv") == 1  # the 3-tap FIR is still a Conv
+    assert ops.count("FFTConv") == 2 and "Conv" not in ops
     _check_ort(model, path, [(2, 4, 128), (3, 4, 50), (1, 4, 300)])
 
 
@@ -319,9 +319,12 @@ def test_conv_threshold_is_the_users(tmp_path):
     with pytest.raises(NoLongConvolutionError):
         export(P13().eval(), (torch.randn(2, 4, 128),), tmp_path / "m.onnx", min_conv_taps=101)
     model = P13().eval()
-    report = export(model, (torch.randn(2, 4, 128),), tmp_path / "m.onnx", min_conv_taps=3)
-    assert [r.pattern for r in report.rewrites] == ["P13", "P13"]
-    _check_ort(model, tmp_path / "m.onnx", [(2, 4, 128), (1, 4, 77)])
+    path = tmp_path / "m.onnx"
+    report = export(model, (torch.randn(2, 4, 128),), path, min_conv_taps=64)
+    assert [r.pattern for r in report.rewrites] == ["P13"]
+    ops = [n.op_type for n in _nodes(path)]
+    assert ops.count("FFTConv") == 1 and ops.count("Conv") == 1  # the 3-tap FIR stays a Conv
+    _check_ort(model, path, [(2, 4, 128), (1, 4, 77)])
 
 
 class P3(torch.nn.Module):

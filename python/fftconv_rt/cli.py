@@ -55,9 +55,10 @@ def _cmd_export(args) -> int:
         model, example = load_model(args.model)
     try:
         with steps.step(f"exporting to {args.output}"):
+            threshold = {} if args.min_conv_taps is None else {"min_conv_taps": args.min_conv_taps}
             report = export(model, example, args.output, opset_version=args.opset,
-                            require_rewrite=not args.allow_none, min_conv_taps=args.min_conv_taps,
-                            fold_filters=not args.keep_filter_ops, tensorrt=args.tensorrt, partial=args.partial)
+                            require_rewrite=not args.allow_none, fold_filters=not args.keep_filter_ops,
+                            tensorrt=args.tensorrt, partial=args.partial, **threshold)
     except NoLongConvolutionError as e:
         print(e, file=sys.stderr)
         return 2
@@ -160,8 +161,9 @@ def main(argv=None) -> int:
     p.add_argument("--report", action="store_true", help="print what was rewritten and what was left")
     p.add_argument("--report-json", action="store_true", help="print the report as JSON")
     p.add_argument("--allow-none", action="store_true", help="write the model even if nothing was rewritten")
-    p.add_argument("--min-conv-taps", type=int, default=64,
-                   help="depthwise causal Conv1d layers with at least this many taps become FFTConv (default 64)")
+    p.add_argument("--min-conv-taps", type=int, default=None,
+                   help="depthwise causal Conv1d layers with at least this many taps become FFTConv "
+                        "(default: from 2 taps, short filters too; 64 keeps Hyena's 3-tap filters as Conv)")
     p.add_argument("--partial", type=int, default=None, metavar="N",
                    help="cut every long filter to its first N taps (changes the model; the report gives each "
                         "node's error on the example inputs)")
