@@ -1,5 +1,6 @@
 """Concurrent and repeated use: ORT sessions in threads give the single-run result bit for bit,
-and creating and destroying sessions does not grow the process."""
+and creating and destroying sessions grows neither the process nor (CUDA provider, on the GPU
+machine) the device memory in use."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import threading
 
 import numpy as np
+import pytest
 
 from fftconv_rt.ort import make_session
 from fftconv_rt.ort import run as ort_run
@@ -22,10 +24,17 @@ def _model_and_feed(rng, constant_k=True):
     return model, feed
 
 
-def test_sessions_in_threads_match_a_single_run(rng):
+CPU = ["CPUExecutionProvider"]
+CUDA = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+PROVIDERS = pytest.mark.parametrize("providers", [pytest.param(CPU, id="cpu"),
+                                                  pytest.param(CUDA, marks=pytest.mark.ort_cuda, id="cuda")])
+
+
+@PROVIDERS
+def test_sessions_in_threads_match_a_single_run(rng, providers):
     model, feed = _model_and_feed(rng)
-    expected = ort_run(make_session(model, providers=["CPUExecutionProvider"]), feed)[0]
-    sessions = [make_session(model, providers=["CPUExecutionProvider"], intra_op_threads=2) for _ in range(4)]
+    expected = ort_run(make_session(model, providers=providers), feed)[0]
+    sessions = [make_session(model, providers=providers, intra_op_threads=2) for _ in range(4)]
     results, errors = [], []
 
     def work(session):
@@ -50,23 +59,37 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def test_creating_and_destroying_sessions_does_not_leak(rng):
+def _device_bytes_in_use(providers) -> int:
+    if providers[0] == "CPUExecutionProvider":
+        return 0
+    import torch
+
+    free, total = torch.cuda.mem_get_info()
+    return total - free
+
+
+@PROVIDERS
+def test_creating_and_destroying_sessions_does_not_leak(rng, providers):
     """1000 sessions (constant filter: each prepares and frees its spectrum cache, 8 channels of
-    an 8192-point transform, over 100 KB) after a warm-up; the resident set may not grow by more
-    than 16 MB (leaking that cache per session would add over 100 MB; measured here: 0.2 MB)."""
+    an 8192-point transform, over 100 KB) after a warm-up; neither the resident set nor the
+    device memory in use may grow by more than 16 MB (leaking that cache per session would add
+    over 100 MB)."""
     model, feed = _model_and_feed(rng)
 
     def cycle():
-        session = make_session(model, providers=["CPUExecutionProvider"], intra_op_threads=1)
+        session = make_session(model, providers=providers, intra_op_threads=1)
         ort_run(session, feed)
         del session
 
     for _ in range(50):
         cycle()
     gc.collect()
-    before = _rss_bytes()
+    before, device_before = _rss_bytes(), _device_bytes_in_use(providers)
     for _ in range(1000):
         cycle()
     gc.collect()
-    growth = _rss_bytes() - before
+    growth, device_growth = _rss_bytes() - before, _device_bytes_in_use(providers) - device_before
+    print(f"1000 sessions ({providers[0]}): resident set {growth / 2**20:+.1f} MB, "
+          f"device {device_growth / 2**20:+.1f} MB")
     assert growth < 16 << 20, f"resident set grew by {growth / 2**20:.1f} MB over 1000 sessions"
+    assert device_growth < 16 << 20, f"device memory in use grew by {device_growth / 2**20:.1f} MB"

@@ -99,17 +99,21 @@ def test_short_filter_long_sequence(rng, L, Lk, dtype):
     assert err <= tolerance(dtype), f"{err:.3e}"
 
 
-@pytest.mark.parametrize("L,dtype", [(1000, "float32"), (4096, "float32"), (1000, "float16"), (3000, "bfloat16")])
-def test_non_finite_stays_in_its_row(rng, L, dtype):
-    """Fused lengths (transforms up to 8K) and the tensor-core path keep a NaN/Inf in its
-    own row; the split path does not isolate them yet (issue 8)."""
+@pytest.mark.parametrize("L,dtype,fft_size", [(1000, "float32", 0), (4096, "float32", 0), (1000, "float16", 0),
+                                              (3000, "bfloat16", 0), (20000, "float32", 0), (40000, "float16", 0),
+                                              (70001, "bfloat16", 0), (20000, "float32", 30000)])
+def test_non_finite_stays_in_its_row(rng, L, dtype, fft_size):
+    """A NaN in one row of u and an infinity in one filter stay in their rows, on the
+    tensor-core path, the fused path and the split path (transforms over 16K points, which
+    rerun the pairs they flag one row at a time), linear and circular."""
     u, k, _, _, _ = make_inputs(rng, 1, 4, L, L, dtype, ())
     u[0, 0, 7] = np.nan
     k[3, 2] = np.inf
-    y = fftconv(_cuda(u, TORCH_DTYPES[dtype]), _cuda(k, torch.float32)).float().cpu().numpy()
+    y = fftconv(_cuda(u, TORCH_DTYPES[dtype]), _cuda(k, torch.float32), fft_size=fft_size).float().cpu().numpy()
     finite_rows = [1, 2]
     assert np.isfinite(y[0, finite_rows]).all()
-    ref = fftconv_reference(u[:, finite_rows].astype(np.float32), k[finite_rows])
+    assert np.isnan(y[0, 0, 7:]).all() and not np.isfinite(y[0, 3, 2:]).any()
+    ref = fftconv_reference(u[:, finite_rows].astype(np.float32), k[finite_rows], fft_size=fft_size)
     assert relative_error(y[:, finite_rows], ref) <= tolerance(dtype)
 
 

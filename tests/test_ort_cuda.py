@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
 
 from fftconv_rt.export import export
 from fftconv_rt.ort import make_session, run, run_on_device
 from fftconv_rt.reference import relative_error
 from fftconv_rt.spec import tolerance
 
+from helpers import NAMES, build_model
 from test_export import P1, MLPFilter
+from test_properties import _arrays, _check, cases
 
 pytestmark = pytest.mark.ort_cuda
 
@@ -92,3 +96,16 @@ def test_float16_model_on_cuda(tmp_path):
     with torch.no_grad():
         expected = model.cuda()(x).float()
     assert relative_error(y.float().cpu().numpy(), expected.cpu().numpy()) <= tolerance("float16")
+
+
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(cases(max_elements=1 << 16))
+def test_ort_cuda_op_matches_the_reference(case):
+    """The property cases of test_properties through the ORT op on the CUDA provider."""
+    arrays = _arrays(case)
+    attributes = {"fft_size": case["fft_size"], "layout": case["layout"]}
+    model = build_model(arrays, case["dtype"], attributes=attributes, dynamic=False)
+    session = make_session(model.SerializeToString(), providers=CUDA_FIRST)
+    feed = {n: np.asarray(a) for n, a in zip(NAMES, arrays) if a is not None}
+    _check(case, run(session, feed)[0], arrays)

@@ -19,6 +19,9 @@
 //      (f and -f lie in those two rows), inverse transforms, store;
 //   3. columns: twiddle W_m^(-k1*n2), inverse length-N1 transforms, and the
 //      epilogue for the time steps t < L only (the causal cut).
+// A NaN or an infinity in one row (or filter) of a packed pair would spread to the
+// other: pass 1 (and, for the filters, pass 2) flags such pairs in the workspace, and
+// the passes run twice more for the flagged pairs only, one row alone each time.
 // The spectrum of frequency k1 + N1*k2 lies at k1*N2 + k2; filter spectra are
 // stored at the canonical positions (rows k1 <= N1/2) in that order.
 #include <cuda_runtime.h>
@@ -267,6 +270,7 @@ struct RunArgs {
   const float* spectrum;  // per channel: re then im, `bins` floats each
   float* spectrum_out;    // the filter kernels' output, same layout
   float2* work;           // split path: one complex sequence of m per pair
+  unsigned* flags;        // split path, after the sequences: per pair, nonzero when it holds a non-finite value
   Rows rows;
   int64_t count;  // B * H rows
   int64_t m, n1, n2, bins;
@@ -285,6 +289,19 @@ __device__ Row row_info(const RunArgs& a, int64_t row) {
   if (row < 0 || row >= a.count) return {false, {0, 0}, 0.f};
   const RowAddress at = a.rows.address(row);
   return {true, at, a.D ? load_any(a.D, a.D_dtype, at.channel) : 0.f};
+}
+
+// Split passes: which rows of pair `pair` a block works on. Mode 0: both, packed;
+// mode 1 or 2 (the rerun of the pairs flagged in mode 0): the first or the second
+// alone, as the real part. False when the block has nothing to do.
+enum PairMode { kPacked = 0, kFirstAlone = 1, kSecondAlone = 2 };
+
+__device__ bool pair_rows(const RunArgs& a, int64_t pair, int mode, Row* r1, Row* r2) {
+  if (mode != kPacked && a.flags[pair] == 0) return false;
+  const int64_t first = 2 * pair + (mode == kSecondAlone ? 1 : 0);
+  *r1 = row_info(a, first);
+  *r2 = mode == kPacked ? row_info(a, first + 1) : row_info(a, -1);
+  return r1->valid;
 }
 
 template <int DT>
@@ -428,15 +445,19 @@ __device__ void columns_forward(const RunArgs& a, int64_t pair, int cols, float*
 }
 
 template <int DT>
-__global__ void __launch_bounds__(kThreads, 4) columns_forward_kernel(RunArgs a, int cols) {
+__global__ void __launch_bounds__(kThreads, 4) columns_forward_kernel(RunArgs a, int cols, int mode) {
   extern __shared__ float sm[];
   const int64_t pair = blockIdx.x;
-  const Row r1 = row_info(a, 2 * pair), r2 = row_info(a, 2 * pair + 1);
+  Row r1, r2;
+  if (!pair_rows(a, pair, mode, &r1, &r2)) return;
   const int64_t L = a.rows.L;
+  bool finite = true;
   columns_forward(a, pair, cols, sm, [&](int64_t t, float* v1, float* v2) {
     *v1 = t < L ? load_v<DT>(a, r1, t) : 0.f;
     *v2 = (t < L && r2.valid) ? load_v<DT>(a, r2, t) : 0.f;
+    finite = finite && finite_sum(*v1) && finite_sum(*v2);
   });
+  if (!finite && r2.valid) a.flags[pair] = 1;
 }
 
 // Split pass 2: block (pair, k1 in [0, N1/2]): rows k1 and N1 - k1 (one row when
@@ -482,12 +503,15 @@ __device__ void for_each_row_pair(int k1, int partner, int rows, int n1, int n2,
   }
 }
 
-__global__ void __launch_bounds__(kThreads, 4) rows_product_kernel(RunArgs a) {
+__global__ void __launch_bounds__(kThreads, 4) rows_product_kernel(RunArgs a, int mode) {
   extern __shared__ float sm[];
   const int64_t pair = blockIdx.x;
-  const Row r1 = row_info(a, 2 * pair), r2 = row_info(a, 2 * pair + 1);
+  Row r1, r2;
+  if (!pair_rows(a, pair, mode, &r1, &r2)) return;
   const float* k1s = a.spectrum + r1.at.channel * 2 * a.bins;
   const float* k2s = r2.valid ? a.spectrum + r2.at.channel * 2 * a.bins : k1s;
+  // a non-finite filter (its DC bin, the sum of its taps) would spread to the other row
+  if (r2.valid && threadIdx.x == 0 && !(finite_sum(k1s[0]) && finite_sum(k2s[0]))) a.flags[pair] = 1;
   rows_pass(a, pair, sm, true, [&](int k1, int partner, int rows, Points x) {
     const int64_t base = int64_t(k1) * a.n2;  // canonical positions of row k1
     for_each_row_pair(k1, partner, rows, int(a.n1), int(a.n2), [&](int i, int j, int c) {
@@ -527,10 +551,11 @@ __device__ void columns_inverse(const RunArgs& a, int64_t pair, int cols, int64_
 }
 
 template <int DT>
-__global__ void __launch_bounds__(kThreads, 4) columns_inverse_kernel(RunArgs a, int cols) {
+__global__ void __launch_bounds__(kThreads, 4) columns_inverse_kernel(RunArgs a, int cols, int mode) {
   extern __shared__ float sm[];
   const int64_t pair = blockIdx.x;
-  const Row r1 = row_info(a, 2 * pair), r2 = row_info(a, 2 * pair + 1);
+  Row r1, r2;
+  if (!pair_rows(a, pair, mode, &r1, &r2)) return;
   if (a.fft_size > 0) {
     // circular: keep the time series (the wrap lies in other columns), fold in fold_kernel
     float2* out = a.work + pair * a.m;
@@ -544,9 +569,10 @@ __global__ void __launch_bounds__(kThreads, 4) columns_inverse_kernel(RunArgs a,
 }
 
 template <int DT>
-__global__ void fold_kernel(RunArgs a) {
+__global__ void fold_kernel(RunArgs a, int mode) {
   const int64_t pair = blockIdx.x;
-  const Row r1 = row_info(a, 2 * pair), r2 = row_info(a, 2 * pair + 1);
+  Row r1, r2;
+  if (!pair_rows(a, pair, mode, &r1, &r2)) return;
   const float2* series = a.work + pair * a.m;
   for (int64_t t = threadIdx.x; t < a.rows.L; t += blockDim.x) {
     float2 v = series[t];
@@ -613,20 +639,34 @@ __global__ void __launch_bounds__(kFusedThreadsMax) fused_filter_kernel(RunArgs 
   fused_filter_pair(a, f, h2, -1, sm);
 }
 
-__global__ void __launch_bounds__(kThreads, 4) columns_filter_kernel(RunArgs a, FilterArgs f, int cols) {
+// The filters of pair `pair` in a split filter pass (h2 < 0: none), as pair_rows for the rows.
+__device__ bool pair_filters(const RunArgs& a, const FilterArgs& f, int64_t pair, int mode, int64_t* h1,
+                             int64_t* h2) {
+  if (mode != kPacked && a.flags[pair] == 0) return false;
+  *h1 = 2 * pair + (mode == kSecondAlone ? 1 : 0);
+  *h2 = (mode == kPacked && *h1 + 1 < f.H) ? *h1 + 1 : -1;
+  return *h1 < f.H;
+}
+
+__global__ void __launch_bounds__(kThreads, 4) columns_filter_kernel(RunArgs a, FilterArgs f, int cols, int mode) {
   extern __shared__ float sm[];
   const int64_t pair = blockIdx.x;
-  const int64_t h1 = 2 * pair, h2 = h1 + 1 < f.H ? h1 + 1 : -1;
+  int64_t h1, h2;
+  if (!pair_filters(a, f, pair, mode, &h1, &h2)) return;
+  bool finite = true;
   columns_forward(a, pair, cols, sm, [&](int64_t t, float* v1, float* v2) {
     *v1 = t < f.taps ? load_any(f.k, f.k_dtype, h1 * f.Lk + t) : 0.f;
     *v2 = (t < f.taps && h2 >= 0) ? load_any(f.k, f.k_dtype, h2 * f.Lk + t) : 0.f;
+    finite = finite && finite_sum(*v1) && finite_sum(*v2);
   });
+  if (!finite && h2 >= 0) a.flags[pair] = 1;
 }
 
-__global__ void __launch_bounds__(kThreads, 4) rows_filter_kernel(RunArgs a, FilterArgs f) {
+__global__ void __launch_bounds__(kThreads, 4) rows_filter_kernel(RunArgs a, FilterArgs f, int mode) {
   extern __shared__ float sm[];
   const int64_t pair = blockIdx.x;
-  const int64_t h1 = 2 * pair, h2 = h1 + 1 < f.H ? h1 + 1 : -1;
+  int64_t h1, h2;
+  if (!pair_filters(a, f, pair, mode, &h1, &h2)) return;
   const float scale = 0.25f / float(a.m);
   rows_pass(a, pair, sm, false, [&](int k1, int partner, int rows, Points x) {
     const int64_t base = int64_t(k1) * a.n2;
@@ -720,6 +760,24 @@ void check_device_pointer(const void* ptr, const char* name, int64_t element_byt
   check_aligned(ptr, name, element_bytes);
 }
 
+// Split path: one complex sequence of m per pair of sequences, then a flag per pair.
+int64_t workspace_bytes(const Plan& plan, int64_t sequences) {
+  const int64_t pairs = (sequences + 1) / 2;
+  return plan.fused ? 0 : pairs * (plan.m * int64_t(sizeof(float2)) + int64_t(sizeof(unsigned)));
+}
+
+unsigned* pair_flags(void* workspace, const Plan& plan, int64_t sequences) {
+  if (plan.fused || !workspace) return nullptr;
+  return reinterpret_cast<unsigned*>(static_cast<float2*>(workspace) + (sequences + 1) / 2 * plan.m);
+}
+
+// The three split passes in mode 0, then twice more for the pairs that mode 0 flagged.
+template <typename Launch>
+void run_split_modes(const RunArgs& a, int64_t pairs, cudaStream_t stream, Launch launch) {
+  check_cuda(cudaMemsetAsync(a.flags, 0, size_t(pairs) * sizeof(unsigned), stream), "clearing the pair flags");
+  for (int mode : {kPacked, kFirstAlone, kSecondAlone}) launch(mode);
+}
+
 RunArgs run_args(const fftconv_params& p, const Plan& plan, const float* spectrum, void* workspace) {
   RunArgs a{};
   a.u = p.u;
@@ -731,14 +789,11 @@ RunArgs run_args(const fftconv_params& p, const Plan& plan, const float* spectru
   a.work = static_cast<float2*>(workspace);
   a.rows = Rows{p.H, p.L};
   a.count = p.B * p.H;
+  a.flags = pair_flags(workspace, plan, a.count);
   a.m = plan.m, a.n1 = plan.n1, a.n2 = plan.n2, a.bins = plan.bins;
   a.fft_size = is_circular(p.L, p.Lk, p.fft_size) ? p.fft_size : 0;
   a.D_dtype = p.D_dtype;
   return a;
-}
-
-int64_t workspace_bytes(const Plan& plan, int64_t sequences) {
-  return plan.fused ? 0 : ((sequences + 1) / 2) * plan.m * int64_t(sizeof(float2));
 }
 
 void check_workspace(int64_t need, void* workspace, int64_t bytes) {
@@ -783,10 +838,12 @@ void launch_forward(const fftconv_params& p, const Plan& plan, const RunArgs& a,
     allow_shared(rows_product_kernel, shared);
     allow_shared(columns_inverse_kernel<DT>, shared);
     const dim3 column_grid(unsigned(pairs), unsigned(plan.n2 / plan.cols));
-    columns_forward_kernel<DT><<<column_grid, kThreads, shared, stream>>>(a, plan.cols);
-    rows_product_kernel<<<dim3(unsigned(pairs), unsigned(plan.n1 / 2 + 1)), kThreads, shared, stream>>>(a);
-    columns_inverse_kernel<DT><<<column_grid, kThreads, shared, stream>>>(a, plan.cols);
-    if (a.fft_size > 0) fold_kernel<DT><<<dim3(unsigned(pairs)), kThreads, 0, stream>>>(a);
+    run_split_modes(a, pairs, stream, [&](int mode) {
+      columns_forward_kernel<DT><<<column_grid, kThreads, shared, stream>>>(a, plan.cols, mode);
+      rows_product_kernel<<<dim3(unsigned(pairs), unsigned(plan.n1 / 2 + 1)), kThreads, shared, stream>>>(a, mode);
+      columns_inverse_kernel<DT><<<column_grid, kThreads, shared, stream>>>(a, plan.cols, mode);
+      if (a.fft_size > 0) fold_kernel<DT><<<dim3(unsigned(pairs)), kThreads, 0, stream>>>(a, mode);
+    });
   }
   check_cuda(cudaGetLastError(), "launching the FFTConv kernels");
 }
@@ -849,6 +906,7 @@ fftconv_status fftconv_cuda_prepare_filter(const fftconv_params* p, void* spectr
     RunArgs a = run_args(*p, plan, nullptr, workspace);
     a.spectrum_out = static_cast<float*>(spectrum);
     a.count = p->H;
+    a.flags = pair_flags(workspace, plan, p->H);
     FilterArgs f{p->k, p->k_dtype, p->H, p->Lk, used_taps(p->L, p->Lk, p->fft_size)};
     const int64_t pairs = (p->H + 1) / 2;
     check_grid(pairs);
@@ -861,9 +919,12 @@ fftconv_status fftconv_cuda_prepare_filter(const fftconv_params* p, void* spectr
     } else {
       allow_shared(columns_filter_kernel, shared);
       allow_shared(rows_filter_kernel, shared);
-      columns_filter_kernel<<<dim3(unsigned(pairs), unsigned(plan.n2 / plan.cols)), kThreads, shared, stream>>>(
-          a, f, plan.cols);
-      rows_filter_kernel<<<dim3(unsigned(pairs), unsigned(plan.n1 / 2 + 1)), kThreads, shared, stream>>>(a, f);
+      run_split_modes(a, pairs, stream, [&](int mode) {
+        columns_filter_kernel<<<dim3(unsigned(pairs), unsigned(plan.n2 / plan.cols)), kThreads, shared, stream>>>(
+            a, f, plan.cols, mode);
+        rows_filter_kernel<<<dim3(unsigned(pairs), unsigned(plan.n1 / 2 + 1)), kThreads, shared, stream>>>(a, f,
+                                                                                                            mode);
+      });
     }
     check_cuda(cudaGetLastError(), "launching the filter-spectrum kernels");
   });
