@@ -1,10 +1,9 @@
-"""A small workload covering every CUDA kernel (tensor-core, fused and split paths, filter preparation,
-circular fold, optional inputs, both layouts), for compute-sanitizer; exits non-zero on a
-wrong result."""
+"""A small workload covering every CUDA kernel (tensor-core, fused and split paths, overlap-save
+pieces, filter preparation, circular fold, optional inputs, both layouts, the rerun of a pair
+holding a NaN), for compute-sanitizer; exits non-zero on a wrong result."""
 
 import sys
 
-import numpy as np
 import torch
 
 from fftconv_rt.reference import fftconv_reference, relative_error
@@ -20,7 +19,9 @@ for (B, H, L, Lk, n, layout, dtype) in [
         # tensor-core path: one chunk, several chunks with a halo, a filter in the I/O type
         (3, 2, 1000, 1000, 0, "BHL", "float16"), (1, 2, 3000, 2000, 0, "BHL", "bfloat16"),
         (2, 3, 130, 7, 0, "BHL", "bfloat16"), (5, 2, 128, 128, 0, "BHL", "float16"),
-        (2, 3, 500, 200, 0, "BLH", "float16")]:
+        (2, 3, 500, 200, 0, "BLH", "float16"),
+        # overlap-save pieces: fused (2048 points) and split (32768 points), the last one short
+        (1, 3, 9001, 300, 0, "BHL", "float32"), (1, 2, 70001, 5000, 0, "BLH", "float16")]:
     io = getattr(torch, dtype)
     shape = (B, H, L) if layout == "BHL" else (B, L, H)
     u = torch.randn(*shape, device="cuda", generator=g).to(io)
@@ -35,5 +36,14 @@ for (B, H, L, Lk, n, layout, dtype) in [
     err = relative_error(y.float().cpu().numpy(), ref)
     failed |= not err <= tolerance(dtype)
     print(f"{dtype} B={B} H={H} L={L} Lk={Lk} n={n} {layout}: {err:.2e} (tolerance {tolerance(dtype):.0e})")
+# split path: a NaN in one row of a pair, rerun one row at a time
+u = torch.randn(1, 2, 20000, device="cuda", generator=g)
+u[0, 0, 5] = float("nan")
+k = torch.randn(2, 20000, device="cuda", generator=g) * 0.01
+y = fftconv(u, k)
+clean = fftconv_reference(u[:, 1:].cpu().numpy(), k[1:].cpu().numpy())
+err = relative_error(y[:, 1:].cpu().numpy(), clean)
+failed |= not (err <= tolerance("float32") and bool(torch.isnan(y[0, 0, 5:]).all()))
+print(f"float32 NaN in row 0 of a split pair: row 1 {err:.2e}")
 torch.cuda.synchronize()
 sys.exit(1 if failed else 0)

@@ -79,6 +79,8 @@ def build_model(arrays, dtype, constant_k=False, attributes=None, dynamic=True):
     node = helper.make_node("FFTConv", node_inputs, ["y"], domain="fftconv_rt", **(attributes or {}))
     out = helper.make_tensor_value_info("y", ONNX_TYPES[dtype], None)
     graph = helper.make_graph([node], "fftconv", graph_inputs, [out], initializers)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("fftconv_rt", 1)])
+    # IR version 9 (opset 18's): the newest onnx writes a version that older onnxruntime refuses
+    return helper.make_model(graph, ir_version=9,
+                             opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("fftconv_rt", 1)])
 
 

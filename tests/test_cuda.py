@@ -99,6 +99,30 @@ def test_short_filter_long_sequence(rng, L, Lk, dtype):
     assert err <= tolerance(dtype), f"{err:.3e}"
 
 
+@pytest.mark.parametrize("L,Lk,layout", [(100003, 300, "BHL"), (200001, 3000, "BHL"), (300000, 5000, "BHL"),
+                                         (1 << 20, 4096, "BHL"), (65537, 2500, "BLH"), (4096, 300, "BHL")])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+def test_overlap_save_pieces(rng, L, Lk, layout, dtype):
+    """Filters past the tensor-core limit but short against the row run as overlap-save pieces
+    (fused pieces up to 16K points, split pieces above; a last piece shorter than the others)."""
+    err = _run(make_inputs(rng, 1, 2, L, Lk, dtype, ("D", "pregate", "postgate"), layout), dtype, layout)
+    assert err <= tolerance(dtype), f"{err:.3e}"
+
+
+def test_sixteen_million_steps_with_a_short_filter():
+    """L = 16M (past the single-transform limit of 8M points) runs as pieces: checked against the
+    float64 reference on two windows of the output."""
+    L, Lk = 1 << 24, 4096
+    rng = np.random.default_rng(3)
+    u = torch.randn(1, 2, L, device="cuda", dtype=torch.float16)
+    k = torch.from_numpy((rng.standard_normal((2, Lk)) / np.sqrt(Lk)).astype(np.float32)).cuda()
+    y = fftconv(u, k).float()
+    for t0 in (0, L - 5000):
+        window = u[:, :, max(0, t0 - Lk + 1): t0 + 5000].float().cpu().numpy()
+        ref = fftconv_reference(window, k.cpu().numpy())[..., -5000:]
+        assert relative_error(y[:, :, t0: t0 + 5000].cpu().numpy(), ref) <= tolerance("float16")
+
+
 @pytest.mark.parametrize("L,dtype,fft_size", [(1000, "float32", 0), (4096, "float32", 0), (1000, "float16", 0),
                                               (3000, "bfloat16", 0), (20000, "float32", 0), (40000, "float16", 0),
                                               (70001, "bfloat16", 0), (20000, "float32", 30000)])

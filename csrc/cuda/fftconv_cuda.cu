@@ -19,6 +19,9 @@
 //      (f and -f lie in those two rows), inverse transforms, store;
 //   3. columns: twiddle W_m^(-k1*n2), inverse length-N1 transforms, and the
 //      epilogue for the time steps t < L only (the causal cut).
+// Filters much shorter than a (linear) row take overlap-save: the row is cut into
+// pieces of `step` outputs, each one transform of m points over the inputs from
+// taps - 1 before it (Pieces), and every kernel works on pieces as on rows.
 // A NaN or an infinity in one row (or filter) of a packed pair would spread to the
 // other: pass 1 (and, for the filters, pass 2) flags such pairs in the workspace, and
 // the passes run twice more for the flagged pairs only, one row alone each time.
@@ -33,6 +36,7 @@
 #include <cstdint>
 #include <mutex>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../common/error.h"
@@ -261,6 +265,13 @@ __device__ __forceinline__ bool finite_sum(float x) { return x - x == 0.f; }
 
 // ---- the run ------------------------------------------------------------------
 
+// Overlap-save pieces of a row: piece s gives outputs [s*step, s*step + step) from
+// the inputs from s*step - lead on (lead = taps - 1). One piece of step = L, lead = 0:
+// the whole row in one transform.
+struct Pieces {
+  int64_t count, step, lead;
+};
+
 struct RunArgs {
   const void* u;
   const void* pregate;
@@ -272,23 +283,47 @@ struct RunArgs {
   float2* work;           // split path: one complex sequence of m per pair
   unsigned* flags;        // split path, after the sequences: per pair, nonzero when it holds a non-finite value
   Rows rows;
-  int64_t count;  // B * H rows
+  Pieces pieces;
+  int64_t count;  // B * H * pieces.count sequences (rows, or pieces of rows)
   int64_t m, n1, n2, bins;
   int64_t fft_size;  // circular period, 0 for linear
   int32_t D_dtype;
 };
 
-// One row of a call: where it lies and its skip coefficient.
+// One sequence of a call (a row, or a piece of one): where its row lies, its skip
+// coefficient, the time of its transform's point 0, and the points [out_begin,
+// out_end) of its inverse transform that are outputs.
 struct Row {
   bool valid;
   RowAddress at;
   float d;
+  int64_t t0, out_begin, out_end;
 };
 
-__device__ Row row_info(const RunArgs& a, int64_t row) {
-  if (row < 0 || row >= a.count) return {false, {0, 0}, 0.f};
+__device__ Row row_info(const RunArgs& a, int64_t sequence) {
+  if (sequence < 0 || sequence >= a.count) return {false, {0, 0}, 0.f, 0, 0, 0};
+  const Pieces& p = a.pieces;
+  const int64_t row = p.count == 1 ? sequence : sequence / p.count, piece = sequence - row * p.count;
   const RowAddress at = a.rows.address(row);
-  return {true, at, a.D ? load_any(a.D, a.D_dtype, at.channel) : 0.f};
+  const int64_t first = piece * p.step;
+  return {true, at, a.D ? load_any(a.D, a.D_dtype, at.channel) : 0.f, first - p.lead, p.lead,
+          p.lead + min(p.step, a.rows.L - first)};
+}
+
+// Split passes: the pairs of a block, one (blockIdx.x) in mode 0; in the reruns (few pairs
+// flagged) a small grid strides over all of them. fn(pair) may return early.
+// Each kernel is built twice (kRerun), so that the loop costs mode 0 no registers.
+template <bool kRerun, typename Fn>
+__device__ void for_grid_pairs(const RunArgs& a, Fn fn) {
+  if constexpr (!kRerun) {
+    fn(int64_t(blockIdx.x));
+  } else {
+    const int64_t pairs = (a.count + 1) / 2;
+    for (int64_t pair = blockIdx.x; pair < pairs; pair += gridDim.x) {
+      fn(pair);
+      __syncthreads();  // the next pair reuses the shared memory
+    }
+  }
 }
 
 // Split passes: which rows of pair `pair` a block works on. Mode 0: both, packed;
@@ -312,6 +347,13 @@ __device__ float load_v(const RunArgs& a, const Row& r, int64_t t) {
   return v;
 }
 
+// Point t of a sequence's transform input: the (gated) input at time t0 + t, zero outside the row.
+template <int DT>
+__device__ float load_point(const RunArgs& a, const Row& r, int64_t t) {
+  const int64_t time = r.t0 + t;
+  return (r.valid && time >= 0 && time < a.rows.L) ? load_v<DT>(a, r, time) : 0.f;
+}
+
 // y[t] of a row from its convolution value: skip term, gate, store.
 template <int DT>
 __device__ void store_y(const RunArgs& a, const Row& r, int64_t t, float conv) {
@@ -324,6 +366,12 @@ __device__ void store_y(const RunArgs& a, const Row& r, int64_t t, float conv) {
   }
   if (a.postgate) y *= Elem<DT>::load(a.postgate, i);
   Elem<DT>::store(a.y, i, y);
+}
+
+// Point t of a sequence's inverse transform: an output when it lies in [out_begin, out_end).
+template <int DT>
+__device__ void store_point(const RunArgs& a, const Row& r, int64_t t, float conv) {
+  if (r.valid && t >= r.out_begin && t < r.out_end) store_y<DT>(a, r, r.t0 + t, conv);
 }
 
 // Fused path: a block transforms `batch` sequences at once (interleaved in
@@ -346,13 +394,11 @@ __device__ bool fused_block(const RunArgs& a, int64_t first_row, int batch, bool
     rows[i] = row_info(a, alone ? (part == 0 ? first_row + b : -1) : first_row + 2 * b + part);
   }
   __syncthreads();
-  const int L = int(a.rows.L);  // L <= m <= kFusedMax
   // point t of sequence b at t*batch + b; consecutive threads take consecutive t of one row
   for (int idx = threadIdx.x; idx < points; idx += blockDim.x) {
     const int b = idx >> log_m, t = idx & (m - 1);
     const Row &r1 = rows[2 * b], &r2 = rows[2 * b + 1];
-    x[t * batch + b] = make_float2((t < L && r1.valid) ? load_v<DT>(a, r1, t) : 0.f,
-                                   (t < L && r2.valid) ? load_v<DT>(a, r2, t) : 0.f);
+    x[t * batch + b] = make_float2(load_point<DT>(a, r1, t), load_point<DT>(a, r2, t));
   }
   __syncthreads();
   block_fft_inplace(m, batch, x, -1.f);
@@ -388,19 +434,20 @@ __device__ bool fused_block(const RunArgs& a, int64_t first_row, int batch, bool
   }
   __syncthreads();
   block_fft_inplace(m, batch, x, 1.f);
-  // t over the next power of two above L (shifts, not divisions); t >= L skipped
-  const int log_lp = L > 1 ? 32 - __clz(L - 1) : 0;
+  // t over the next power of two above the last output point (shifts, not divisions)
+  const int outputs_end = int(a.pieces.lead + a.pieces.step);  // <= m
+  const int log_lp = outputs_end > 1 ? 32 - __clz(outputs_end - 1) : 0;
   for (int idx = threadIdx.x; idx < (batch << log_lp); idx += blockDim.x) {
     const int b = idx >> log_lp, t = idx & ((1 << log_lp) - 1);  // consecutive threads: consecutive t
     const Row &r1 = rows[2 * b], &r2 = rows[2 * b + 1];
-    if (t >= L || !r1.valid) continue;
+    if (t >= outputs_end || !r1.valid) continue;
     float2 c = x[t * batch + b];
     if (a.fft_size > 0 && t + a.fft_size < m) {
       const float2 wrap = x[(t + a.fft_size) * batch + b];
       c.x += wrap.x, c.y += wrap.y;
     }
-    store_y<DT>(a, r1, t, c.x);
-    if (r2.valid) store_y<DT>(a, r2, t, c.y);
+    store_point<DT>(a, r1, t, c.x);
+    store_point<DT>(a, r2, t, c.y);
   }
   __syncthreads();
   return true;
@@ -444,20 +491,20 @@ __device__ void columns_forward(const RunArgs& a, int64_t pair, int cols, float*
   }
 }
 
-template <int DT>
+template <int DT, bool kRerun>
 __global__ void __launch_bounds__(kThreads, 4) columns_forward_kernel(RunArgs a, int cols, int mode) {
   extern __shared__ float sm[];
-  const int64_t pair = blockIdx.x;
-  Row r1, r2;
-  if (!pair_rows(a, pair, mode, &r1, &r2)) return;
-  const int64_t L = a.rows.L;
-  bool finite = true;
-  columns_forward(a, pair, cols, sm, [&](int64_t t, float* v1, float* v2) {
-    *v1 = t < L ? load_v<DT>(a, r1, t) : 0.f;
-    *v2 = (t < L && r2.valid) ? load_v<DT>(a, r2, t) : 0.f;
-    finite = finite && finite_sum(*v1) && finite_sum(*v2);
+  for_grid_pairs<kRerun>(a, [&](int64_t pair) {
+    Row r1, r2;
+    if (!pair_rows(a, pair, mode, &r1, &r2)) return;
+    bool finite = true;
+    columns_forward(a, pair, cols, sm, [&](int64_t t, float* v1, float* v2) {
+      *v1 = load_point<DT>(a, r1, t);
+      *v2 = load_point<DT>(a, r2, t);
+      finite = finite && finite_sum(*v1) && finite_sum(*v2);
+    });
+    if (!finite && r2.valid) a.flags[pair] = 1;
   });
-  if (!finite && r2.valid) a.flags[pair] = 1;
 }
 
 // Split pass 2: block (pair, k1 in [0, N1/2]): rows k1 and N1 - k1 (one row when
@@ -503,23 +550,25 @@ __device__ void for_each_row_pair(int k1, int partner, int rows, int n1, int n2,
   }
 }
 
+template <bool kRerun>
 __global__ void __launch_bounds__(kThreads, 4) rows_product_kernel(RunArgs a, int mode) {
   extern __shared__ float sm[];
-  const int64_t pair = blockIdx.x;
-  Row r1, r2;
-  if (!pair_rows(a, pair, mode, &r1, &r2)) return;
-  const float* k1s = a.spectrum + r1.at.channel * 2 * a.bins;
-  const float* k2s = r2.valid ? a.spectrum + r2.at.channel * 2 * a.bins : k1s;
-  // a non-finite filter (its DC bin, the sum of its taps) would spread to the other row
-  if (r2.valid && threadIdx.x == 0 && !(finite_sum(k1s[0]) && finite_sum(k2s[0]))) a.flags[pair] = 1;
-  rows_pass(a, pair, sm, true, [&](int k1, int partner, int rows, Points x) {
-    const int64_t base = int64_t(k1) * a.n2;  // canonical positions of row k1
-    for_each_row_pair(k1, partner, rows, int(a.n1), int(a.n2), [&](int i, int j, int c) {
-      float zfr = x[i].x, zfi = x[i].y, zjr = x[j].x, zji = x[j].y;
-      pair_product(zfr, zfi, zjr, zji, k1s[base + c], k1s[a.bins + base + c], k2s[base + c],
-                   k2s[a.bins + base + c]);
-      x[i].x = zfr, x[i].y = zfi;
-      if (j != i) x[j].x = zjr, x[j].y = zji;
+  for_grid_pairs<kRerun>(a, [&](int64_t pair) {
+    Row r1, r2;
+    if (!pair_rows(a, pair, mode, &r1, &r2)) return;
+    const float* k1s = a.spectrum + r1.at.channel * 2 * a.bins;
+    const float* k2s = r2.valid ? a.spectrum + r2.at.channel * 2 * a.bins : k1s;
+    // a non-finite filter (its DC bin, the sum of its taps) would spread to the other row
+    if (r2.valid && threadIdx.x == 0 && !(finite_sum(k1s[0]) && finite_sum(k2s[0]))) a.flags[pair] = 1;
+    rows_pass(a, pair, sm, true, [&](int k1, int partner, int rows, Points x) {
+      const int64_t base = int64_t(k1) * a.n2;  // canonical positions of row k1
+      for_each_row_pair(k1, partner, rows, int(a.n1), int(a.n2), [&](int i, int j, int c) {
+        float zfr = x[i].x, zfi = x[i].y, zjr = x[j].x, zji = x[j].y;
+        pair_product(zfr, zfi, zjr, zji, k1s[base + c], k1s[a.bins + base + c], k2s[base + c],
+                     k2s[a.bins + base + c]);
+        x[i].x = zfr, x[i].y = zfi;
+        if (j != i) x[j].x = zjr, x[j].y = zji;
+      });
     });
   });
 }
@@ -550,39 +599,41 @@ __device__ void columns_inverse(const RunArgs& a, int64_t pair, int cols, int64_
   }
 }
 
-template <int DT>
+template <int DT, bool kRerun>
 __global__ void __launch_bounds__(kThreads, 4) columns_inverse_kernel(RunArgs a, int cols, int mode) {
   extern __shared__ float sm[];
-  const int64_t pair = blockIdx.x;
-  Row r1, r2;
-  if (!pair_rows(a, pair, mode, &r1, &r2)) return;
-  if (a.fft_size > 0) {
-    // circular: keep the time series (the wrap lies in other columns), fold in fold_kernel
-    float2* out = a.work + pair * a.m;
-    columns_inverse(a, pair, cols, a.m, sm, [&](int64_t t, float c1, float c2) { out[t] = make_float2(c1, c2); });
-    return;
-  }
-  columns_inverse(a, pair, cols, a.rows.L, sm, [&](int64_t t, float c1, float c2) {
-    store_y<DT>(a, r1, t, c1);
-    if (r2.valid) store_y<DT>(a, r2, t, c2);
+  for_grid_pairs<kRerun>(a, [&](int64_t pair) {
+    Row r1, r2;
+    if (!pair_rows(a, pair, mode, &r1, &r2)) return;
+    if (a.fft_size > 0) {
+      // circular: keep the time series (the wrap lies in other columns), fold in fold_kernel
+      float2* out = a.work + pair * a.m;
+      columns_inverse(a, pair, cols, a.m, sm, [&](int64_t t, float c1, float c2) { out[t] = make_float2(c1, c2); });
+      return;
+    }
+    columns_inverse(a, pair, cols, a.pieces.lead + a.pieces.step, sm, [&](int64_t t, float c1, float c2) {
+      store_point<DT>(a, r1, t, c1);
+      store_point<DT>(a, r2, t, c2);
+    });
   });
 }
 
-template <int DT>
+template <int DT, bool kRerun>
 __global__ void fold_kernel(RunArgs a, int mode) {
-  const int64_t pair = blockIdx.x;
-  Row r1, r2;
-  if (!pair_rows(a, pair, mode, &r1, &r2)) return;
-  const float2* series = a.work + pair * a.m;
-  for (int64_t t = threadIdx.x; t < a.rows.L; t += blockDim.x) {
-    float2 v = series[t];
-    if (t + a.fft_size < a.m) {
-      const float2 w = series[t + a.fft_size];
-      v.x += w.x, v.y += w.y;
+  for_grid_pairs<kRerun>(a, [&](int64_t pair) {
+    Row r1, r2;
+    if (!pair_rows(a, pair, mode, &r1, &r2)) return;
+    const float2* series = a.work + pair * a.m;
+    for (int64_t t = threadIdx.x; t < a.rows.L; t += blockDim.x) {
+      float2 v = series[t];
+      if (t + a.fft_size < a.m) {
+        const float2 w = series[t + a.fft_size];
+        v.x += w.x, v.y += w.y;
+      }
+      store_y<DT>(a, r1, t, v.x);
+      if (r2.valid) store_y<DT>(a, r2, t, v.y);
     }
-    store_y<DT>(a, r1, t, v.x);
-    if (r2.valid) store_y<DT>(a, r2, t, v.y);
-  }
+  });
 }
 
 // ---- the filter spectrum -------------------------------------------------------
@@ -648,44 +699,48 @@ __device__ bool pair_filters(const RunArgs& a, const FilterArgs& f, int64_t pair
   return *h1 < f.H;
 }
 
+template <bool kRerun>
 __global__ void __launch_bounds__(kThreads, 4) columns_filter_kernel(RunArgs a, FilterArgs f, int cols, int mode) {
   extern __shared__ float sm[];
-  const int64_t pair = blockIdx.x;
-  int64_t h1, h2;
-  if (!pair_filters(a, f, pair, mode, &h1, &h2)) return;
-  bool finite = true;
-  columns_forward(a, pair, cols, sm, [&](int64_t t, float* v1, float* v2) {
-    *v1 = t < f.taps ? load_any(f.k, f.k_dtype, h1 * f.Lk + t) : 0.f;
-    *v2 = (t < f.taps && h2 >= 0) ? load_any(f.k, f.k_dtype, h2 * f.Lk + t) : 0.f;
-    finite = finite && finite_sum(*v1) && finite_sum(*v2);
+  for_grid_pairs<kRerun>(a, [&](int64_t pair) {
+    int64_t h1, h2;
+    if (!pair_filters(a, f, pair, mode, &h1, &h2)) return;
+    bool finite = true;
+    columns_forward(a, pair, cols, sm, [&](int64_t t, float* v1, float* v2) {
+      *v1 = t < f.taps ? load_any(f.k, f.k_dtype, h1 * f.Lk + t) : 0.f;
+      *v2 = (t < f.taps && h2 >= 0) ? load_any(f.k, f.k_dtype, h2 * f.Lk + t) : 0.f;
+      finite = finite && finite_sum(*v1) && finite_sum(*v2);
+    });
+    if (!finite && h2 >= 0) a.flags[pair] = 1;
   });
-  if (!finite && h2 >= 0) a.flags[pair] = 1;
 }
 
+template <bool kRerun>
 __global__ void __launch_bounds__(kThreads, 4) rows_filter_kernel(RunArgs a, FilterArgs f, int mode) {
   extern __shared__ float sm[];
-  const int64_t pair = blockIdx.x;
-  int64_t h1, h2;
-  if (!pair_filters(a, f, pair, mode, &h1, &h2)) return;
-  const float scale = 0.25f / float(a.m);
-  rows_pass(a, pair, sm, false, [&](int k1, int partner, int rows, Points x) {
-    const int64_t base = int64_t(k1) * a.n2;
-    float* s1 = a.spectrum_out + h1 * 2 * a.bins;
-    float* s2 = h2 >= 0 ? a.spectrum_out + h2 * 2 * a.bins : nullptr;
-    auto split = [&](int i, int j, int c) {
-      float k1r, k1i, k2r, k2i;
-      split_pair(x[i].x, x[i].y, x[j].x, x[j].y, scale, &k1r, &k1i, &k2r, &k2i);
-      s1[base + c] = k1r, s1[a.bins + base + c] = k1i;
-      if (s2) s2[base + c] = k2r, s2[a.bins + base + c] = k2i;
-    };
-    // every column of row k1 is stored (rows 0 and N1/2 pair within themselves)
-    if (rows == 2) {
-      for (int c = threadIdx.x; c < a.n2; c += blockDim.x) split(2 * c, 2 * (int(a.n2) - 1 - c) + 1, c);
-    } else {
-      const int n2 = int(a.n2);
-      for (int c = threadIdx.x; c < n2; c += blockDim.x)
-        split(2 * c, 2 * (k1 == 0 ? (n2 - c) & (n2 - 1) : n2 - 1 - c), c);
-    }
+  for_grid_pairs<kRerun>(a, [&](int64_t pair) {
+    int64_t h1, h2;
+    if (!pair_filters(a, f, pair, mode, &h1, &h2)) return;
+    const float scale = 0.25f / float(a.m);
+    rows_pass(a, pair, sm, false, [&](int k1, int partner, int rows, Points x) {
+      const int64_t base = int64_t(k1) * a.n2;
+      float* s1 = a.spectrum_out + h1 * 2 * a.bins;
+      float* s2 = h2 >= 0 ? a.spectrum_out + h2 * 2 * a.bins : nullptr;
+      auto split = [&](int i, int j, int c) {
+        float k1r, k1i, k2r, k2i;
+        split_pair(x[i].x, x[i].y, x[j].x, x[j].y, scale, &k1r, &k1i, &k2r, &k2i);
+        s1[base + c] = k1r, s1[a.bins + base + c] = k1i;
+        if (s2) s2[base + c] = k2r, s2[a.bins + base + c] = k2i;
+      };
+      // every column of row k1 is stored (rows 0 and N1/2 pair within themselves)
+      if (rows == 2) {
+        for (int c = threadIdx.x; c < a.n2; c += blockDim.x) split(2 * c, 2 * (int(a.n2) - 1 - c) + 1, c);
+      } else {
+        const int n2 = int(a.n2);
+        for (int c = threadIdx.x; c < n2; c += blockDim.x)
+          split(2 * c, 2 * (k1 == 0 ? (n2 - c) & (n2 - 1) : n2 - 1 - c), c);
+      }
+    });
   });
 }
 
@@ -693,6 +748,7 @@ __global__ void __launch_bounds__(kThreads, 4) rows_filter_kernel(RunArgs a, Fil
 
 struct Plan {
   int64_t m, n1, n2, bins;
+  Pieces pieces;
   bool fused;
   int batch;  // fused path: pairs per block
   int cols;   // columns per block of the split passes
@@ -709,11 +765,26 @@ int fused_batch(int64_t m) {
 // Largest transform of the split: a column of N1 = m / N2 must fit a block's shared memory.
 constexpr int64_t kLargestTransform = kRowLength * kSplitPoints;
 
+// Overlap-save pieces of m points for a linear convolution whose filter is short against
+// the row (m = 4x the taps, at least 1024, and at most half the whole row's transform), or
+// 0: one transform per row.
+int64_t piece_size(const fftconv_params& p) {
+  if (is_circular(p.L, p.Lk, p.fft_size)) return 0;
+  const int64_t m = std::max<int64_t>(1024, next_pow2(4 * used_taps(p.L, p.Lk, p.fft_size)));
+  return 2 * m <= transform_size(p.L, p.Lk, p.fft_size) ? m : 0;
+}
+
 Plan make_plan(const fftconv_params& p) {
   Plan plan{};
   // At least 16 points: the in-place transforms give each thread 16 (a larger power of
   // two gives the same convolution, and the circular fold works for any m >= L + Lk - 1).
   plan.m = std::max<int64_t>(16, transform_size(p.L, p.Lk, p.fft_size));
+  plan.pieces = {1, p.L, 0};
+  if (const int64_t piece = piece_size(p)) {
+    const int64_t lead = used_taps(p.L, p.Lk, p.fft_size) - 1, step = piece - lead;
+    plan.m = piece;
+    plan.pieces = {(p.L + step - 1) / step, step, lead};
+  }
   plan.fused = plan.m <= kFusedMax;
   if (plan.fused) {
     plan.n1 = 1;
@@ -771,11 +842,16 @@ unsigned* pair_flags(void* workspace, const Plan& plan, int64_t sequences) {
   return reinterpret_cast<unsigned*>(static_cast<float2*>(workspace) + (sequences + 1) / 2 * plan.m);
 }
 
-// The three split passes in mode 0, then twice more for the pairs that mode 0 flagged.
+// The three split passes in mode 0, one block per pair, then twice more for the pairs that
+// mode 0 flagged, over a grid of at most kRerunBlocks pairs: launch(rerun, mode, grid_pairs)
+// with rerun a std::bool_constant that picks the kernels' instantiation.
+constexpr int64_t kRerunBlocks = 64;
+
 template <typename Launch>
 void run_split_modes(const RunArgs& a, int64_t pairs, cudaStream_t stream, Launch launch) {
   check_cuda(cudaMemsetAsync(a.flags, 0, size_t(pairs) * sizeof(unsigned), stream), "clearing the pair flags");
-  for (int mode : {kPacked, kFirstAlone, kSecondAlone}) launch(mode);
+  launch(std::false_type{}, kPacked, unsigned(pairs));
+  for (int mode : {kFirstAlone, kSecondAlone}) launch(std::true_type{}, mode, unsigned(std::min(pairs, kRerunBlocks)));
 }
 
 RunArgs run_args(const fftconv_params& p, const Plan& plan, const float* spectrum, void* workspace) {
@@ -788,7 +864,8 @@ RunArgs run_args(const fftconv_params& p, const Plan& plan, const float* spectru
   a.spectrum = spectrum;
   a.work = static_cast<float2*>(workspace);
   a.rows = Rows{p.H, p.L};
-  a.count = p.B * p.H;
+  a.pieces = plan.pieces;
+  a.count = p.B * p.H * plan.pieces.count;
   a.flags = pair_flags(workspace, plan, a.count);
   a.m = plan.m, a.n1 = plan.n1, a.n2 = plan.n2, a.bins = plan.bins;
   a.fft_size = is_circular(p.L, p.Lk, p.fft_size) ? p.fft_size : 0;
@@ -806,7 +883,9 @@ void check_workspace(int64_t need, void* workspace, int64_t bytes) {
 
 // Workspace of the run of BHL rows (the FFT split path's complex sequences).
 int64_t rows_workspace_bytes(const fftconv_params& p) {
-  return cuda::direct_applies(p) ? 0 : workspace_bytes(make_plan(p), p.B * p.H);
+  if (cuda::direct_applies(p)) return 0;
+  const Plan plan = make_plan(p);
+  return workspace_bytes(plan, p.B * p.H * plan.pieces.count);
 }
 
 
@@ -834,15 +913,17 @@ void launch_forward(const fftconv_params& p, const Plan& plan, const RunArgs& a,
     const int64_t blocks = (pairs + plan.batch - 1) / plan.batch;
     fused_kernel<DT><<<dim3(unsigned(blocks)), unsigned(points / 16), fused_shared, stream>>>(a, plan.batch);
   } else {
-    allow_shared(columns_forward_kernel<DT>, shared);
-    allow_shared(rows_product_kernel, shared);
-    allow_shared(columns_inverse_kernel<DT>, shared);
-    const dim3 column_grid(unsigned(pairs), unsigned(plan.n2 / plan.cols));
-    run_split_modes(a, pairs, stream, [&](int mode) {
-      columns_forward_kernel<DT><<<column_grid, kThreads, shared, stream>>>(a, plan.cols, mode);
-      rows_product_kernel<<<dim3(unsigned(pairs), unsigned(plan.n1 / 2 + 1)), kThreads, shared, stream>>>(a, mode);
-      columns_inverse_kernel<DT><<<column_grid, kThreads, shared, stream>>>(a, plan.cols, mode);
-      if (a.fft_size > 0) fold_kernel<DT><<<dim3(unsigned(pairs)), kThreads, 0, stream>>>(a, mode);
+    run_split_modes(a, pairs, stream, [&](auto rerun, int mode, unsigned grid_pairs) {
+      constexpr bool kRerun = decltype(rerun)::value;
+      allow_shared(columns_forward_kernel<DT, kRerun>, shared);
+      allow_shared(rows_product_kernel<kRerun>, shared);
+      allow_shared(columns_inverse_kernel<DT, kRerun>, shared);
+      const dim3 column_grid(grid_pairs, unsigned(plan.n2 / plan.cols));
+      columns_forward_kernel<DT, kRerun><<<column_grid, kThreads, shared, stream>>>(a, plan.cols, mode);
+      rows_product_kernel<kRerun><<<dim3(grid_pairs, unsigned(plan.n1 / 2 + 1)), kThreads, shared, stream>>>(a,
+                                                                                                            mode);
+      columns_inverse_kernel<DT, kRerun><<<column_grid, kThreads, shared, stream>>>(a, plan.cols, mode);
+      if (a.fft_size > 0) fold_kernel<DT, kRerun><<<dim3(grid_pairs), kThreads, 0, stream>>>(a, mode);
     });
   }
   check_cuda(cudaGetLastError(), "launching the FFTConv kernels");
@@ -917,13 +998,14 @@ fftconv_status fftconv_cuda_prepare_filter(const fftconv_params* p, void* spectr
       allow_shared(fused_filter_kernel, fused_shared);
       fused_filter_kernel<<<dim3(unsigned(pairs)), unsigned(plan.m / 16), fused_shared, stream>>>(a, f);
     } else {
-      allow_shared(columns_filter_kernel, shared);
-      allow_shared(rows_filter_kernel, shared);
-      run_split_modes(a, pairs, stream, [&](int mode) {
-        columns_filter_kernel<<<dim3(unsigned(pairs), unsigned(plan.n2 / plan.cols)), kThreads, shared, stream>>>(
+      run_split_modes(a, pairs, stream, [&](auto rerun, int mode, unsigned grid_pairs) {
+        constexpr bool kRerun = decltype(rerun)::value;
+        allow_shared(columns_filter_kernel<kRerun>, shared);
+        allow_shared(rows_filter_kernel<kRerun>, shared);
+        columns_filter_kernel<kRerun><<<dim3(grid_pairs, unsigned(plan.n2 / plan.cols)), kThreads, shared, stream>>>(
             a, f, plan.cols, mode);
-        rows_filter_kernel<<<dim3(unsigned(pairs), unsigned(plan.n1 / 2 + 1)), kThreads, shared, stream>>>(a, f,
-                                                                                                            mode);
+        rows_filter_kernel<kRerun><<<dim3(grid_pairs, unsigned(plan.n1 / 2 + 1)), kThreads, shared, stream>>>(a, f,
+                                                                                                               mode);
       });
     }
     check_cuda(cudaGetLastError(), "launching the filter-spectrum kernels");

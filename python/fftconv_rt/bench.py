@@ -242,6 +242,104 @@ def run_model_bench(lengths=MODEL_LENGTHS, d_model: int = 768, layers: int = 4, 
     return rows
 
 
+def _prepared_call(u, k, D, y, layout="BHL"):
+    """The deployment path of one call: the filter prepared once, the workspace allocated once;
+    returns (run, spectrum, workspace), run() launching the forward kernels on the current stream."""
+    import ctypes
+
+    import torch
+
+    from . import _lib
+    from .torch_op import _resolve, _workspace, prepare_filter_cuda
+
+    params, _ = _resolve(u, k, D, None, None, 0, layout)
+    params.stream = torch.cuda.current_stream().cuda_stream
+    spectrum = prepare_filter_cuda(params, k, u.device)
+    params.u, params.y = u.data_ptr(), y.data_ptr()
+    params.D = D.data_ptr() if D is not None else None
+    workspace = _workspace(params, u.device)
+    lib = _lib.core()
+
+    def run():
+        _lib.check(lib.fftconv_cuda_forward(ctypes.byref(params), spectrum.data_ptr(), workspace.data_ptr(),
+                                            workspace.numel()))
+
+    return run, spectrum, workspace
+
+
+PARTIAL_LENGTHS = (1 << 17, 1 << 21, 1 << 24)
+PARTIAL_TAPS = (1024, 4096, 16384)
+
+
+def run_partial_bench(lengths=PARTIAL_LENGTHS, taps=PARTIAL_TAPS, elements: int = 1 << 26, repeats: int = 10,
+                      out_path: Optional[str] = None, log=print) -> list[dict]:
+    """Partial convolutions (filters cut to N taps) against the dense op (the full filter of L
+    taps) on the GPU, fp16, B = 1, H = elements / L (at least 16 rows): time (median, CUDA
+    events), the op's own memory (prepared filter + workspace) and the peak of the call, and
+    the error of the partial result on 4 rows against a float64 reference."""
+    import torch
+
+    from ._lib import FFTConvError
+    from .spec import tolerance
+
+    dev = torch.device("cuda")
+    meta = {"device": "cuda", "gpu": torch.cuda.get_device_name(dev), "date": datetime.date.today().isoformat(),
+            "torch": torch.__version__, "dtype": "float16", "causal": True, "bench": "partial"}
+    rows = []
+    log(f"GPU: {meta['gpu']}; fp16, B = 1; median of {repeats} (CUDA events); dense = the full filter of L taps")
+    log(f"{'L':>9s} {'H':>5s} {'taps':>6s} | {'time':>9s} {'op memory':>10s} {'peak':>9s} | "
+        f"{'dense/this':>10s} | rel.err")
+
+    def measure(u, k, y):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(dev)
+        base = torch.cuda.memory_allocated(dev)
+        run, spectrum, workspace = _prepared_call(u, k, None, y)
+        run()
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated(dev) - base + 2 * u.numel() * u.element_size()
+        own = spectrum.numel() * 4 + (workspace.numel() if workspace.numel() > 1 else 0)
+        return _cuda_ms(run, repeats), own, peak
+
+    for L in lengths:
+        H = max(16, elements // L)
+        g = torch.Generator(device=dev).manual_seed(L)
+        u = torch.randn(1, H, L, device=dev, generator=g).half()
+        y = torch.empty_like(u)
+        t = torch.arange(L, device=dev, dtype=torch.float32)
+        dense_k = torch.randn(H, L, device=dev, generator=g) * torch.exp(-t / 4096) / 64
+        try:
+            t_dense, own, peak = measure(u, dense_k, y)
+            dense = dict(time_ms=round(t_dense, 4), op_bytes=own, peak_bytes=peak)
+        except (FFTConvError, torch.OutOfMemoryError) as e:
+            t_dense, dense = None, dict(failure=str(e).splitlines()[0][:200])
+        del dense_k
+        torch.cuda.empty_cache()
+        log(f"{L:9d} {H:5d} {'L':>6s} | " + (f"{t_dense:7.3f}ms {own / 2**20:8.1f}MB {peak / 2**20:7.0f}MB |"
+                                           if t_dense is not None else f"{'fails: ' + dense['failure'][:60]}"))
+        for n in taps:
+            k = torch.randn(H, n, device=dev, generator=g) * torch.exp(-t[:n] / 4096) / 64
+            t_part, own, peak = measure(u, k, y)
+            window = min(L, 1 << 20)  # float64 reference of the first `window` steps of 4 rows
+            u64, k64 = u[0, :4, :window].double(), k[:4].double()
+            ref = torch.fft.irfft(torch.fft.rfft(u64, n=2 * window) * torch.fft.rfft(k64, n=2 * window),
+                                  n=2 * window)[..., :window]
+            err = float((y[0, :4, :window].double() - ref).abs().max() / ref.abs().max())
+            row = dict(meta, L=L, B=1, H=H, taps=n, time_ms=round(t_part, 4), op_bytes=own, peak_bytes=peak,
+                       dense=dense, dense_over_partial=None if t_dense is None else round(t_dense / t_part, 2),
+                       rel_error=err, tolerance=tolerance("float16"))
+            rows.append(row)
+            ratio = f"{t_dense / t_part:9.2f}x" if t_dense is not None else f"{'-':>10s}"
+            log(f"{L:9d} {H:5d} {n:6d} | {t_part:7.3f}ms {own / 2**20:8.1f}MB {peak / 2**20:7.0f}MB | {ratio} | "
+                f"{err:.1e}")
+            del k
+            torch.cuda.empty_cache()
+        del u, y
+        torch.cuda.empty_cache()
+    _append_results(rows, out_path, log)
+    return rows
+
+
 def run_gpu_bench(lengths=GPU_LENGTHS, dtypes=("float16", "bfloat16", "float32"), elements: int = 1 << 26,
                   batch: int = 4, repeats: int = 30, out_path: Optional[str] = None, layout: str = "BHL",
                   log=print) -> list[dict]:
@@ -249,13 +347,9 @@ def run_gpu_bench(lengths=GPU_LENGTHS, dtypes=("float16", "bfloat16", "float32")
     cuFFT convolution with the filter spectrum cached, and fftconv-rt (prepared spectrum and
     workspace, the deployment path), timed with CUDA events (median), with the ratios and the
     accuracy against a float64 cuFFT reference. layout "BLH" stores u and y channels-last."""
-    import ctypes
-
     import torch
 
-    from . import _lib
     from .spec import tolerance
-    from .torch_op import _resolve, prepare_filter_cuda, _workspace
 
     dev = torch.device("cuda")
     name = torch.cuda.get_device_name(dev)
@@ -294,16 +388,7 @@ def run_gpu_bench(lengths=GPU_LENGTHS, dtypes=("float16", "bfloat16", "float32")
                 return out.to(tdt)
 
             stored = u.transpose(1, 2) if layout == "BLH" else u  # contiguous in its layout
-            params, _ = _resolve(stored, k, D, None, None, 0, layout)
-            params.stream = torch.cuda.current_stream().cuda_stream
-            spectrum = prepare_filter_cuda(params, k, dev)
-            params.u, params.D, params.y = u.data_ptr(), D.data_ptr(), y.data_ptr()
-            workspace = _workspace(params, dev)
-            lib = _lib.core()
-
-            def ours():
-                _lib.check(lib.fftconv_cuda_forward(ctypes.byref(params), spectrum.data_ptr(), workspace.data_ptr(),
-                                                    workspace.numel()))
+            ours, spectrum, workspace = _prepared_call(stored, k, D, y, layout)
 
             t_copy = cuda_ms(lambda: copy_dst.copy_(u))
             t_cufft = cuda_ms(cufft_conv)

@@ -113,6 +113,12 @@ def _cmd_bench(args) -> int:
         lengths = tuple(int(x) for x in args.lengths.split(",")) if args.lengths else MODEL_LENGTHS
         run_model_bench(lengths=lengths, out_path=args.out)
         return 0
+    if args.partial:
+        from .bench import PARTIAL_LENGTHS, PARTIAL_TAPS, run_partial_bench
+
+        lengths = tuple(int(x) for x in args.lengths.split(",")) if args.lengths else PARTIAL_LENGTHS
+        run_partial_bench(lengths=lengths, taps=PARTIAL_TAPS, out_path=args.out)
+        return 0
     if args.gpu:
         lengths = tuple(int(x) for x in args.lengths.split(",")) if args.lengths else GPU_LENGTHS
         run_gpu_bench(lengths=lengths, dtypes=tuple(args.dtypes.split(",")), elements=args.elements or 1 << 26,
@@ -204,6 +210,8 @@ def main(argv=None) -> int:
     p.add_argument("--model", action="store_true",
                    help="end to end on the GPU: a Hyena stack in PyTorch eager vs ONNX Runtime CUDA (fftconv-rt "
                         "export and the default DFT export)")
+    p.add_argument("--partial", action="store_true",
+                   help="GPU, fp16: filters cut to 1K, 4K, 16K taps against the full filter at L = 128K, 2M, 16M")
     p.add_argument("--lengths", default=None, help="comma-separated L (default: 1K..64K on CPU, 128..2M on GPU)")
     p.add_argument("--dtypes", default="float16,bfloat16,float32", help="GPU I/O types")
     p.add_argument("--layout", choices=["BHL", "BLH"], default="BHL", help="GPU: storage of u and y")
