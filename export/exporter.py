@@ -441,6 +441,10 @@ def export(model: torch.nn.Module, example_inputs: Sequence[Any], path: str | Pa
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"fftconv-rt export: model must be a torch.nn.Module, got {type(model).__name__}")
     example_inputs = tuple(example_inputs)
+    for i, x in enumerate(example_inputs):
+        if isinstance(x, torch.Tensor) and x.numel() == 0:
+            raise ValueError(f"fftconv-rt export: example input {i} has shape {tuple(x.shape)}; the model is traced "
+                             "on the examples, so every dimension must be at least 1 (2 or more to stay dynamic)")
     if dynamic_shapes is None:
         dynamic_shapes = _default_dynamic_shapes(example_inputs)
     model.eval()

@@ -84,6 +84,15 @@ def test_demo_quick(tmp_path):
     assert (tmp_path / "hyena_demo.onnx").is_file()
 
 
+def test_genome_example_small(tmp_path):
+    """The genome example's path at a CPU-sized length: filters cut to 256 taps, validated
+    against the unmodified model where the cut changes nothing (L <= 256), then one long row."""
+    out = cli("demo", "--genome", "--genome-length", "20000", "--taps", "256", "--quick", "--out",
+              str(tmp_path)).stdout
+    assert "result: PASSED" in out and "cut filter: error" in out and "per sequence" in out
+    assert (tmp_path / "hyena_dna_partial.onnx").is_file()
+
+
 def test_plot_of_recorded_gpu_results(tmp_path):
     from pathlib import Path
 

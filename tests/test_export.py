@@ -280,6 +280,52 @@ def test_bad_arguments_are_refused(tmp_path):
     assert len(export(P1().eval(), torch.randn(2, 4, 16), tmp_path / "m.onnx").rewrites) == 1
 
 
+class _Rank2(torch.nn.Module):
+    """rfft convolution of (B, L) rows: no channel dimension."""
+
+    def __init__(self):
+        super().__init__()
+        self.k = torch.nn.Parameter(torch.randn(64))
+
+    def forward(self, u):
+        L = u.shape[-1]
+        return torch.fft.irfft(torch.fft.rfft(u, n=2 * L) * torch.fft.rfft(self.k[:L], n=2 * L), n=2 * L)[..., :L]
+
+
+class _HalfSizeFFT(torch.nn.Module):
+    """n = L/2: shorter than the linear convolution needs, and not provably circular."""
+
+    def __init__(self):
+        super().__init__()
+        self.k = torch.nn.Parameter(torch.randn(4, 64))
+
+    def forward(self, u):
+        n = u.shape[-1] // 2
+        return torch.fft.irfft(torch.fft.rfft(u, n=n) * torch.fft.rfft(self.k, n=n), n=n)[..., :u.shape[-1]]
+
+
+@pytest.mark.parametrize("model,example,error,message", [
+    (_Rank2(), torch.randn(2, 64), NoLongConvolutionError, "this pattern needs (B, H, L) and (H, Lk)"),
+    (_HalfSizeFFT(), torch.randn(2, 4, 64), NoLongConvolutionError, "cannot prove n = "),
+    (P1(), torch.randint(0, 4, (2, 4, 64)), NoLongConvolutionError, "input dtype torch.int64 is not float32"),
+    (P1().double(), torch.randn(2, 4, 64).double(), NoLongConvolutionError, "torch.float64 is not float32"),
+    (P1(), torch.randn(2, 4, 0), ValueError, "every dimension must be at least 1"),
+])
+def test_bad_models_and_examples_are_refused_with_the_reason(tmp_path, model, example, error, message):
+    """The exporter's rows of the bad-input table: wrong rank, an FFT too short for the
+    convolution, unsupported dtypes, a zero-size example; the message names the reason."""
+    with pytest.raises(error) as info:
+        export(model.eval(), (example,), tmp_path / "m.onnx")
+    assert message in str(info.value)
+
+
+def test_non_finite_example_inputs_still_export(tmp_path):
+    model = P1().eval()
+    report = export(model, (torch.full((2, 4, 64), float("nan")),), tmp_path / "m.onnx")
+    assert len(report.rewrites) == 1
+    _check_ort(model, tmp_path / "m.onnx", [(2, 4, 64)])
+
+
 def test_report_names_dynamic_sizes_after_the_inputs(tmp_path):
     report = export(P1().eval(), (torch.randn(2, 4, 64),), tmp_path / "m.onnx")
     r = report.rewrites[0]

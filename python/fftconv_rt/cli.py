@@ -38,6 +38,12 @@ def load_model(spec: str):
 
 
 def _cmd_demo(args) -> int:
+    if args.genome:
+        from .genome import run_genome_demo
+
+        ok = run_genome_demo(out_dir=args.out, length=args.genome_length, taps=args.taps,
+                             repeats=2 if args.quick else 3)
+        return 0 if ok else 1
     from .demo import run_demo
 
     lengths = (256, 1024) if args.quick else tuple(int(x) for x in args.lengths.split(","))
@@ -158,6 +164,11 @@ def main(argv=None) -> int:
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--quick", action="store_true", help="short lengths, few repeats")
+    p.add_argument("--genome", action="store_true",
+                   help="instead: a HyenaDNA-style model with filters cut to --taps taps on one sequence of "
+                        "--genome-length tokens (ONNX Runtime's CUDA provider where present)")
+    p.add_argument("--genome-length", type=int, default=2_300_000)
+    p.add_argument("--taps", type=int, default=4096, help="--genome: taps kept of every long filter")
     p.set_defaults(fn=_cmd_demo)
 
     p = sub.add_parser("export", help="export a PyTorch model with its long convolutions as FFTConv nodes")
