@@ -43,11 +43,13 @@ def test_omitted_inputs_in_the_middle(rng, present):
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_constant_filter_is_reused_across_lengths(rng, dtype):
-    """A constant k: spectra cached per transform size; several lengths through one session."""
+    """A constant k: spectra cached per transform size and taps used; several lengths through
+    one session, 600 and 700 among them (one transform size, but k[:600] and k[:700]: a cache
+    keyed by the transform size alone gave 9e-2 at 700)."""
     u, k, D, _, _ = make_inputs(rng, 2, 4, 1000, 1000, dtype, ("D",))
     model = build_model([u, k, D, None, None], dtype, constant_k=True)
     session = make_session(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    for L in (1000, 37, 1000, 2500, 37):
+    for L in (1000, 37, 1000, 2500, 37, 600, 700):
         x = rng.standard_normal((3, 4, L)).astype(u.dtype)
         y = session.run(None, {"u": x, "D": D})[0]
         assert relative_error(y, fftconv_reference(x, k, D)) <= tolerance(dtype)

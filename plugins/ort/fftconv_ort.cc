@@ -13,6 +13,7 @@
 #include "onnxruntime_cxx_api.h"
 #undef ORT_API_MANUAL_INIT
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -83,22 +84,25 @@ void ort_parallel_for(void* host, fftconv_task_fn task, void* task_data, int64_t
 }
 
 // The filter of a node whose 'k' is an initializer: raw bytes and description,
-// plus its spectra by transform size.
+// plus its spectra by what they depend on: the transform size and the taps that reach
+// the outputs (a linear convolution uses k[:L] only, so two lengths with one transform
+// size can need two spectra).
 struct ConstantFilter {
   fftconv_tensor_desc desc{};
   std::vector<char> bytes;
   std::mutex mutex;
-  std::map<int64_t, std::vector<float>> spectra;
+  std::map<std::vector<int64_t>, std::vector<float>> spectra;
 
   const float* spectrum_for(fftconv_params params) {
-    const int64_t size = fftconv_cpu_transform_size(params.L, params.Lk, params.fft_size);
+    const std::vector<int64_t> key{fftconv_cpu_transform_size(params.L, params.Lk, params.fft_size),
+                                   std::min(params.L, params.Lk), params.fft_size};
     std::lock_guard<std::mutex> lock(mutex);
-    auto it = spectra.find(size);
+    auto it = spectra.find(key);
     if (it != spectra.end()) return it->second.data();
     std::vector<float> spectrum(size_t(fftconv_cpu_filter_floats(&params)));
     params.k = bytes.data();
     if (fftconv_cpu_prepare_filter(&params, spectrum.data()) != FFTCONV_OK) return nullptr;
-    return spectra.emplace(size, std::move(spectrum)).first->second.data();
+    return spectra.emplace(key, std::move(spectrum)).first->second.data();
   }
 };
 
