@@ -45,6 +45,8 @@ class Rewrite:
     layout: str = "BHL"  # "BLH" when the transposes of a channels-last model were folded in
     filter: str = ""  # "constant" (a parameter, or computed once and folded), "computed in the graph" or "input"
     partial_error: Optional[float] = None  # partial=N: max|y_cut - y| / max|y| of the node on the example inputs
+    freq_keep: int = 0  # frequency-sparse: rfft bins of the filter kept (0: all)
+    sparse_error: Optional[float] = None  # freq_keep: max|y_sparse - y| / max|y| of the node on the examples
 
 
 @dataclass
@@ -75,7 +77,9 @@ class ExportReport:
             lines.append(f"  {r.pattern:3s} {where:30s} u({', '.join(r.u_shape)}) k({', '.join(r.k_shape)}) "
                          f"n={r.n} fft_size={r.fft_size} skip={'yes' if r.skip_term else 'no'} "
                          f"gates={r.gates or 'none'} layout={r.layout} filter={r.filter or '?'} ({r.scale})"
-                         + ("" if r.partial_error is None else f" cut filter: error {r.partial_error:.2e}"))
+                         + ("" if r.partial_error is None else f" cut filter: error {r.partial_error:.2e}")
+                         + ("" if r.sparse_error is None else
+                            f" freq_keep={r.freq_keep}: error {r.sparse_error:.2e}"))
         lines.append(f"FFT uses left as they were: {len(self.left)}")
         for f in self.left:
             lines.append(f"  {f.op:22s} {f.module or '<top>':30s} {f.reason}")
@@ -255,29 +259,69 @@ class _OutputRecorder(fx.Interpreter):
         return out
 
 
-def _cut_filters(gm: fx.GraphModule, op_nodes: list, taps: int, example_inputs) -> list[float]:
-    """Cuts the filter of every op node to its first `taps` taps (a partial convolution, which
-    changes the model's function) and returns each node's relative error, max|y_cut - y| /
-    max|y|, on the example inputs (all cuts applied, as the exported model will run)."""
-    if taps < 1:
-        raise ValueError(f"fftconv-rt export: partial must be >= 1 taps, got {taps}")
+def _changed_outputs(gm: fx.GraphModule, op_nodes: list, example_inputs, change) -> list[float]:
+    """Applies change(node) to every op node (options that change the model's function) and
+    returns each node's relative error, max|y_changed - y| / max|y|, on the example inputs (all
+    changes applied, as the exported model will run)."""
     gm.recompile()
     with torch.no_grad():
-        full = _OutputRecorder(gm, op_nodes)
-        full.run(*example_inputs)
+        before = _OutputRecorder(gm, op_nodes)
+        before.run(*example_inputs)
         for node in op_nodes:
-            with gm.graph.inserting_before(node):
-                cut = gm.graph.call_function(aten.slice.Tensor, (node.args[1], 1, 0, taps))
-            node.replace_input_with(node.args[1], cut)
+            change(node)
         gm.recompile()
-        partial = _OutputRecorder(gm, op_nodes)
-        partial.run(*example_inputs)
+        after = _OutputRecorder(gm, op_nodes)
+        after.run(*example_inputs)
     errors = []
     for node in op_nodes:
-        y, y_cut = full.outputs[node].double(), partial.outputs[node].double()
+        y, y_changed = before.outputs[node].double(), after.outputs[node].double()
         scale = float(y.abs().max()) if y.numel() else 0.0
-        errors.append(float((y_cut - y).abs().max()) / scale if scale > 0 else 0.0)
+        errors.append(float((y_changed - y).abs().max()) / scale if scale > 0 else 0.0)
     return errors
+
+
+def _cut_filters(gm: fx.GraphModule, op_nodes: list, taps: int, example_inputs) -> list[float]:
+    """Cuts the filter of every op node to its first `taps` taps (a partial convolution)."""
+    if taps < 1:
+        raise ValueError(f"fftconv-rt export: partial must be >= 1 taps, got {taps}")
+
+    def cut(node):
+        with gm.graph.inserting_before(node):
+            short = gm.graph.call_function(aten.slice.Tensor, (node.args[1], 1, 0, taps))
+        node.replace_input_with(node.args[1], short)
+
+    return _changed_outputs(gm, op_nodes, example_inputs, cut)
+
+
+def _sparse_bins(node: fx.Node, freq_keep) -> int:
+    """The bins a node keeps: freq_keep itself (an int), or a fraction of the node's rfft bins
+    n/2 + 1 (a float in (0, 1]), which needs the period n = fft_size or 2L to be static."""
+    if isinstance(freq_keep, bool) or not isinstance(freq_keep, (int, float)) or freq_keep <= 0:
+        raise ValueError(f"fftconv-rt export: freq_keep must be a number of bins >= 1 or a fraction in (0, 1], "
+                         f"got {freq_keep!r}")
+    if isinstance(freq_keep, int):
+        return freq_keep
+    if freq_keep > 1:
+        raise ValueError(f"fftconv-rt export: freq_keep as a fraction must be in (0, 1], got {freq_keep}")
+    u, fft_size, layout = node.args[0], node.args[5], node.args[6]
+    length = tensor_val(u).shape[1 if layout == "BLH" else 2]
+    if not isinstance(length, int) and not (hasattr(length, "node") and length.node.is_constant()):
+        raise ValueError("fftconv-rt export: freq_keep as a fraction needs a static sequence length (the bins "
+                         "kept depend on the period 2L); export with static shapes or give a number of bins")
+    n = fft_size or 2 * int(length)
+    return max(1, round(freq_keep * (n // 2 + 1)))
+
+
+def _sparsify(gm: fx.GraphModule, op_nodes: list, freq_keep, example_inputs) -> list[tuple[int, float]]:
+    """Makes every op node frequency-sparse (its filter spectrum keeps `freq_keep` bins) and
+    returns each node's (bins kept, relative error on the example inputs)."""
+    bins = [_sparse_bins(node, freq_keep) for node in op_nodes]
+    keep = dict(zip(op_nodes, bins))
+
+    def sparsify(node):
+        node.kwargs = {**node.kwargs, "freq_keep": keep[node]}
+
+    return list(zip(bins, _changed_outputs(gm, op_nodes, example_inputs, sparsify)))
 
 
 def _same_tensor_type(a, b) -> bool:
@@ -351,8 +395,8 @@ def _size_names(graph: fx.Graph):
 
 def rewrite_long_convolutions(model: torch.nn.Module, example_inputs: Sequence[Any],
                               dynamic_shapes=None, min_conv_taps: int = DEFAULT_MIN_CONV_TAPS,
-                              fold_filters: bool = True,
-                              partial: Optional[int] = None) -> tuple[fx.GraphModule, ExportReport]:
+                              fold_filters: bool = True, partial: Optional[int] = None,
+                              freq_keep=None) -> tuple[fx.GraphModule, ExportReport]:
     """The model as a GraphModule with every recognised long convolution replaced by the op."""
     example_inputs = tuple(example_inputs)
     if dynamic_shapes is None:
@@ -387,6 +431,9 @@ def rewrite_long_convolutions(model: torch.nn.Module, example_inputs: Sequence[A
     if partial is not None:
         for rewrite, error in zip(report.rewrites, _cut_filters(gm, op_nodes, partial, example_inputs)):
             rewrite.partial_error = error
+    if freq_keep is not None:
+        for rewrite, (bins, error) in zip(report.rewrites, _sparsify(gm, op_nodes, freq_keep, example_inputs)):
+            rewrite.freq_keep, rewrite.sparse_error = bins, error
     for index, (rewrite, op_node) in enumerate(zip(report.rewrites, op_nodes)):
         rewrite.filter = _fold_filter(gm, op_node, fold_filters, index)
     _remove_dead_code(graph)
@@ -411,7 +458,7 @@ def export(model: torch.nn.Module, example_inputs: Sequence[Any], path: str | Pa
            dynamic_shapes=None, opset_version: int = 18, input_names: Optional[list] = None,
            output_names: Optional[list] = None, require_rewrite: bool = True,
            min_conv_taps: int = DEFAULT_MIN_CONV_TAPS, fold_filters: bool = True, tensorrt: bool = False,
-           partial: Optional[int] = None) -> ExportReport:
+           partial: Optional[int] = None, freq_keep=None) -> ExportReport:
     """Exports model to ONNX at path with its long convolutions as fftconv_rt::FFTConv nodes.
 
     dynamic_shapes: as for torch.export (default: every dimension Dim.AUTO, so batch and
@@ -430,6 +477,10 @@ def export(model: torch.nn.Module, example_inputs: Sequence[Any], path: str | Pa
     partial: cut every long filter to its first `partial` taps (FlashFFTConv's partial
     convolution: this changes the model's function; the report gives each node's error on the
     example inputs). Short filters then run on the block/tensor-core paths.
+    freq_keep: make every FFTConv frequency-sparse (FlashFFTConv's frequency-sparse
+    convolution, also a change of function): its filter spectrum keeps the lowest freq_keep rfft
+    bins (an int), or that fraction of them (a float in (0, 1], static lengths only). The period
+    n (fft_size, or 2L) must be a power of two; the report gives each node's error.
     """
     import onnx
 
@@ -451,7 +502,7 @@ def export(model: torch.nn.Module, example_inputs: Sequence[Any], path: str | Pa
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec.*")
         gm, report = rewrite_long_convolutions(model, example_inputs, dynamic_shapes, min_conv_taps, fold_filters,
-                                               partial)
+                                               partial, freq_keep)
     if require_rewrite and not report.rewrites:
         raise NoLongConvolutionError(
             "fftconv-rt export: no long convolution found in the model (expected the pattern "

@@ -8,6 +8,7 @@ import onnx
 import pytest
 import torch
 
+from fftconv_rt._lib import FFTConvError
 from fftconv_rt.export import NoLongConvolutionError, export
 from fftconv_rt.spec import tolerance
 
@@ -779,6 +780,54 @@ def test_section_d_ffts_are_left_with_their_reasons(tmp_path):
     assert left == sorted(["fft_rfft.default"] * 3 + ["fft_irfft.default"] * 2), left
     assert all(f.reason.startswith("not a convolution:") for f in report.left)
     _check_ort(model, path, [(2, 4, 128)])
+
+
+class P1Sparse(P1):
+    """P1 with FlashFFTConv's frequency-sparse filter: k_f zeroed from bin `keep` on."""
+
+    def __init__(self, keep):
+        super().__init__()
+        self.keep = keep
+
+    def forward(self, u):
+        seqlen = u.shape[-1]
+        fft_size = 2 * seqlen
+        k_f = torch.fft.rfft(self.k[:, :seqlen], n=fft_size) / fft_size
+        k_f[..., self.keep:] = 0
+        y = torch.fft.irfft(torch.fft.rfft(u, n=fft_size) * k_f, n=fft_size, norm="forward")[..., :seqlen]
+        return y + u * self.D.unsqueeze(-1)
+
+
+def test_frequency_sparse_export_matches_the_sparse_model(tmp_path):
+    """freq_keep=8 bins on a dynamic-length export: the ONNX model (FFTConv with freq_keep) equals
+    the PyTorch model that zeroes k_f itself, at two power-of-two lengths; the report gives the
+    change against the dense model."""
+    model = P1().eval()
+    path = tmp_path / "m.onnx"
+    report = export(model, (torch.randn(2, 4, 64),), path, freq_keep=8)
+    node = next(n for n in _nodes(path) if n.op_type == "FFTConv")
+    assert onnx.helper.get_attribute_value(next(a for a in node.attribute if a.name == "freq_keep")) == 8
+    assert report.rewrites[0].freq_keep == 8 and report.rewrites[0].sparse_error > 1e-3
+    assert "freq_keep=8: error" in str(report)
+    sparse = P1Sparse(8).eval()
+    sparse.load_state_dict(model.state_dict())
+    _check_ort(sparse, path, [(2, 4, 64), (3, 4, 128)])
+
+
+def test_frequency_sparse_fraction_needs_static_lengths(tmp_path):
+    model = P1().eval()
+    with pytest.raises(ValueError, match="needs a static sequence length"):
+        export(model, (torch.randn(2, 4, 64),), tmp_path / "m.onnx", freq_keep=0.25)
+    report = export(model, (torch.randn(2, 4, 64),), tmp_path / "m.onnx", freq_keep=0.25, dynamic_shapes=({},))
+    assert report.rewrites[0].freq_keep == 16  # a quarter of the 65 bins of n = 128
+    sparse = P1Sparse(16).eval()
+    sparse.load_state_dict(model.state_dict())
+    _check_ort(sparse, tmp_path / "m.onnx", [(2, 4, 64)])
+
+
+def test_frequency_sparse_export_refuses_a_period_that_is_not_a_power_of_two(tmp_path):
+    with pytest.raises(FFTConvError, match="power-of-two period"):
+        export(P1().eval(), (torch.randn(2, 4, 48),), tmp_path / "m.onnx", freq_keep=8)
 
 
 def test_partial_filters_are_cut_and_their_error_reported(tmp_path):

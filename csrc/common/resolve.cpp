@@ -88,6 +88,9 @@ void check_params(const fftconv_params* p) {
       fail(FFTCONV_ERR_INVALID_ARGUMENT, "element type must be float32, float16 or bfloat16");
   if (p->layout != FFTCONV_LAYOUT_BHL && p->layout != FFTCONV_LAYOUT_BLH)
     fail(FFTCONV_ERR_INVALID_ARGUMENT, "layout must be BHL or BLH");
+  if (p->freq_keep < 0 || (p->freq_keep > 0 && (p->fft_size == 0 || p->fft_size != next_pow2(p->fft_size))))
+    fail(FFTCONV_ERR_INVALID_ARGUMENT, "freq_keep > 0 needs fft_size set to its power-of-two period "
+                                       "(fftconv_resolve_sparse sets both)");
 }
 
 
@@ -104,6 +107,12 @@ int32_t fftconv_abi_version(void) { return FFTCONV_ABI_VERSION; }
 fftconv_status fftconv_resolve(const fftconv_tensor_desc inputs[FFTCONV_NUM_INPUTS],
                                int64_t fft_size, const char* layout, fftconv_params* out,
                                int64_t out_shape[3]) {
+  return fftconv_resolve_sparse(inputs, fft_size, layout, 0, out, out_shape);
+}
+
+fftconv_status fftconv_resolve_sparse(const fftconv_tensor_desc inputs[FFTCONV_NUM_INPUTS],
+                                      int64_t fft_size, const char* layout, int64_t freq_keep,
+                                      fftconv_params* out, int64_t out_shape[3]) {
   return guarded_call([&] {
     if (!inputs || !out || !out_shape) fail(FFTCONV_ERR_INVALID_ARGUMENT, "null argument");
     const std::string lay = layout ? layout : "BHL";
@@ -177,6 +186,24 @@ fftconv_status fftconv_resolve(const fftconv_tensor_desc inputs[FFTCONV_NUM_INPU
                                         " with Lk = " + std::to_string(Lk) +
                                         " needs a transform larger than 2^30");
 
+    // frequency-sparse: the mask is defined at the period n, which the kernels transform at
+    out->freq_keep = 0;
+    if (freq_keep < 0)
+      fail(FFTCONV_ERR_INVALID_ARGUMENT, "attribute 'freq_keep' must be >= 0 (0 keeps every bin), got " +
+                                             std::to_string(freq_keep));
+    const int64_t period = fft_size > 0 ? fft_size : 2 * L;
+    if (freq_keep > 0 && L > 0 && freq_keep < period / 2 + 1) {
+      if (period != next_pow2(period))
+        fail(FFTCONV_ERR_INVALID_ARGUMENT,
+             "attribute 'freq_keep' needs a power-of-two period n (fft_size, or 2L when fft_size is 0), got n = " +
+                 std::to_string(period));
+      if (Lk > period)
+        fail(FFTCONV_ERR_INVALID_ARGUMENT, "attribute 'freq_keep' with a filter of Lk = " + std::to_string(Lk) +
+                                               " taps, longer than the period n = 2L = " + std::to_string(period) +
+                                               "; give fft_size >= Lk");
+      out->freq_keep = freq_keep;
+      fft_size = period;
+    }
     out->B = B;
     out->H = H;
     out->L = L;

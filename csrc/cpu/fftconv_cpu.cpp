@@ -151,8 +151,8 @@ void for_each_pair(const fftconv_params& p, const FftPlan& plan, int64_t count, 
 bool finite_sum(float x) { return x - x == 0.f; }
 
 void prepare_filter(const fftconv_params& p, float* spectrum) {
-  const int64_t m = cpu_transform_size(p.L, p.Lk, p.fft_size);
-  const int64_t taps = used_taps(p.L, p.Lk, p.fft_size);
+  const int64_t m = cpu_transform_size(p.L, p.Lk, p.fft_size, p.freq_keep);
+  const int64_t taps = used_taps(p.L, p.Lk, p.fft_size, p.freq_keep);
   const auto plan = FftPlan::get(m);
   const int64_t bins = plan->canonical_count();
   // 1/2 from separating the packed pair, 1/2 from the (K1 +- K2)/2 of the product,
@@ -188,6 +188,14 @@ void prepare_filter(const fftconv_params& p, float* spectrum) {
     return true;
   };
   for_each_pair(p, *plan, p.H, taps, load_filter, transform, m);
+  if (p.freq_keep > 0) {  // frequency-sparse: the bins outside the kept band are zero
+    const int64_t R = plan->grid_rows(), C = plan->grid_cols();
+    for (int64_t h = 0; h < p.H; ++h) {
+      float* re = spectrum + h * 2 * bins;
+      for (int64_t q = 0; q < bins; ++q)
+        if (masked_bin(R > 1 ? q / C + R * (q % C) : q, m, p.freq_keep)) re[q] = re[bins + q] = 0.f;
+    }
+  }
 }
 
 // W[f] = Z[f] a + conj(Z[-f]) c and W[-f] = Z[-f] conj(a) + conj(Z[f]) conj(c) with
@@ -212,8 +220,8 @@ void spectral_product(int64_t p0, int64_t q0, int64_t count, const float* k1r, c
 template <int DT>
 void run_rows(const fftconv_params& p, const float* spectrum, const std::vector<float>& D) {
   using E = Elem<DT>;
-  const int64_t m = cpu_transform_size(p.L, p.Lk, p.fft_size);
-  const int64_t block = cpu_block_size(p.L, p.Lk, p.fft_size);
+  const int64_t m = cpu_transform_size(p.L, p.Lk, p.fft_size, p.freq_keep);
+  const int64_t block = cpu_block_size(p.L, p.Lk, p.fft_size, p.freq_keep);
   const bool circular = is_circular(p.L, p.Lk, p.fft_size);
   const int64_t n = p.fft_size;
   const auto plan = FftPlan::get(m);
@@ -288,7 +296,7 @@ void run_rows(const fftconv_params& p, const float* spectrum, const std::vector<
 
   // Overlap-save: block b transforms inputs [b*step - (taps - 1), b*step + step) and keeps
   // its last `step` outputs. The rows are read block by block (the load is a no-op).
-  const int64_t taps = used_taps(p.L, p.Lk, p.fft_size), step = block - taps + 1;
+  const int64_t taps = used_taps(p.L, p.Lk, p.fft_size, p.freq_keep), step = block - taps + 1;
   auto convolve_blocks = [&](Scratch& s, int64_t first, int64_t second) {
     float* zr = s.re.data();
     float* zi = s.im.data();
@@ -326,7 +334,7 @@ int64_t fftconv_cpu_transform_size(int64_t L, int64_t Lk, int64_t fft_size) {
 
 int64_t fftconv_cpu_filter_floats(const fftconv_params* p) {
   if (!p || p->H < 0 || p->L < 0 || p->Lk < 1 || p->fft_size < 0) return 0;
-  return p->H * channel_floats(*FftPlan::get(cpu_transform_size(p->L, p->Lk, p->fft_size)));
+  return p->H * channel_floats(*FftPlan::get(cpu_transform_size(p->L, p->Lk, p->fft_size, p->freq_keep)));
 }
 
 fftconv_status fftconv_cpu_prepare_filter(const fftconv_params* p, float* spectrum) {

@@ -574,7 +574,7 @@ int64_t direct_max_taps() {
 }
 
 bool direct_applies(const fftconv_params& p) {
-  if (is_circular(p.L, p.Lk, p.fft_size)) return false;
+  if (p.freq_keep > 0 || is_circular(p.L, p.Lk, p.fft_size)) return false;  // not a causal FIR then
   const int64_t taps = used_taps(p.L, p.Lk, p.fft_size);
   const int64_t largest = p.dtype == FFTCONV_FLOAT32 ? kFloat32MaxTaps : kLargestTaps;
   return taps >= 1 && taps <= std::min<int64_t>(direct_max_taps(), largest);

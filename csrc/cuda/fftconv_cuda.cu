@@ -286,8 +286,13 @@ struct RunArgs {
   Pieces pieces;
   int64_t count;  // B * H * pieces.count sequences (rows, or pieces of rows)
   int64_t m, n1, n2, bins;
-  int64_t fft_size;  // circular period, 0 for linear
+  int64_t fft_size;   // circular period, 0 for linear
+  int64_t freq_keep;  // frequency-sparse: rfft bins kept, 0 for all
   int32_t D_dtype;
+
+  // Frequency-sparse calls: whether frequency f of the m-point transform lies outside the band.
+  // (32-bit: every transform of the CUDA path is below 2^31 points, and freq_keep < m.)
+  __device__ bool masked(int f) const { return freq_keep > 0 && min(f, int(m) - f) >= int(freq_keep); }
 };
 
 // One sequence of a call (a row, or a piece of one): where its row lies, its skip
@@ -424,6 +429,10 @@ __device__ bool fused_block(const RunArgs& a, int64_t first_row, int batch, bool
     const float* k2 = r2.valid ? a.spectrum + r2.at.channel * 2 * a.bins : k1;
     auto product = [&](int fi) {
       const int i = fi * batch + b, j = ((m - fi) & (m - 1)) * batch + b;
+      if (a.masked(fi)) {  // outside the kept band: no filter read, no product
+        x[i] = x[j] = make_float2(0.f, 0.f);
+        return;
+      }
       float2 zf = x[i], zj = x[j];
       pair_product(zf.x, zf.y, zj.x, zj.y, k1[fi], k1[a.bins + fi], k2[fi], k2[a.bins + fi]);
       x[i] = zf;
@@ -563,6 +572,10 @@ __global__ void __launch_bounds__(kThreads, 4) rows_product_kernel(RunArgs a, in
     rows_pass(a, pair, sm, true, [&](int k1, int partner, int rows, Points x) {
       const int64_t base = int64_t(k1) * a.n2;  // canonical positions of row k1
       for_each_row_pair(k1, partner, rows, int(a.n1), int(a.n2), [&](int i, int j, int c) {
+        if (a.masked(k1 + int(a.n1) * c)) {  // frequency k1 + N1*c outside the kept band
+          x[i] = x[j] = make_float2(0.f, 0.f);
+          return;
+        }
         float zfr = x[i].x, zfi = x[i].y, zjr = x[j].x, zji = x[j].y;
         pair_product(zfr, zfi, zjr, zji, k1s[base + c], k1s[a.bins + base + c], k2s[base + c],
                      k2s[a.bins + base + c]);
@@ -744,6 +757,19 @@ __global__ void __launch_bounds__(kThreads, 4) rows_filter_kernel(RunArgs a, Fil
   });
 }
 
+// Frequency-sparse filters: the prepared bins outside the kept band set to zero (the
+// spectrum of frequency k1 + N1*k2 lies at k1*N2 + k2; N1 = 1 on the fused path).
+__global__ void mask_spectrum_kernel(RunArgs a, int64_t channels) {
+  const int64_t total = channels * a.bins;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t h = i / a.bins, q = i - h * a.bins;
+    if (a.masked(int(q / a.n2 + a.n1 * (q % a.n2)))) {
+      float* s = a.spectrum_out + h * 2 * a.bins;
+      s[q] = s[a.bins + q] = 0.f;
+    }
+  }
+}
+
 // ---- host side -------------------------------------------------------------------
 
 struct Plan {
@@ -769,7 +795,7 @@ constexpr int64_t kLargestTransform = kRowLength * kSplitPoints;
 // the row (m = 4x the taps, at least 1024, and at most half the whole row's transform), or
 // 0: one transform per row.
 int64_t piece_size(const fftconv_params& p) {
-  if (is_circular(p.L, p.Lk, p.fft_size)) return 0;
+  if (p.freq_keep > 0 || is_circular(p.L, p.Lk, p.fft_size)) return 0;
   const int64_t m = std::max<int64_t>(1024, next_pow2(4 * used_taps(p.L, p.Lk, p.fft_size)));
   return 2 * m <= transform_size(p.L, p.Lk, p.fft_size) ? m : 0;
 }
@@ -778,7 +804,7 @@ Plan make_plan(const fftconv_params& p) {
   Plan plan{};
   // At least 16 points: the in-place transforms give each thread 16 (a larger power of
   // two gives the same convolution, and the circular fold works for any m >= L + Lk - 1).
-  plan.m = std::max<int64_t>(16, transform_size(p.L, p.Lk, p.fft_size));
+  plan.m = std::max<int64_t>(16, transform_size(p.L, p.Lk, p.fft_size, p.freq_keep));
   plan.pieces = {1, p.L, 0};
   if (const int64_t piece = piece_size(p)) {
     const int64_t lead = used_taps(p.L, p.Lk, p.fft_size) - 1, step = piece - lead;
@@ -868,7 +894,9 @@ RunArgs run_args(const fftconv_params& p, const Plan& plan, const float* spectru
   a.count = p.B * p.H * plan.pieces.count;
   a.flags = pair_flags(workspace, plan, a.count);
   a.m = plan.m, a.n1 = plan.n1, a.n2 = plan.n2, a.bins = plan.bins;
-  a.fft_size = is_circular(p.L, p.Lk, p.fft_size) ? p.fft_size : 0;
+  // a frequency-sparse call transforms at its period: its result needs no fold
+  a.fft_size = (p.freq_keep == 0 && is_circular(p.L, p.Lk, p.fft_size)) ? p.fft_size : 0;
+  a.freq_keep = p.freq_keep;
   a.D_dtype = p.D_dtype;
   return a;
 }
@@ -988,7 +1016,7 @@ fftconv_status fftconv_cuda_prepare_filter(const fftconv_params* p, void* spectr
     a.spectrum_out = static_cast<float*>(spectrum);
     a.count = p->H;
     a.flags = pair_flags(workspace, plan, p->H);
-    FilterArgs f{p->k, p->k_dtype, p->H, p->Lk, used_taps(p->L, p->Lk, p->fft_size)};
+    FilterArgs f{p->k, p->k_dtype, p->H, p->Lk, used_taps(p->L, p->Lk, p->fft_size, p->freq_keep)};
     const int64_t pairs = (p->H + 1) / 2;
     check_grid(pairs);
     const int shared = kSplitPoints * int(sizeof(float2));
@@ -1007,6 +1035,10 @@ fftconv_status fftconv_cuda_prepare_filter(const fftconv_params* p, void* spectr
         rows_filter_kernel<kRerun><<<dim3(grid_pairs, unsigned(plan.n1 / 2 + 1)), kThreads, shared, stream>>>(a, f,
                                                                                                                mode);
       });
+    }
+    if (p->freq_keep > 0) {
+      const int64_t blocks = std::min<int64_t>(4096, (p->H * plan.bins + kThreads - 1) / kThreads);
+      mask_spectrum_kernel<<<unsigned(blocks), kThreads, 0, stream>>>(a, p->H);
     }
     check_cuda(cudaGetLastError(), "launching the filter-spectrum kernels");
   });

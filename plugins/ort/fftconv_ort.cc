@@ -94,8 +94,8 @@ struct ConstantFilter {
   std::map<std::vector<int64_t>, std::vector<float>> spectra;
 
   const float* spectrum_for(fftconv_params params) {
-    const std::vector<int64_t> key{fftconv_cpu_transform_size(params.L, params.Lk, params.fft_size),
-                                   std::min(params.L, params.Lk), params.fft_size};
+    const std::vector<int64_t> key{fftconv_cpu_filter_floats(&params), std::min(params.L, params.Lk),
+                                   params.fft_size, params.freq_keep};
     std::lock_guard<std::mutex> lock(mutex);
     auto it = spectra.find(key);
     if (it != spectra.end()) return it->second.data();
@@ -135,6 +135,7 @@ struct DeviceSpectra {
 
 struct FFTConvKernel {
   int64_t fft_size = 0;
+  int64_t freq_keep = 0;  // frequency-sparse: rfft bins of the filter kept, 0 for all
   std::string layout = "BHL";
   bool on_gpu = false;
   std::unique_ptr<ConstantFilter> constant_filter;  // CPU kernels
@@ -157,7 +158,8 @@ struct FFTConvKernel {
     fftconv_params params{};
     int64_t out_shape[3];
     // An invalid combination is left for the first run to report with its message.
-    if (fftconv_resolve(inputs, fft_size, layout.c_str(), &params, out_shape) == FFTCONV_OK && params.L > 0)
+    if (fftconv_resolve_sparse(inputs, fft_size, layout.c_str(), freq_keep, &params, out_shape) == FFTCONV_OK &&
+        params.L > 0)
       constant_filter->spectrum_for(params);
   }
 
@@ -174,7 +176,7 @@ struct FFTConvKernel {
       }
       fftconv_params params{};
       int64_t out_shape[3];
-      if (fftconv_resolve(inputs, fft_size, layout.c_str(), &params, out_shape) != FFTCONV_OK)
+      if (fftconv_resolve_sparse(inputs, fft_size, layout.c_str(), freq_keep, &params, out_shape) != FFTCONV_OK)
         return core_error(FFTCONV_ERR_INVALID_ARGUMENT).release();
       Ort::UnownedValue output = context.GetOutput(0, out_shape, 3);
       if (params.B == 0 || params.H == 0 || params.L == 0) return nullptr;  // empty output
@@ -221,7 +223,8 @@ struct FFTConvKernel {
     DeviceBuffer per_call;
     const void* spectrum = nullptr;
     if (device_spectra) {
-      const std::vector<int64_t> key{params.H, params.L, params.Lk, params.fft_size, params.dtype, params.k_dtype};
+      const std::vector<int64_t> key{params.H,     params.L,       params.Lk,      params.fft_size,
+                                     params.dtype, params.k_dtype, params.freq_keep};
       std::lock_guard<std::mutex> lock(device_spectra->mutex);
       auto it = device_spectra->spectra.find(key);
       if (it == device_spectra->spectra.end()) {
@@ -257,12 +260,16 @@ struct FFTConvOp : Ort::CustomOpBase<FFTConvOp, FFTConvKernel, /*WithStatus=*/tr
       kernel->on_gpu = std::strcmp(provider_, kCudaProvider) == 0;
       kernel->fft_size = attribute_or<int64_t>(info, "fft_size", 0);
       kernel->layout = attribute_or<std::string>(info, "layout", "BHL");
+      kernel->freq_keep = attribute_or<int64_t>(info, "freq_keep", 0);
       if (kernel->layout != "BHL" && kernel->layout != "BLH")
         return op_error("FFTConv: attribute 'layout' must be \"BHL\" or \"BLH\", got \"" +
                         kernel->layout + "\"").release();
       if (kernel->fft_size < 0)
         return op_error("FFTConv: attribute 'fft_size' must be >= 0 (0 = automatic), got " +
                         std::to_string(kernel->fft_size)).release();
+      if (kernel->freq_keep < 0)
+        return op_error("FFTConv: attribute 'freq_keep' must be >= 0 (0 keeps every bin), got " +
+                        std::to_string(kernel->freq_keep)).release();
       int is_constant = 0;
       Ort::ConstValue k = info.GetTensorConstantInput(FFTCONV_INPUT_K, &is_constant);
       if (kernel->on_gpu) {  // the filter lives on the device: its spectra are made at the first runs

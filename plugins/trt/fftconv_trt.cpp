@@ -42,6 +42,7 @@ int32_t onnx_type(DataType type) {
 // The plugin's attributes: everything it serializes.
 struct Attributes {
   int64_t fft_size = 0;
+  int64_t freq_keep = 0;  // frequency-sparse: rfft bins of the filter kept, 0 for all
   std::string layout = "BHL";
   // Which optional op inputs the plugin's inputs 2.. are; -1: from the number of inputs
   // (3: D; 4: D, pregate; 5: D, pregate, postgate).
@@ -77,7 +78,7 @@ bool resolve(Attributes const& at, int32_t nb_inputs, DimsOf dims_of, TypeOf typ
     for (int32_t r = 0; r < dims.nbDims && r < FFTCONV_MAX_RANK; ++r) d.dims[r] = dims.d[r];
   }
   int64_t out_shape[3];
-  if (fftconv_resolve(inputs, at.fft_size, at.layout.c_str(), params, out_shape) != FFTCONV_OK) {
+  if (fftconv_resolve_sparse(inputs, at.fft_size, at.layout.c_str(), at.freq_keep, params, out_shape) != FFTCONV_OK) {
     log_error(fftconv_last_error());
     return false;
   }
@@ -197,6 +198,7 @@ class FFTConvPlugin : public IPluginV3, public IPluginV3OneCore, public IPluginV
  private:
   void describe_fields() {
     fields_ = {PluginField("fft_size", &at_.fft_size, PluginFieldType::kINT64, 1),
+               PluginField("freq_keep", &at_.freq_keep, PluginFieldType::kINT64, 1),
                PluginField("layout", at_.layout.c_str(), PluginFieldType::kCHAR, int32_t(at_.layout.size())),
                PluginField("has_D", &at_.has_D, PluginFieldType::kINT32, 1),
                PluginField("has_pregate", &at_.has_pregate, PluginFieldType::kINT32, 1),
@@ -215,6 +217,7 @@ class FFTConvCreator : public IPluginCreatorV3One {
  public:
   FFTConvCreator() {
     names_ = {PluginField("fft_size", nullptr, PluginFieldType::kINT64, 1),
+              PluginField("freq_keep", nullptr, PluginFieldType::kINT64, 1),
               PluginField("layout", nullptr, PluginFieldType::kCHAR, 3),
               PluginField("has_D", nullptr, PluginFieldType::kINT32, 1),
               PluginField("has_pregate", nullptr, PluginFieldType::kINT32, 1),
@@ -229,10 +232,11 @@ class FFTConvCreator : public IPluginCreatorV3One {
       PluginField const& f = fc->fields[i];
       const std::string name = f.name ? f.name : "";
       if (!f.data || f.length < 1) continue;
-      if (name == "fft_size") {
-        if (f.type == PluginFieldType::kINT64) at.fft_size = *static_cast<int64_t const*>(f.data);
-        else if (f.type == PluginFieldType::kINT32) at.fft_size = *static_cast<int32_t const*>(f.data);
-        else return refuse("field 'fft_size' must be an integer (INT32 or INT64)");
+      if (name == "fft_size" || name == "freq_keep") {
+        int64_t& value = name == "fft_size" ? at.fft_size : at.freq_keep;
+        if (f.type == PluginFieldType::kINT64) value = *static_cast<int64_t const*>(f.data);
+        else if (f.type == PluginFieldType::kINT32) value = *static_cast<int32_t const*>(f.data);
+        else return refuse("field '" + name + "' must be an integer (INT32 or INT64)");
       } else if (name == "layout") {
         if (f.type != PluginFieldType::kCHAR) return refuse("field 'layout' must be a string (CHAR)");
         at.layout.assign(static_cast<char const*>(f.data), strnlen(static_cast<char const*>(f.data), size_t(f.length)));
@@ -246,6 +250,7 @@ class FFTConvCreator : public IPluginCreatorV3One {
     if (at.layout != "BHL" && at.layout != "BLH") return refuse("field 'layout' must be \"BHL\" or \"BLH\", got \"" +
                                                                at.layout + "\"");
     if (at.fft_size < 0) return refuse("field 'fft_size' must be >= 0, got " + std::to_string(at.fft_size));
+    if (at.freq_keep < 0) return refuse("field 'freq_keep' must be >= 0, got " + std::to_string(at.freq_keep));
     return new (std::nothrow) FFTConvPlugin(std::move(at));
   }
   PluginFieldCollection const* getFieldNames() noexcept override { return &collection_; }

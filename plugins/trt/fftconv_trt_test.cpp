@@ -71,12 +71,13 @@ int main() {
   check(std::strcmp(creator->getPluginName(), "FFTConv") == 0, "plugin name FFTConv");
   check(std::strcmp(creator->getPluginVersion(), "1") == 0, "plugin version 1");
   check(std::strcmp(creator->getPluginNamespace(), "fftconv_rt") == 0, "plugin namespace fftconv_rt");
-  check(creator->getFieldNames()->nbFields == 5, "five fields");
+  check(creator->getFieldNames()->nbFields == 6, "six fields");
 
   // As the ONNX parser passes them: integers as INT32, strings as CHAR without a terminator.
-  int32_t fft_size = 0, has_D = 1;
+  int32_t fft_size = 0, has_D = 1, freq_keep = 2048;
   char const layout[] = {'B', 'L', 'H'};
   std::vector<PluginField> fields{PluginField("fft_size", &fft_size, PluginFieldType::kINT32, 1),
+                                  PluginField("freq_keep", &freq_keep, PluginFieldType::kINT32, 1),
                                   PluginField("layout", layout, PluginFieldType::kCHAR, 3),
                                   PluginField("has_D", &has_D, PluginFieldType::kINT32, 1)};
   PluginFieldCollection fc{int32_t(fields.size()), fields.data()};
@@ -113,14 +114,16 @@ int main() {
 
   // serialization: the fields rebuild an identical plugin
   PluginFieldCollection const* saved = runtime->getFieldsToSerialize();
-  check(field_int(saved, "fft_size") == 0 && field_string(saved, "layout") == "BLH" && field_int(saved, "has_D") == 1,
+  check(field_int(saved, "fft_size") == 0 && field_string(saved, "layout") == "BLH" && field_int(saved, "has_D") == 1 &&
+            field_int(saved, "freq_keep") == 2048,
         "serialized fields");
   std::unique_ptr<IPluginV3> rebuilt(creator->createPlugin("conv", saved, TensorRTPhase::kRUNTIME));
   check(rebuilt != nullptr, "rebuilt from its fields");
   if (rebuilt) {
     auto* again = static_cast<IPluginV3OneRuntime*>(rebuilt->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
     PluginFieldCollection const* fc2 = again->getFieldsToSerialize();
-    check(field_string(fc2, "layout") == "BLH" && field_int(fc2, "has_D") == 1 && field_int(fc2, "has_pregate") == -1,
+    check(field_string(fc2, "layout") == "BLH" && field_int(fc2, "has_D") == 1 && field_int(fc2, "has_pregate") == -1 &&
+              field_int(fc2, "freq_keep") == 2048,
           "identical fields after a round trip");
   }
   std::unique_ptr<IPluginV3> attached(runtime->attachToContext(nullptr));

@@ -90,6 +90,7 @@ class Params(ctypes.Structure):
         ("stream", ctypes.c_void_p),
         ("parallel_for", ctypes.c_void_p),  # NULL: the core's own threads
         ("parallel_host", ctypes.c_void_p),
+        ("freq_keep", ctypes.c_int64),
     ]
 
 
@@ -103,9 +104,9 @@ def core() -> ctypes.CDLL:
         lib = ctypes.CDLL(str(find_library(CORE_LIBRARY)))
         lib.fftconv_last_error.restype = ctypes.c_char_p
         lib.fftconv_abi_version.restype = ctypes.c_int32
-        lib.fftconv_resolve.restype = ctypes.c_int
-        lib.fftconv_resolve.argtypes = [
-            ctypes.POINTER(TensorDesc), ctypes.c_int64, ctypes.c_char_p,
+        lib.fftconv_resolve_sparse.restype = ctypes.c_int
+        lib.fftconv_resolve_sparse.argtypes = [
+            ctypes.POINTER(TensorDesc), ctypes.c_int64, ctypes.c_char_p, ctypes.c_int64,
             ctypes.POINTER(Params), ctypes.POINTER(ctypes.c_int64)]
         lib.fftconv_cpu_forward.restype = ctypes.c_int
         lib.fftconv_cpu_forward.argtypes = [ctypes.POINTER(Params), ctypes.c_void_p]
@@ -155,14 +156,15 @@ def describe(shape, dtype_code: int | None) -> TensorDesc:
     return desc
 
 
-def resolve(descs, fft_size: int, layout: str) -> tuple[Params, tuple[int, int, int]]:
+def resolve(descs, fft_size: int, layout: str, freq_keep: int = 0) -> tuple[Params, tuple[int, int, int]]:
     """Validates the inputs against the op contract (the core's messages) and returns the params."""
     array = (TensorDesc * len(INPUT_NAMES))(*descs)
     params = Params()
     out_shape = (ctypes.c_int64 * 3)()
     if not isinstance(layout, str):
         raise FFTConvError(f"FFTConv: attribute 'layout' must be a string \"BHL\" or \"BLH\", got {layout!r}")
-    check(core().fftconv_resolve(array, int(fft_size), layout.encode(), ctypes.byref(params), out_shape))
+    check(core().fftconv_resolve_sparse(array, int(fft_size), layout.encode(), int(freq_keep), ctypes.byref(params),
+                                        out_shape))
     return params, tuple(out_shape)
 
 
@@ -190,11 +192,11 @@ def set_pointers(params: Params, inputs, y) -> None:
 
 
 def fftconv_numpy(u, k, D=None, pregate=None, postgate=None, fft_size: int = 0, layout: str = "BHL",
-                  num_threads: int = 0) -> np.ndarray:
+                  num_threads: int = 0, freq_keep: int = 0) -> np.ndarray:
     """Runs the CPU core on NumPy arrays (a direct test of the C ABI)."""
     arrays = [u, k, D, pregate, postgate]
     descs = [describe(a.shape, numpy_dtype_code(a)) if a is not None else describe((), None) for a in arrays]
-    params, out_shape = resolve(descs, fft_size, layout)
+    params, out_shape = resolve(descs, fft_size, layout, freq_keep)
     arrays = [np.ascontiguousarray(a) if a is not None else None for a in arrays]
     y = np.empty(out_shape, dtype=arrays[0].dtype)
     set_pointers(params, [a.ctypes.data if a is not None else None for a in arrays], y.ctypes.data)

@@ -64,7 +64,8 @@ def _cmd_export(args) -> int:
             threshold = {} if args.min_conv_taps is None else {"min_conv_taps": args.min_conv_taps}
             report = export(model, example, args.output, opset_version=args.opset,
                             require_rewrite=not args.allow_none, fold_filters=not args.keep_filter_ops,
-                            tensorrt=args.tensorrt, partial=args.partial, **threshold)
+                            tensorrt=args.tensorrt, partial=args.partial, freq_keep=args.freq_keep,
+                            **threshold)
     except NoLongConvolutionError as e:
         print(e, file=sys.stderr)
         return 2
@@ -151,6 +152,11 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _bins_or_fraction(text: str):
+    """--freq-keep: an integer number of bins, or a fraction written with a point."""
+    return float(text) if "." in text else int(text)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="fftconv-rt", description="Long-convolution models from PyTorch to "
                                      "ONNX Runtime / TensorRT with one fused FFTConv op.")
@@ -181,6 +187,10 @@ def main(argv=None) -> int:
     p.add_argument("--min-conv-taps", type=int, default=None,
                    help="depthwise causal Conv1d layers with at least this many taps become FFTConv "
                         "(default: from 2 taps, short filters too; 64 keeps Hyena's 3-tap filters as Conv)")
+    p.add_argument("--freq-keep", type=_bins_or_fraction, default=None, metavar="K",
+                   help="make every FFTConv frequency-sparse: its filter spectrum keeps K rfft bins (an integer) or "
+                        "that fraction of them (0 < K <= 1, static lengths); changes the model, the report gives "
+                        "each node's error")
     p.add_argument("--partial", type=int, default=None, metavar="N",
                    help="cut every long filter to its first N taps (changes the model; the report gives each "
                         "node's error on the example inputs)")

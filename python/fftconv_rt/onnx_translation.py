@@ -41,8 +41,13 @@ register_onnx_schema()
 fftconv_opset = values.Opset(DOMAIN, OP_VERSION)
 
 
-def fftconv_onnx(u, k, D=None, pregate=None, postgate=None, fft_size: int = 0, layout: str = "BHL"):
-    """Translation of torch.ops.fftconv_rt.fftconv: one FFTConv node, omitted inputs left empty."""
+def fftconv_onnx(u, k, D=None, pregate=None, postgate=None, fft_size: int = 0, layout: str = "BHL",
+                 freq_keep: int = 0):
+    """Translation of torch.ops.fftconv_rt.fftconv: one FFTConv node, omitted inputs left empty
+    (freq_keep written only when set, so that dense nodes read as before)."""
+    if freq_keep:
+        return fftconv_opset.FFTConv(u, k, D, pregate, postgate, fft_size=fft_size, layout=layout,
+                                     freq_keep=freq_keep)
     return fftconv_opset.FFTConv(u, k, D, pregate, postgate, fft_size=fft_size, layout=layout)
 
 

@@ -10,15 +10,22 @@ def _f64(a):
 
 
 def fftconv_reference(u, k, D=None, pregate=None, postgate=None, fft_size: int = 0,
-                      layout: str = "BHL") -> np.ndarray:
-    """y = postgate * (irfft(rfft(v, n) * rfft(k, n), n)[..., :L] + D * v), v = pregate * u, in float64."""
+                      layout: str = "BHL", freq_keep: int = 0) -> np.ndarray:
+    """y = postgate * (irfft(rfft(v, n) * rfft(k, n), n)[..., :L] + D * v), v = pregate * u, in float64;
+    freq_keep > 0: rfft(k, n) zeroed at the bins >= freq_keep, n = fft_size or 2L."""
     u, k, D, pregate, postgate = map(_f64, (u, k, D, pregate, postgate))
     if layout == "BLH":  # compute in (B, H, L)
         u, pregate, postgate = (None if a is None else a.transpose(0, 2, 1) for a in (u, pregate, postgate))
     v = u if pregate is None else u * pregate
     L, Lk = v.shape[-1], k.shape[-1]
-    n = fft_size if fft_size > 0 else L + Lk - 1
-    y = np.fft.irfft(np.fft.rfft(v, n) * np.fft.rfft(k, n), n)[..., :L]
+    if freq_keep > 0:
+        n = fft_size if fft_size > 0 else 2 * L
+        k_f = np.fft.rfft(k, n)
+        k_f[..., freq_keep:] = 0
+    else:
+        n = fft_size if fft_size > 0 else L + Lk - 1
+        k_f = np.fft.rfft(k, n)
+    y = np.fft.irfft(np.fft.rfft(v, n) * k_f, n)[..., :L]
     if D is not None:
         y = y + D[:, None] * v
     if postgate is not None:

@@ -15,11 +15,11 @@ from torch import Tensor
 
 from . import _lib
 
-def _resolve(u, k, D, pregate, postgate, fft_size, layout):
+def _resolve(u, k, D, pregate, postgate, fft_size, layout, freq_keep=0):
     tensors = (u, k, D, pregate, postgate)
     descs = [_lib.describe(t.shape, _lib.dtype_code(str(t.dtype))) if t is not None else _lib.describe((), None)
              for t in tensors]
-    return _lib.resolve(descs, fft_size, layout)
+    return _lib.resolve(descs, fft_size, layout, freq_keep)
 
 
 def _check_tensor_args(u, k, D, pregate, postgate):
@@ -34,13 +34,13 @@ def _check_same_device(u, tensors):
             raise _lib.FFTConvError(f"FFTConv: input '{name}' is on {t.device}; expected {u.device} like 'u'")
 
 
-def _setup(u, k, D, pregate, postgate, fft_size, layout):
+def _setup(u, k, D, pregate, postgate, fft_size, layout, freq_keep):
     """What every kernel does first: checks the arguments, makes them contiguous, validates them
     against the op contract, allocates y, and points the params at all of them."""
     _check_tensor_args(u, k, D, pregate, postgate)
     tensors = [t.contiguous() if t is not None else None for t in (u, k, D, pregate, postgate)]
     _check_same_device(u, tensors)
-    params, out_shape = _resolve(*tensors, fft_size, layout)
+    params, out_shape = _resolve(*tensors, fft_size, layout, freq_keep)
     y = torch.empty(out_shape, dtype=u.dtype, device=u.device)
     _lib.set_pointers(params, [t.data_ptr() if t is not None else None for t in tensors], y.data_ptr())
     return params, tensors, y
@@ -48,11 +48,12 @@ def _setup(u, k, D, pregate, postgate, fft_size, layout):
 
 @torch.library.custom_op("fftconv_rt::fftconv", mutates_args=(), device_types="cpu")
 def fftconv(u: Tensor, k: Tensor, D: Optional[Tensor] = None, pregate: Optional[Tensor] = None,
-            postgate: Optional[Tensor] = None, fft_size: int = 0, layout: str = "BHL") -> Tensor:
+            postgate: Optional[Tensor] = None, fft_size: int = 0, layout: str = "BHL", freq_keep: int = 0) -> Tensor:
     """y = postgate * (irfft(rfft(pregate*u, n) * rfft(k, n), n)[..., :L] + D * pregate*u); see op_spec.toml.
+    freq_keep > 0: rfft(k, n) keeps its freq_keep lowest bins (n = fft_size, or 2L, a power of two).
 
     Non-contiguous inputs are copied to contiguous memory first."""
-    params, _, y = _setup(u, k, D, pregate, postgate, fft_size, layout)
+    params, _, y = _setup(u, k, D, pregate, postgate, fft_size, layout, freq_keep)
     if y.numel() == 0:
         return y
     params.num_threads = torch.get_num_threads()
@@ -78,11 +79,11 @@ def _workspace(params, device) -> Tensor:
 
 
 @fftconv.register_kernel("cuda")
-def _fftconv_cuda(u, k, D=None, pregate=None, postgate=None, fft_size=0, layout="BHL"):
+def _fftconv_cuda(u, k, D=None, pregate=None, postgate=None, fft_size=0, layout="BHL", freq_keep=0):
     if not _lib.has_cuda_kernels():
         raise _lib.FFTConvError("FFTConv: this build of fftconv-rt has no CUDA kernels (built without nvcc); "
                                 "rebuild with -DFFTCONV_BUILD_CUDA=ON or move the tensors to the CPU")
-    params, tensors, y = _setup(u, k, D, pregate, postgate, fft_size, layout)
+    params, tensors, y = _setup(u, k, D, pregate, postgate, fft_size, layout, freq_keep)
     if y.numel() == 0:
         return y
     with torch.cuda.device(u.device):
@@ -95,7 +96,7 @@ def _fftconv_cuda(u, k, D=None, pregate=None, postgate=None, fft_size=0, layout=
 
 
 @fftconv.register_fake
-def _fftconv_fake(u, k, D=None, pregate=None, postgate=None, fft_size=0, layout="BHL"):
+def _fftconv_fake(u, k, D=None, pregate=None, postgate=None, fft_size=0, layout="BHL", freq_keep=0):
     if u.dim() != 3:
         raise _lib.FFTConvError(f"FFTConv: input 'u' must be rank 3, got rank {u.dim()}")
     if k.dim() != 2:

@@ -8,6 +8,8 @@
  *   v = pregate * u
  *   y = postgate * (irfft(rfft(v, n) * rfft(k, n), n)[..., :L] + D * v)
  * fft_size == 0 means the exact linear causal convolution.
+ * freq_keep = K > 0 (frequency-sparse): rfft(k, n) is zeroed at the bins f >= K, with
+ * n = fft_size, or 2L when fft_size is 0; n must then be a power of two and at least Lk.
  */
 #ifndef FFTCONV_RT_FFTCONV_H
 #define FFTCONV_RT_FFTCONV_H
@@ -25,7 +27,7 @@
 extern "C" {
 #endif
 
-#define FFTCONV_ABI_VERSION 1
+#define FFTCONV_ABI_VERSION 2
 
 typedef enum fftconv_status {
   FFTCONV_OK = 0,
@@ -94,6 +96,9 @@ typedef struct fftconv_params {
    * the op does not start threads of its own beside it; NULL: own threads. */
   fftconv_parallel_for_fn parallel_for;
   void* parallel_host;
+  /* Frequency-sparse convolution (ABI 2): the filter spectrum keeps its freq_keep lowest rfft
+   * bins; 0 keeps all. fftconv_resolve_sparse sets it, with fft_size = the period n. */
+  int64_t freq_keep;
 } fftconv_params;
 
 /* The message of the last failed call on this thread ("" if none). */
@@ -108,6 +113,13 @@ FFTCONV_API int32_t fftconv_abi_version(void);
 FFTCONV_API fftconv_status fftconv_resolve(const fftconv_tensor_desc inputs[FFTCONV_NUM_INPUTS],
                                            int64_t fft_size, const char* layout,
                                            fftconv_params* out, int64_t out_shape[3]);
+
+/* fftconv_resolve with the attribute freq_keep (>= 0): where it removes bins (K < n/2 + 1),
+ * *out gets freq_keep = K and fft_size = n, the power-of-two period the mask is defined at;
+ * otherwise freq_keep = 0. */
+FFTCONV_API fftconv_status fftconv_resolve_sparse(const fftconv_tensor_desc inputs[FFTCONV_NUM_INPUTS],
+                                                  int64_t fft_size, const char* layout, int64_t freq_keep,
+                                                  fftconv_params* out, int64_t out_shape[3]);
 
 /* ---- CPU ---------------------------------------------------------------
  * The filter spectrum depends on (H, Lk, the transform size) and k; callers
