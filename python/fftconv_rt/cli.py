@@ -120,6 +120,12 @@ def _cmd_bench(args) -> int:
         lengths = tuple(int(x) for x in args.lengths.split(",")) if args.lengths else MODEL_LENGTHS
         run_model_bench(lengths=lengths, out_path=args.out)
         return 0
+    if args.sparse:
+        from .bench import SPARSE_LENGTHS, run_sparse_bench
+
+        lengths = tuple(int(x) for x in args.lengths.split(",")) if args.lengths else SPARSE_LENGTHS
+        run_sparse_bench(lengths=lengths, out_path=args.out)
+        return 0
     if args.partial:
         from .bench import PARTIAL_LENGTHS, PARTIAL_TAPS, run_partial_bench
 
@@ -231,6 +237,8 @@ def main(argv=None) -> int:
     p.add_argument("--model", action="store_true",
                    help="end to end on the GPU: a Hyena stack in PyTorch eager vs ONNX Runtime CUDA (fftconv-rt "
                         "export and the default DFT export)")
+    p.add_argument("--sparse", action="store_true",
+                   help="GPU, fp16: frequency-sparse (keep 1/2, 1/4, 1/8 of the bins) against dense, L = 8K .. 2M")
     p.add_argument("--partial", action="store_true",
                    help="GPU, fp16: filters cut to 1K, 4K, 16K taps against the full filter at L = 128K, 2M, 16M")
     p.add_argument("--lengths", default=None, help="comma-separated L (default: 1K..64K on CPU, 128..2M on GPU)")
