@@ -4,7 +4,7 @@
  * The ORT op, the TensorRT plugin and the Python bindings (ctypes) all go
  * through this header; nothing here knows about tensors of any framework.
  *
- * Semantics (spec/fftconv_op.md), n = fft_size:
+ * Semantics (python/fftconv_rt/op_spec.toml), n = fft_size:
  *   v = pregate * u
  *   y = postgate * (irfft(rfft(v, n) * rfft(k, n), n)[..., :L] + D * v)
  * fft_size == 0 means the exact linear causal convolution.
