@@ -3,7 +3,9 @@ shape inference, errors, and the library's exported symbols."""
 
 from __future__ import annotations
 
+import platform
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -159,10 +161,33 @@ def test_truncated_model_file_is_refused(rng, tmp_path):
     assert "Protobuf parsing failed" in str(info.value)
 
 
-def test_library_that_is_not_a_shared_object_is_refused(rng, tmp_path, monkeypatch):
-    (tmp_path / "libfftconv_ort.so").write_text("not a library")
+def _elf_for_another_machine(path, source):
+    """A copy of a real library with its ELF machine set to aarch64 (x86-64 when run on aarch64)."""
+    data = bytearray(source.read_bytes())
+    data[18:20] = (62 if platform.machine() == "aarch64" else 183).to_bytes(2, "little")
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("library", ["ort", "core"])
+@pytest.mark.parametrize("defect,message", [("text", "is not a shared library (no ELF header)"),
+                                            ("architecture", "was built for")])
+def test_library_that_cannot_load_here_is_refused_with_the_reason(rng, tmp_path, monkeypatch, library, defect,
+                                                                  message):
+    """A non-library file, and a library of another architecture (which the loader would report
+    as "No such file or directory"), for the ORT library and the core."""
+    from fftconv_rt import _lib
+
+    name = _lib.ORT_LIBRARY if library == "ort" else _lib.CORE_LIBRARY
+    if defect == "text":
+        (tmp_path / name).write_text("not a library")
+    else:
+        _elf_for_another_machine(tmp_path / name, Path(_lib.find_library(name)))
     monkeypatch.setenv("FFTCONV_RT_LIB_DIR", str(tmp_path))
-    model = build_model(make_inputs(rng, 2, 3, 30, 30, "float32", ()), "float32").SerializeToString()
-    with pytest.raises(Exception) as info:
-        make_session(model, providers=["CPUExecutionProvider"])
-    assert "Failed to load library" in str(info.value) and str(tmp_path) in str(info.value)
+    with pytest.raises(_lib.LibraryLoadError) as info:
+        if library == "ort":
+            model = build_model(make_inputs(rng, 2, 3, 30, 30, "float32", ()), "float32").SerializeToString()
+            make_session(model, providers=["CPUExecutionProvider"])
+        else:
+            monkeypatch.setattr(_lib, "_core", None)
+            _lib.core()
+    assert message in str(info.value) and str(tmp_path) in str(info.value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,10 @@ class LibraryNotFoundError(FileNotFoundError):
     """A native library of fftconv-rt is not where the package looks for it."""
 
 
+class LibraryLoadError(OSError):
+    """A native library of fftconv-rt was found but cannot be loaded on this machine."""
+
+
 def _search_dirs() -> list[Path]:
     dirs = []
     if os.environ.get(_ENV_DIR):
@@ -41,12 +46,34 @@ def _search_dirs() -> list[Path]:
     return list(dict.fromkeys(dirs))
 
 
+# ELF e_machine numbers of the machines a wheel could have been built for.
+_ELF_MACHINES = {3: "i386", 40: "arm", 62: "x86_64", 183: "aarch64", 243: "riscv64", 21: "ppc64le"}
+
+
+def _check_loadable(path: Path) -> None:
+    """Refuses a file the dynamic loader would reject with a misleading message ("cannot open
+    shared object file: No such file or directory" for another architecture): not an ELF
+    shared library, or one built for another machine."""
+    with open(path, "rb") as f:
+        header = f.read(20)
+    if header[:4] != b"\x7fELF" or len(header) < 20:
+        raise LibraryLoadError(f"fftconv-rt: {path} is not a shared library (no ELF header); rebuild or reinstall "
+                               f"the package")
+    machine = _ELF_MACHINES.get(int.from_bytes(header[18:20], "little"), f"ELF machine {header[18] + 256 * header[19]}")
+    host = platform.machine()
+    if machine != host and not (machine == "arm" and host.startswith("arm")):
+        raise LibraryLoadError(f"fftconv-rt: {path} was built for {machine}, this machine is {host}; build the "
+                               f"libraries here (pip install .) or install the wheel for {host}")
+
+
 def find_library(name: str) -> Path:
-    """Path of a native library of the package; raises LibraryNotFoundError naming where it looked."""
+    """Path of a native library of the package; raises LibraryNotFoundError naming where it looked,
+    LibraryLoadError when the file found cannot be loaded here."""
     dirs = _search_dirs()
     for d in dirs:
         candidate = d / name
         if candidate.is_file():
+            _check_loadable(candidate)
             return candidate
     looked = ", ".join(str(d) for d in dirs)
     raise LibraryNotFoundError(

@@ -259,7 +259,10 @@ def main(argv=None) -> int:
     p.set_defaults(fn=_cmd_info)
 
     args = parser.parse_args(argv)
-    user_errors: tuple = (FileNotFoundError, IsADirectoryError, ValueError, TypeError, ImportError)
+    from ._lib import LibraryLoadError
+
+    user_errors: tuple = (FileNotFoundError, IsADirectoryError, ValueError, TypeError, ImportError,
+                          LibraryLoadError)
     try:
         from google.protobuf.message import DecodeError  # an unreadable .onnx
 
