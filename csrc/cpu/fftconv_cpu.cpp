@@ -222,7 +222,8 @@ void run_rows(const fftconv_params& p, const float* spectrum, const std::vector<
   using E = Elem<DT>;
   const int64_t m = cpu_transform_size(p.L, p.Lk, p.fft_size, p.freq_keep);
   const int64_t block = cpu_block_size(p.L, p.Lk, p.fft_size, p.freq_keep);
-  const bool circular = is_circular(p.L, p.Lk, p.fft_size);
+  // a frequency-sparse call transforms at its period: its result needs no fold
+  const bool circular = p.freq_keep == 0 && is_circular(p.L, p.Lk, p.fft_size);
   const int64_t n = p.fft_size;
   const auto plan = FftPlan::get(m);
   const int64_t bins = plan->canonical_count();
