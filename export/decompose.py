@@ -8,6 +8,8 @@ Per node, with n the next power of two >= L + Lk - 1:
     c = Re(IDFT(Y))                         takes no one-sided input)
     y = c[..., :L] (+ c[..., p:p+L] for a circular fft_size p) + D * v
     y = postgate * y, cast back to u's type, transposed back for BLH.
+A frequency-sparse node (freq_keep = K > 0) transforms at its period n (fft_size, or 2L) instead,
+with DFT(k, n) zeroed at the bins f whose min(f, n - f) >= K; the result needs no fold.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ def _decompose_node(node, index: int) -> _Builder:
     inputs = list(node.input) + [""] * (5 - len(node.input))
     u, k, D, pregate, postgate = inputs[:5]
     fft_size = int(_attribute(node, "fft_size", 0))
+    freq_keep = int(_attribute(node, "freq_keep", 0))
     layout = _attribute(node, "layout", "BHL")
     if layout not in ("BHL", "BLH"):
         raise ValueError(f"fftconv-rt decompose: node {node.name!r} has layout {layout!r}; expected BHL or BLH")
@@ -78,12 +81,15 @@ def _decompose_node(node, index: int) -> _Builder:
     # The linear convolution at the next power of two >= L + Lk - 1 (ORT's DFT is exact and
     # fast at powers of two), found in double precision: log2 of 2^k + 1 differs from k by
     # more than the 1e-10 margin. A circular fft_size is folded from it below.
-    Lk = b.op("Shape", [kf], "Lk", start=1, end=2)
-    needed = b.op("Sub", [b.op("Add", [L, Lk], "L_plus_Lk"), b.const([1], "one")], "needed")
-    log2 = b.op("Div", [b.op("Log", [b.op("Cast", [needed], "needed_f64", to=TensorProto.DOUBLE)], "ln"),
-                        b.double_const(0.6931471805599453, "ln2")], "log2")
-    exponent = b.op("Ceil", [b.op("Sub", [log2, b.double_const(1e-10, "margin")], "log2_margin")], "exponent")
-    n = b.op("Cast", [b.op("Pow", [b.double_const(2.0, "two"), exponent], "pow2")], "n", to=TensorProto.INT64)
+    if freq_keep > 0:  # the period the mask is defined at
+        n = b.const([fft_size], "period") if fft_size > 0 else b.op("Mul", [L, b.const([2], "two_int")], "period")
+    else:
+        Lk = b.op("Shape", [kf], "Lk", start=1, end=2)
+        needed = b.op("Sub", [b.op("Add", [L, Lk], "L_plus_Lk"), b.const([1], "one")], "needed")
+        log2 = b.op("Div", [b.op("Log", [b.op("Cast", [needed], "needed_f64", to=TensorProto.DOUBLE)], "ln"),
+                            b.double_const(0.6931471805599453, "ln2")], "log2")
+        exponent = b.op("Ceil", [b.op("Sub", [log2, b.double_const(1e-10, "margin")], "log2_margin")], "exponent")
+        n = b.op("Cast", [b.op("Pow", [b.double_const(2.0, "two"), exponent], "pow2")], "n", to=TensorProto.INT64)
     n_scalar = b.op("Squeeze", [n], "n_scalar")
 
     def spectrum(real, axis):
@@ -98,6 +104,12 @@ def _decompose_node(node, index: int) -> _Builder:
         return b.op("Gather", [z, idx], "part", axis=-1)
 
     Vr, Vi, Kr, Ki = part(V, re_idx), part(V, im_idx), part(K, re_idx), part(K, im_idx)
+    if freq_keep > 0:  # bins f with min(f, n - f) >= freq_keep are zero
+        f = b.op("Range", [b.const(0, "first_bin"), n_scalar, b.const(1, "bin_step")], "bins")
+        bin_index = b.op("Min", [f, b.op("Sub", [n_scalar, f], "negative_bins")], "bin_index")
+        kept = b.op("Cast", [b.op("Less", [bin_index, b.const(freq_keep, "freq_keep")], "kept_bins")], "mask",
+                    to=TensorProto.FLOAT)
+        Kr, Ki = b.op("Mul", [Kr, kept], "k_re_kept"), b.op("Mul", [Ki, kept], "k_im_kept")
     Yr = b.op("Sub", [b.op("Mul", [Vr, Kr]), b.op("Mul", [Vi, Ki])], "y_re")
     Yi = b.op("Add", [b.op("Mul", [Vr, Ki]), b.op("Mul", [Vi, Kr])], "y_im")
     Y = b.op("Concat", [b.op("Unsqueeze", [Yr, axis_last]), b.op("Unsqueeze", [Yi, axis_last])], "y_spectrum",
@@ -105,7 +117,7 @@ def _decompose_node(node, index: int) -> _Builder:
     y = b.op("DFT", [Y, n_scalar], "idft", axis=2, inverse=1, onesided=0)
     linear = part(y, re_idx)
     y = b.op("Slice", [linear, b.const([0], "zero"), L, axis_l], "causal_cut")
-    if fft_size > 0:
+    if fft_size > 0 and freq_keep == 0:
         # circular of period fft_size: y[t] += linear[t + fft_size] (zero past the end)
         zeros = b.op("ConstantOfShape", [b.op("Shape", [v], "v_shape")], "zeros",
                      value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0]))

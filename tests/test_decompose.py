@@ -77,6 +77,22 @@ def test_matches_the_op(rng, options, layout, fft_size):
     assert relative_error(got, expected) <= 2 * tolerance("float32")
 
 
+@pytest.mark.parametrize("L,Lk,fft_size,freq_keep", [(128, 128, 0, 20), (100, 300, 512, 40), (100, 100, 128, 7)])
+def test_frequency_sparse_node_matches_the_op(rng, L, Lk, fft_size, freq_keep):
+    """freq_keep: the decomposition transforms at the period (2L, or fft_size, circular or not)
+    and masks the filter's bins, as the op does; a dense decomposition would differ by ~1."""
+    arrays = make_inputs(rng, 2, 3, L, Lk, "float32", ("D", "postgate"))
+    model = build_model(arrays, "float32", attributes={"fft_size": fft_size, "freq_keep": freq_keep})
+    decomposed, count = decompose(model)
+    assert count == 1
+    got = _plain_session(decomposed).run(None, _feed(_plain_session(decomposed), arrays))[0]
+    op = make_session(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = op.run(None, _feed(op, arrays))[0]
+    ref = fftconv_reference(*arrays, fft_size=fft_size, freq_keep=freq_keep)
+    assert relative_error(got, ref) <= tolerance("float32")
+    assert relative_error(got, expected) <= 2 * tolerance("float32")
+
+
 def test_float16_model_keeps_its_type(rng):
     arrays = make_inputs(rng, 2, 3, 500, 500, "float16", ("D",))
     decomposed, _ = decompose(build_model(arrays, "float16"))
