@@ -94,6 +94,23 @@ def test_empty_dimensions_give_empty_output(rng, shape):
     assert y.shape == shape
 
 
+@pytest.mark.parametrize("Lk", [1, 2, 3, 17, 32, 33])
+@pytest.mark.parametrize("dtype,layout", [("float32", "BHL"), ("float16", "BLH"), ("bfloat16", "BHL")])
+def test_short_filters_summed_directly(rng, Lk, dtype, layout):
+    """Filters of up to 32 taps take the direct sum (33 the FFT path), over spans of 4096
+    outputs: L = 10000 crosses two span boundaries."""
+    _check(rng, 2, 3, 10000, Lk, dtype, ("D", "pregate", "postgate"), layout)
+
+
+def test_nan_stays_within_the_taps_of_a_short_filter(rng):
+    """The direct sum is local: a NaN at t = 5 reaches outputs 5 .. 5 + taps - 1 only."""
+    u, k, _, _, _ = make_inputs(rng, 1, 2, 64, 3, options=())
+    u[0, 0, 5] = np.nan
+    y = fftconv_numpy(u, k)
+    assert np.isnan(y[0, 0, 5:8]).all() and np.isfinite(y[0, 0, :5]).all() and np.isfinite(y[0, 0, 8:]).all()
+    assert np.isfinite(y[0, 1]).all()
+
+
 def test_nan_propagates_without_crash(rng):
     u, k, _, _, _ = make_inputs(rng, 1, 2, 64, 64, options=())
     u[0, 0, 5] = np.nan

@@ -40,6 +40,15 @@ inline bool masked_bin(int64_t f, int64_t m, int64_t freq_keep) {
   return freq_keep > 0 && std::min(f, m - f) >= freq_keep;
 }
 
+// CPU, very short filters (Hyena's 3-tap short convolutions, say): the sum of the taps
+// directly, a few multiply-adds per output, instead of any transform. The prepared filter
+// of such a call is its taps.
+constexpr int64_t kCpuDirectMaxTaps = 32;
+
+inline bool cpu_direct(int64_t L, int64_t Lk, int64_t fft_size, int64_t freq_keep = 0) {
+  return freq_keep == 0 && !is_circular(L, Lk, fft_size) && used_taps(L, Lk, fft_size) <= kCpuDirectMaxTaps;
+}
+
 // CPU, short filters on long sequences (a linear convolution with L much longer than
 // the taps): overlap-save in blocks of this many points (at least 4x the taps, so that
 // 3/4 of each block are new outputs), or 0 when one transform of the whole row is used.

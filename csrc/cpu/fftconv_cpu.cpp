@@ -9,6 +9,7 @@
 //
 // Short filters on long rows (cpu_block_size) take overlap-save instead: blocks of
 // m points, each giving m - taps + 1 outputs from the inputs taps - 1 before them.
+// Filters of at most kCpuDirectMaxTaps taps are summed directly (cpu_direct).
 #include <algorithm>
 #include <cstring>
 #include <exception>
@@ -151,6 +152,12 @@ void for_each_pair(const fftconv_params& p, const FftPlan& plan, int64_t count, 
 bool finite_sum(float x) { return x - x == 0.f; }
 
 void prepare_filter(const fftconv_params& p, float* spectrum) {
+  if (cpu_direct(p.L, p.Lk, p.fft_size, p.freq_keep)) {  // the prepared filter is its taps
+    const int64_t taps = used_taps(p.L, p.Lk, p.fft_size);
+    for (int64_t h = 0; h < p.H; ++h)
+      for (int64_t t = 0; t < taps; ++t) spectrum[h * taps + t] = load_any(p.k, p.k_dtype, h * p.Lk + t);
+    return;
+  }
   const int64_t m = cpu_transform_size(p.L, p.Lk, p.fft_size, p.freq_keep);
   const int64_t taps = used_taps(p.L, p.Lk, p.fft_size, p.freq_keep);
   const auto plan = FftPlan::get(m);
@@ -195,6 +202,18 @@ void prepare_filter(const fftconv_params& p, float* spectrum) {
       for (int64_t q = 0; q < bins; ++q)
         if (masked_bin(R > 1 ? q / C + R * (q % C) : q, m, p.freq_keep)) re[q] = re[bins + q] = 0.f;
     }
+  }
+}
+
+// conv[j] = sum_i k[i] * v[j + taps - 1 - i] for j < count: v holds the taps - 1 inputs
+// before the outputs' first, then theirs. Over j innermost, which vectorizes.
+FFTCONV_SIMD_CLONES
+void direct_fir(const float* v, const float* k, int64_t taps, int64_t count, float* conv) {
+  std::fill(conv, conv + count, 0.f);
+  for (int64_t i = 0; i < taps; ++i) {
+    const float ki = k[i];
+    const float* src = v + taps - 1 - i;
+    for (int64_t j = 0; j < count; ++j) conv[j] += ki * src[j];
   }
 }
 
@@ -321,6 +340,41 @@ void run_rows(const fftconv_params& p, const float* spectrum, const std::vector<
     for_each_pair(p, *plan, rows, L, load_v, convolve, m);
 }
 
+// Filters of at most kCpuDirectMaxTaps taps: the taps summed directly over spans of the row.
+template <int DT>
+void run_rows_direct(const fftconv_params& p, const float* taps_by_channel, const std::vector<float>& D) {
+  using E = Elem<DT>;
+  constexpr int64_t kSpan = 4096;  // outputs per step: their inputs stay in the L1 cache
+  const int64_t taps = used_taps(p.L, p.Lk, p.fft_size), rows = p.B * p.H, L = p.L;
+  parallel_for(p, rows, chunk_count(p, L * taps / 8, rows), [&](int64_t begin, int64_t end) {
+    std::vector<float> v(static_cast<size_t>(kSpan + taps - 1)), conv(static_cast<size_t>(kSpan));
+    for (int64_t row = begin; row < end; ++row) {
+      const RowAddress a = row_address(p, row);
+      const float d = D.empty() ? 0.f : D[size_t(row % p.H)];
+      for (int64_t t0 = 0; t0 < L; t0 += kSpan) {
+        const int64_t count = std::min(kSpan, L - t0);
+        for (int64_t j = 0; j < count + taps - 1; ++j) {  // v over [t0 - (taps - 1), t0 + count)
+          const int64_t t = t0 - (taps - 1) + j;
+          float x = 0.f;
+          if (t >= 0) {
+            const int64_t i = a.offset + t * a.stride;
+            x = E::load(p.u, i);
+            if (p.pregate) x *= E::load(p.pregate, i);
+          }
+          v[size_t(j)] = x;
+        }
+        direct_fir(v.data(), taps_by_channel + (row % p.H) * taps, taps, count, conv.data());
+        for (int64_t j = 0; j < count; ++j) {
+          const int64_t i = a.offset + (t0 + j) * a.stride;
+          float y = conv[size_t(j)] + d * v[size_t(j + taps - 1)];
+          if (p.postgate) y *= E::load(p.postgate, i);
+          E::store(p.y, i, y);
+        }
+      }
+    }
+  });
+}
+
 }  // namespace
 }  // namespace fftconv
 
@@ -335,6 +389,7 @@ int64_t fftconv_cpu_transform_size(int64_t L, int64_t Lk, int64_t fft_size) {
 
 int64_t fftconv_cpu_filter_floats(const fftconv_params* p) {
   if (!p || p->H < 0 || p->L < 0 || p->Lk < 1 || p->fft_size < 0) return 0;
+  if (cpu_direct(p->L, p->Lk, p->fft_size, p->freq_keep)) return p->H * used_taps(p->L, p->Lk, p->fft_size);
   return p->H * channel_floats(*FftPlan::get(cpu_transform_size(p->L, p->Lk, p->fft_size, p->freq_keep)));
 }
 
@@ -367,10 +422,17 @@ fftconv_status fftconv_cpu_forward(const fftconv_params* p, const float* spectru
       D.resize(size_t(p->H));
       for (int64_t h = 0; h < p->H; ++h) D[size_t(h)] = load_any(p->D, p->D_dtype, h);
     }
+    const bool direct = cpu_direct(p->L, p->Lk, p->fft_size, p->freq_keep);
     switch (p->dtype) {
-      case FFTCONV_FLOAT16: run_rows<FFTCONV_FLOAT16>(*p, spectrum, D); break;
-      case FFTCONV_BFLOAT16: run_rows<FFTCONV_BFLOAT16>(*p, spectrum, D); break;
-      default: run_rows<FFTCONV_FLOAT32>(*p, spectrum, D); break;
+      case FFTCONV_FLOAT16:
+        direct ? run_rows_direct<FFTCONV_FLOAT16>(*p, spectrum, D) : run_rows<FFTCONV_FLOAT16>(*p, spectrum, D);
+        break;
+      case FFTCONV_BFLOAT16:
+        direct ? run_rows_direct<FFTCONV_BFLOAT16>(*p, spectrum, D) : run_rows<FFTCONV_BFLOAT16>(*p, spectrum, D);
+        break;
+      default:
+        direct ? run_rows_direct<FFTCONV_FLOAT32>(*p, spectrum, D) : run_rows<FFTCONV_FLOAT32>(*p, spectrum, D);
+        break;
     }
   });
 }
