@@ -23,8 +23,9 @@
 // pieces of `step` outputs, each one transform of m points over the inputs from
 // taps - 1 before it (Pieces), and every kernel works on pieces as on rows.
 // A NaN or an infinity in one row (or filter) of a packed pair would spread to the
-// other: pass 1 (and, for the filters, pass 2) flags such pairs in the workspace, and
-// the passes run twice more for the flagged pairs only, one row alone each time.
+// other: pass 1 flags such pairs in the workspace (for the rows, pass 2 also flags a
+// pair whose filter spectrum is not finite), and the passes run twice more for the
+// flagged pairs only, one row (or filter) alone each time.
 // The spectrum of frequency k1 + N1*k2 lies at k1*N2 + k2; filter spectra are
 // stored at the canonical positions (rows k1 <= N1/2) in that order.
 #include <cuda_runtime.h>
