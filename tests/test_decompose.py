@@ -66,14 +66,19 @@ def test_section_b_forms_round_trip(tmp_path, model_cls, dynamic):
 @pytest.mark.parametrize("fft_size", [0, 150])
 def test_matches_the_op(rng, options, layout, fft_size):
     arrays = make_inputs(rng, 2, 3, 100, 100, "float32", options, layout)
-    model = build_model(arrays, "float32", attributes={"layout": layout, "fft_size": fft_size})
+    _check_against_the_op(arrays, {"layout": layout, "fft_size": fft_size})
+
+
+def _check_against_the_op(arrays, attributes):
+    """One FFTConv node with these attributes, decomposed and run in the stock onnxruntime,
+    against the float64 reference and against the op itself."""
+    model = build_model(arrays, "float32", attributes=attributes)
     decomposed, count = decompose(model)
     assert count == 1
     got = _plain_session(decomposed).run(None, _feed(_plain_session(decomposed), arrays))[0]
     op = make_session(model.SerializeToString(), providers=["CPUExecutionProvider"])
     expected = op.run(None, _feed(op, arrays))[0]
-    ref = fftconv_reference(*arrays, fft_size=fft_size, layout=layout)
-    assert relative_error(got, ref) <= tolerance("float32")
+    assert relative_error(got, fftconv_reference(*arrays, **attributes)) <= tolerance("float32")
     assert relative_error(got, expected) <= 2 * tolerance("float32")
 
 
@@ -82,15 +87,7 @@ def test_frequency_sparse_node_matches_the_op(rng, L, Lk, fft_size, freq_keep):
     """freq_keep: the decomposition transforms at the period (2L, or fft_size, circular or not)
     and masks the filter's bins, as the op does; a dense decomposition would differ by ~1."""
     arrays = make_inputs(rng, 2, 3, L, Lk, "float32", ("D", "postgate"))
-    model = build_model(arrays, "float32", attributes={"fft_size": fft_size, "freq_keep": freq_keep})
-    decomposed, count = decompose(model)
-    assert count == 1
-    got = _plain_session(decomposed).run(None, _feed(_plain_session(decomposed), arrays))[0]
-    op = make_session(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    expected = op.run(None, _feed(op, arrays))[0]
-    ref = fftconv_reference(*arrays, fft_size=fft_size, freq_keep=freq_keep)
-    assert relative_error(got, ref) <= tolerance("float32")
-    assert relative_error(got, expected) <= 2 * tolerance("float32")
+    _check_against_the_op(arrays, {"fft_size": fft_size, "freq_keep": freq_keep})
 
 
 def test_float16_model_keeps_its_type(rng):
