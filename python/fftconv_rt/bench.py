@@ -242,6 +242,21 @@ def run_model_bench(lengths=MODEL_LENGTHS, d_model: int = 768, layers: int = 4, 
     return rows
 
 
+def _float64_error(got, u, k, n: int, freq_keep: int = 0, D=None) -> float:
+    """max|got - ref| / max|ref| against the float64 convolution of rows u with filters k (one
+    per row) at period n, cut to u's length; freq_keep > 0 zeroes the filter's bins from there."""
+    import torch
+
+    u64, k64 = u.double(), k.double()
+    k_f = torch.fft.rfft(k64, n=n)
+    if freq_keep:
+        k_f[..., freq_keep:] = 0
+    ref = torch.fft.irfft(torch.fft.rfft(u64, n=n) * k_f, n=n)[..., :u.shape[-1]]
+    if D is not None:
+        ref = ref + u64 * D.double().unsqueeze(-1)
+    return float((got.double() - ref).abs().max() / ref.abs().max())
+
+
 def _prepared_call(u, k, D, y, layout="BHL", freq_keep=0):
     """The deployment path of one call: the filter prepared once, the workspace allocated once;
     returns (run, spectrum, workspace), run() launching the forward kernels on the current stream."""
@@ -321,10 +336,7 @@ def run_partial_bench(lengths=PARTIAL_LENGTHS, taps=PARTIAL_TAPS, elements: int 
             k = torch.randn(H, n, device=dev, generator=g) * torch.exp(-t[:n] / 4096) / 64
             t_part, own, peak = measure(u, k, y)
             window = min(L, 1 << 20)  # float64 reference of the first `window` steps of 4 rows
-            u64, k64 = u[0, :4, :window].double(), k[:4].double()
-            ref = torch.fft.irfft(torch.fft.rfft(u64, n=2 * window) * torch.fft.rfft(k64, n=2 * window),
-                                  n=2 * window)[..., :window]
-            err = float((y[0, :4, :window].double() - ref).abs().max() / ref.abs().max())
+            err = _float64_error(y[0, :4, :window], u[0, :4, :window], k[:4], 2 * window)
             row = dict(meta, L=L, B=1, H=H, taps=n, time_ms=round(t_part, 4), op_bytes=own, peak_bytes=peak,
                        dense=dense, dense_over_partial=None if t_dense is None else round(t_dense / t_part, 2),
                        rel_error=err, tolerance=tolerance("float16"))
@@ -374,11 +386,7 @@ def run_sparse_bench(lengths=SPARSE_LENGTHS, keeps=SPARSE_KEEPS, elements: int =
             bins = (L + 1) // r
             run, _, _ = _prepared_call(u, k, None, y, freq_keep=bins)
             t_sparse = _cuda_ms(run, repeats)
-            u64, k64 = u[0, :4].double(), k[:4].double()
-            k_f = torch.fft.rfft(k64, n=2 * L)
-            k_f[:, bins:] = 0
-            ref = torch.fft.irfft(torch.fft.rfft(u64, n=2 * L) * k_f, n=2 * L)[:, :L]
-            err = float((y[0, :4].double() - ref).abs().max() / ref.abs().max())
+            err = _float64_error(y[0, :4], u[0, :4], k[:4], 2 * L, freq_keep=bins)
             rows.append(dict(meta, L=L, B=B, H=H, keep=f"1/{r}", freq_keep=bins, time_ms=round(t_sparse, 4),
                              dense_ms=round(t_dense, 4), dense_over_sparse=round(t_dense / t_sparse, 3), rel_error=err,
                              tolerance=tolerance("float16")))
@@ -444,13 +452,10 @@ def run_gpu_bench(lengths=GPU_LENGTHS, dtypes=("float16", "bfloat16", "float32")
             t_ours = cuda_ms(ours)
             # accuracy on up to 64 rows against float64 cuFFT
             ours()
-            rows_checked = min(B * H, 64)
-            u64 = u.reshape(B * H, L)[:rows_checked].double()
-            k64 = k.double()[torch.arange(rows_checked, device=dev) % H]
-            ref = torch.fft.irfft(torch.fft.rfft(u64, n=n) * torch.fft.rfft(k64, n=n), n=n)[..., :L]
-            ref = ref + u64 * D.double()[torch.arange(rows_checked, device=dev) % H].unsqueeze(-1)
-            got = y.reshape(B * H, L)[:rows_checked].double()
-            err = float((got - ref).abs().max() / ref.abs().max())
+            channels = torch.arange(min(B * H, 64), device=dev) % H
+            rows_checked = len(channels)
+            err = _float64_error(y.reshape(B * H, L)[:rows_checked], u.reshape(B * H, L)[:rows_checked],
+                                 k[channels], n, D=D[channels])
             row = dict(meta, dtype=dtype, L=L, B=B, H=H, copy_ms=round(t_copy, 4), cufft_cached_ms=round(t_cufft, 4),
                        fftconv_rt_ms=round(t_ours, 4), ours_over_copy=round(t_ours / t_copy, 3),
                        cufft_over_ours=round(t_cufft / t_ours, 3), rel_error=err, tolerance=tolerance(dtype),
