@@ -244,8 +244,6 @@ void run_rows(const fftconv_params& p, const float* spectrum, const std::vector<
   // a frequency-sparse call transforms at its period: its result needs no fold
   const bool circular = p.freq_keep == 0 && is_circular(p.L, p.Lk, p.fft_size);
   const int64_t n = p.fft_size;
-  const auto plan = FftPlan::get(m);
-  const int64_t bins = plan->canonical_count();
   const int64_t rows = p.B * p.H;
   const int64_t L = p.L;
 
@@ -284,6 +282,24 @@ void run_rows(const fftconv_params& p, const float* spectrum, const std::vector<
     }
   };
   auto store_y = [&](int64_t row, const float* conv) { store_range(row, 0, L, conv); };
+
+  if (cpu_direct(p.L, p.Lk, p.fft_size, p.freq_keep)) {  // the taps (the prepared filter) summed directly
+    constexpr int64_t kSpan = 4096;  // outputs per step: their inputs stay in the L1 cache
+    const int64_t taps = used_taps(p.L, p.Lk, p.fft_size);
+    parallel_for(p, rows, chunk_count(p, L * taps / 8, rows), [&](int64_t begin, int64_t end) {
+      std::vector<float> v(static_cast<size_t>(kSpan + taps - 1)), conv(static_cast<size_t>(kSpan));
+      for (int64_t row = begin; row < end; ++row)
+        for (int64_t t0 = 0; t0 < L; t0 += kSpan) {
+          const int64_t count = std::min(kSpan, L - t0);
+          load_range(row, t0 - (taps - 1), count + taps - 1, v.data());
+          direct_fir(v.data(), spectrum + (row % p.H) * taps, taps, count, conv.data());
+          store_range(row, t0, count, conv.data());
+        }
+    });
+    return;
+  }
+  const auto plan = FftPlan::get(m);
+  const int64_t bins = plan->canonical_count();
 
   // The spectral product of the pair transformed in (zr, zi). Refuses (false) a pair where
   // a NaN or an infinity in one row or filter would spread to the other: the DC bin
@@ -340,41 +356,6 @@ void run_rows(const fftconv_params& p, const float* spectrum, const std::vector<
     for_each_pair(p, *plan, rows, L, load_v, convolve, m);
 }
 
-// Filters of at most kCpuDirectMaxTaps taps: the taps summed directly over spans of the row.
-template <int DT>
-void run_rows_direct(const fftconv_params& p, const float* taps_by_channel, const std::vector<float>& D) {
-  using E = Elem<DT>;
-  constexpr int64_t kSpan = 4096;  // outputs per step: their inputs stay in the L1 cache
-  const int64_t taps = used_taps(p.L, p.Lk, p.fft_size), rows = p.B * p.H, L = p.L;
-  parallel_for(p, rows, chunk_count(p, L * taps / 8, rows), [&](int64_t begin, int64_t end) {
-    std::vector<float> v(static_cast<size_t>(kSpan + taps - 1)), conv(static_cast<size_t>(kSpan));
-    for (int64_t row = begin; row < end; ++row) {
-      const RowAddress a = row_address(p, row);
-      const float d = D.empty() ? 0.f : D[size_t(row % p.H)];
-      for (int64_t t0 = 0; t0 < L; t0 += kSpan) {
-        const int64_t count = std::min(kSpan, L - t0);
-        for (int64_t j = 0; j < count + taps - 1; ++j) {  // v over [t0 - (taps - 1), t0 + count)
-          const int64_t t = t0 - (taps - 1) + j;
-          float x = 0.f;
-          if (t >= 0) {
-            const int64_t i = a.offset + t * a.stride;
-            x = E::load(p.u, i);
-            if (p.pregate) x *= E::load(p.pregate, i);
-          }
-          v[size_t(j)] = x;
-        }
-        direct_fir(v.data(), taps_by_channel + (row % p.H) * taps, taps, count, conv.data());
-        for (int64_t j = 0; j < count; ++j) {
-          const int64_t i = a.offset + (t0 + j) * a.stride;
-          float y = conv[size_t(j)] + d * v[size_t(j + taps - 1)];
-          if (p.postgate) y *= E::load(p.postgate, i);
-          E::store(p.y, i, y);
-        }
-      }
-    }
-  });
-}
-
 }  // namespace
 }  // namespace fftconv
 
@@ -422,17 +403,10 @@ fftconv_status fftconv_cpu_forward(const fftconv_params* p, const float* spectru
       D.resize(size_t(p->H));
       for (int64_t h = 0; h < p->H; ++h) D[size_t(h)] = load_any(p->D, p->D_dtype, h);
     }
-    const bool direct = cpu_direct(p->L, p->Lk, p->fft_size, p->freq_keep);
     switch (p->dtype) {
-      case FFTCONV_FLOAT16:
-        direct ? run_rows_direct<FFTCONV_FLOAT16>(*p, spectrum, D) : run_rows<FFTCONV_FLOAT16>(*p, spectrum, D);
-        break;
-      case FFTCONV_BFLOAT16:
-        direct ? run_rows_direct<FFTCONV_BFLOAT16>(*p, spectrum, D) : run_rows<FFTCONV_BFLOAT16>(*p, spectrum, D);
-        break;
-      default:
-        direct ? run_rows_direct<FFTCONV_FLOAT32>(*p, spectrum, D) : run_rows<FFTCONV_FLOAT32>(*p, spectrum, D);
-        break;
+      case FFTCONV_FLOAT16: run_rows<FFTCONV_FLOAT16>(*p, spectrum, D); break;
+      case FFTCONV_BFLOAT16: run_rows<FFTCONV_BFLOAT16>(*p, spectrum, D); break;
+      default: run_rows<FFTCONV_FLOAT32>(*p, spectrum, D); break;
     }
   });
 }
