@@ -64,7 +64,22 @@ constexpr int kSplitPoints = 4096;    // complex points per block of the split p
 #define FFTCONV_CUDA_THREADS 256
 #endif
 constexpr int kThreads = FFTCONV_CUDA_THREADS;
+// Build-time tunables: points whose loads a thread of a split pass issues together
+// (for_block_points; "output" groups load four values per point: the skip terms and gates
+// of a pair, or filter bins). Measured on an H200: 1 was 8-10 % slower than 8 and 4. (On
+// the fused path, at 64 registers, the groups made the transforms spill: its loops load
+// one point at a time.)
+#ifndef FFTCONV_CUDA_SPLIT_LOAD_GROUP
+#define FFTCONV_CUDA_SPLIT_LOAD_GROUP 8
+#endif
+#ifndef FFTCONV_CUDA_SPLIT_OUTPUT_GROUP
+#define FFTCONV_CUDA_SPLIT_OUTPUT_GROUP 4
+#endif
+constexpr int kSplitLoadGroup = FFTCONV_CUDA_SPLIT_LOAD_GROUP, kSplitOutputGroup = FFTCONV_CUDA_SPLIT_OUTPUT_GROUP;
 static_assert(kThreads * 16 >= kSplitPoints, "the split passes give each thread 16 points");
+static_assert(2 * kRowLength <= kSplitPoints, "a row pass holds two rows");
+static_assert(kRowLength % kThreads == 0, "the product visits a row in whole steps of the block");
+constexpr int kSplitPerThread = kSplitPoints / kThreads;  // points per thread of a split block
 
 // Where a row (a (b, h) sequence of u, y and the gates, BHL: BLH calls are transposed
 // around the kernels, channels_last.h) lies: element t at base + t.
@@ -89,6 +104,30 @@ struct Points {
   float2* base;
   __device__ float2& operator[](int i) const { return base[i ^ ((i >> 4) & 15)]; }
 };
+
+// Visits idx = threadIdx.x + j * blockDim.x for j < kPer while idx < count (the caller
+// ensures kPer * blockDim.x >= count), kGroup at a time: the group's `load(idx)` are all
+// issued before its first `use(idx, loaded)`, so that a thread waits for global memory
+// once per group rather than once per element (the loops were latency-bound).
+template <int kPer, int kGroup, typename LoadFn, typename UseFn>
+__device__ __forceinline__ void for_block_points(int count, LoadFn load, UseFn use) {
+  static_assert(kPer % kGroup == 0, "whole groups");
+  using Loaded = decltype(load(0));
+#pragma unroll 1
+  for (int g = 0; g < kPer; g += kGroup) {
+    Loaded v[kGroup];
+#pragma unroll
+    for (int j = 0; j < kGroup; ++j) {
+      const int idx = threadIdx.x + (g + j) * blockDim.x;
+      if (idx < count) v[j] = load(idx);
+    }
+#pragma unroll
+    for (int j = 0; j < kGroup; ++j) {
+      const int idx = threadIdx.x + (g + j) * blockDim.x;
+      if (idx < count) use(idx, v[j]);
+    }
+  }
+}
 
 // W^j = exp(-2 pi i j / kRootCount) for j < kRootCount: every in-block transform
 // (sizes up to kRootCount) reads its twiddles here (through the read-only cache).
@@ -196,14 +235,22 @@ __device__ __forceinline__ void store_twiddled(const float2 (&v)[R], int p, int 
   }
 }
 
+// What a pass may skip (template flags). kHalfInput: the upper half of the transform's
+// input is zero, and its first pass reads R/2 values per butterfly; kNoTwiddle: the last
+// pass, whose twiddles are all 1; kHalfOutput: only the lower half of the transform's output
+// is needed (the causal cut), and its last pass computes and stores R/2 values per butterfly.
+enum PassFlags : int { kPlain = 0, kHalfInput = 1, kNoTwiddle = 2, kHalfOutput = 4 };
+
 // One radix-R Stockham pass over `span`-point sub-transforms with stride S
 // (= stride * batch, a power of two), in place: butterfly (p, q) reads
 // x[q + S*(p + i*span/R)] and writes x[q + S*(R*p + i)] = W_span^(i*p) * DFT_R(...)_i.
 // Each of the block's n*batch/16 threads takes 16 values (16/R butterflies):
 // they load them, the block waits, they write the results.
-template <int R>
+template <int R, int kFlags>
 __device__ void inplace_pass(int span, int S, int log_s, Points x, float sign) {
   constexpr int kPer = 16 / R;  // butterflies per thread
+  constexpr int kLoaded = (kFlags & kHalfInput) ? R / 2 : R;
+  constexpr int kStored = (kFlags & kHalfOutput) ? R / 2 : R;
   const int part = span / R;
   const int in_step = part * S;
   const int root_step = kRootCount / span;
@@ -212,7 +259,7 @@ __device__ void inplace_pass(int span, int S, int log_s, Points x, float sign) {
   for (int k = 0; k < kPer; ++k) {
     const int idx = threadIdx.x + k * blockDim.x;
 #pragma unroll
-    for (int i = 0; i < R; ++i) v[k][i] = x[idx + i * in_step];
+    for (int i = 0; i < R; ++i) v[k][i] = i < kLoaded ? x[idx + i * in_step] : make_float2(0.f, 0.f);
   }
   __syncthreads();
   {
@@ -221,29 +268,60 @@ __device__ void inplace_pass(int span, int S, int log_s, Points x, float sign) {
       const int idx = threadIdx.x + k * blockDim.x;
       const int q = idx & (S - 1), p = idx >> log_s;
       dft<R>(v[k], sign);
-      store_twiddled<R>(v[k], p, root_step, sign, x, q + S * R * p, S);
+      if constexpr (kFlags & kNoTwiddle) {  // p = 0
+#pragma unroll
+        for (int i = 0; i < kStored; ++i) x[q + i * S] = v[k][i];
+      } else {
+        store_twiddled<R>(v[k], p, root_step, sign, x, q + S * R * p, S);
+      }
     }
   }
   __syncthreads();
 }
 
+template <int R>
+__device__ __forceinline__ void small_radix_pass(int flags, int span, int S, int log_s, Points x, float sign) {
+  if (flags & kNoTwiddle) {
+    inplace_pass<R, kNoTwiddle>(span, S, log_s, x, sign);
+  } else {
+    inplace_pass<R, kPlain>(span, S, log_s, x, sign);
+  }
+}
+
 // Stockham transform of `batch` interleaved sequences of length n (element j of
 // sequence b at j*batch + b; n and batch powers of two, n*batch >= 16), unscaled,
 // sign -1 forward and +1 inverse, in place, by a block of exactly n*batch/16
-// threads: radix-16 passes in registers, then one of radix 8, 4 or 2 for what is
-// left. Ends with a barrier.
-__device__ void block_fft_inplace(int n, int batch, Points x, float sign) {
+// threads: radix-16 passes in registers and one of radix 2, 4 or 8 for what is left,
+// last, or first when `prune` has kHalfOutput (the last pass, which prunes, then has
+// radix 16). `prune`: kHalfInput and/or kHalfOutput for the whole transform (a single
+// pass prunes nothing). Ends with a barrier.
+__device__ void block_fft_inplace(int n, int batch, Points x, float sign, int prune = kPlain) {
+  const int rest = 1 << ((__ffs(n) - 1) & 3);  // 1 when n is a power of 16
+  const bool rest_first = rest > 1 && n > 16 && (prune & kHalfOutput);
   int span = n;
   int stride = 1;
   while (span >= 2) {
     const int S = stride * batch;
     const int log_s = __ffs(S) - 1;
-    const int radix = span >= 16 ? 16 : span;
+    const int radix = (rest_first && stride == 1) ? rest : (span >= 16 ? 16 : span);
+    const bool first = stride == 1, last = span == radix;
+    int flags = kPlain;
+    if (!(first && last)) {
+      if (first) flags |= prune & kHalfInput;
+      if (last) flags |= kNoTwiddle | (prune & kHalfOutput);
+    }
     switch (radix) {
-      case 16: inplace_pass<16>(span, S, log_s, x, sign); break;
-      case 8: inplace_pass<8>(span, S, log_s, x, sign); break;
-      case 4: inplace_pass<4>(span, S, log_s, x, sign); break;
-      default: inplace_pass<2>(span, S, log_s, x, sign); break;
+      case 16:
+        switch (flags) {
+          case kHalfInput: inplace_pass<16, kHalfInput>(span, S, log_s, x, sign); break;
+          case kNoTwiddle: inplace_pass<16, kNoTwiddle>(span, S, log_s, x, sign); break;
+          case kNoTwiddle | kHalfOutput: inplace_pass<16, kNoTwiddle | kHalfOutput>(span, S, log_s, x, sign); break;
+          default: inplace_pass<16, kPlain>(span, S, log_s, x, sign); break;
+        }
+        break;
+      case 8: small_radix_pass<8>(flags, span, S, log_s, x, sign); break;
+      case 4: small_radix_pass<4>(flags, span, S, log_s, x, sign); break;
+      default: small_radix_pass<2>(flags, span, S, log_s, x, sign); break;
     }
     span /= radix;
     stride *= radix;
@@ -294,6 +372,14 @@ struct RunArgs {
   // Frequency-sparse calls: whether frequency f of the m-point transform lies outside the band.
   // (32-bit: every transform of the CUDA path is below 2^31 points, and freq_keep < m.)
   __device__ bool masked(int f) const { return freq_keep > 0 && min(f, int(m) - f) >= int(freq_keep); }
+
+  // What the transforms of the rows may prune: the inputs of whole rows (no pieces) no
+  // longer than half a transform leave its upper half zero; outputs ending within the
+  // lower half, with no circular fold, leave the upper half of the inverse unused.
+  __host__ __device__ int forward_prune() const { return pieces.count == 1 && 2 * rows.L <= m ? kHalfInput : kPlain; }
+  __host__ __device__ int inverse_prune() const {
+    return fft_size == 0 && 2 * (pieces.lead + pieces.step) <= m ? kHalfOutput : kPlain;
+  }
 };
 
 // One sequence of a call (a row, or a piece of one): where its row lies, its skip
@@ -360,24 +446,47 @@ __device__ float load_point(const RunArgs& a, const Row& r, int64_t t) {
   return (r.valid && time >= 0 && time < a.rows.L) ? load_v<DT>(a, r, time) : 0.f;
 }
 
-// y[t] of a row from its convolution value: skip term, gate, store.
+// What y at `time` of a row needs besides its convolution: the skip term and the postgate
+// (loaded apart from the store, so that a loop can issue the loads of several points first).
+struct OutputTerms {
+  float skip, gate;
+};
+
 template <int DT>
-__device__ void store_y(const RunArgs& a, const Row& r, int64_t t, float conv) {
-  const int64_t i = r.at.base + t;
-  float y = conv;
-  if (a.D) {
-    float v = Elem<DT>::load(a.u, i);
-    if (a.pregate) v *= Elem<DT>::load(a.pregate, i);
-    y += r.d * v;
-  }
-  if (a.postgate) y *= Elem<DT>::load(a.postgate, i);
-  Elem<DT>::store(a.y, i, y);
+__device__ OutputTerms output_terms(const RunArgs& a, const Row& r, int64_t time) {
+  return {a.D ? r.d * load_v<DT>(a, r, time) : 0.f, a.postgate ? Elem<DT>::load(a.postgate, r.at.base + time) : 1.f};
+}
+
+template <int DT>
+__device__ void store_output(const RunArgs& a, const Row& r, int64_t time, float conv, OutputTerms terms) {
+  Elem<DT>::store(a.y, r.at.base + time, (conv + terms.skip) * terms.gate);
+}
+
+// Whether point t of a sequence's inverse transform is an output (time r.t0 + t).
+__device__ __forceinline__ bool is_output(const Row& r, int64_t t) {
+  return r.valid && t >= r.out_begin && t < r.out_end;
 }
 
 // Point t of a sequence's inverse transform: an output when it lies in [out_begin, out_end).
 template <int DT>
 __device__ void store_point(const RunArgs& a, const Row& r, int64_t t, float conv) {
-  if (r.valid && t >= r.out_begin && t < r.out_end) store_y<DT>(a, r, r.t0 + t, conv);
+  if (is_output(r, t)) store_output<DT>(a, r, r.t0 + t, conv, output_terms<DT>(a, r, r.t0 + t));
+}
+
+// The output terms of points t of the rows of a packed pair (unused where not outputs).
+template <int DT>
+__device__ float4 pair_output_terms(const RunArgs& a, const Row& r1, const Row& r2, int64_t t) {
+  OutputTerms o1{0.f, 1.f}, o2{0.f, 1.f};
+  if (is_output(r1, t)) o1 = output_terms<DT>(a, r1, r1.t0 + t);
+  if (is_output(r2, t)) o2 = output_terms<DT>(a, r2, r2.t0 + t);
+  return make_float4(o1.skip, o1.gate, o2.skip, o2.gate);
+}
+
+template <int DT>
+__device__ void store_pair_outputs(const RunArgs& a, const Row& r1, const Row& r2, int64_t t, float2 conv,
+                                   float4 terms) {
+  if (is_output(r1, t)) store_output<DT>(a, r1, r1.t0 + t, conv.x, {terms.x, terms.y});
+  if (is_output(r2, t)) store_output<DT>(a, r2, r2.t0 + t, conv.y, {terms.z, terms.w});
 }
 
 // Fused path: a block transforms `batch` sequences at once (interleaved in
@@ -407,7 +516,7 @@ __device__ bool fused_block(const RunArgs& a, int64_t first_row, int batch, bool
     x[t * batch + b] = make_float2(load_point<DT>(a, r1, t), load_point<DT>(a, r2, t));
   }
   __syncthreads();
-  block_fft_inplace(m, batch, x, -1.f);
+  block_fft_inplace(m, batch, x, -1.f, a.forward_prune());
   if (!alone) {
     // The DC bin is the sum of its sequence: non-finite exactly when a value (or its filter's) is.
     int bad = 0;
@@ -443,7 +552,7 @@ __device__ bool fused_block(const RunArgs& a, int64_t first_row, int batch, bool
     if (f == 0) product(half);
   }
   __syncthreads();
-  block_fft_inplace(m, batch, x, 1.f);
+  block_fft_inplace(m, batch, x, 1.f, a.inverse_prune());
   // t over the next power of two above the last output point (shifts, not divisions)
   const int outputs_end = int(a.pieces.lead + a.pieces.step);  // <= m
   const int log_lp = outputs_end > 1 ? 32 - __clz(outputs_end - 1) : 0;
@@ -475,22 +584,23 @@ __global__ void __launch_bounds__(kFusedThreadsMax) fused_kernel(RunArgs a, int 
 
 // Split pass 1: block (pair, column block): columns c0 .. c0 + cols - 1 of the
 // N1 x N2 matrix of the packed pair (zero past L), transformed and twiddled.
+// load(t) gives point t of the pair; `prune` as for block_fft_inplace (kHalfInput: zero from
+// t = m/2 on). Returns whether every value loaded is finite.
 template <typename LoadFn>
-__device__ void columns_forward(const RunArgs& a, int64_t pair, int cols, float* sm, LoadFn load) {
+__device__ bool columns_forward(const RunArgs& a, int64_t pair, int cols, int prune, float* sm, LoadFn load) {
   const int n1 = int(a.n1), n2 = int(a.n2);
   const int c0 = blockIdx.y * cols;
   const int log_cols = __ffs(cols) - 1;  // cols is a power of two
   const Points x{reinterpret_cast<float2*>(sm)};
-  for (int idx = threadIdx.x; idx < n1 * cols; idx += blockDim.x) {
-    const int r = idx >> log_cols, c = idx & (cols - 1);
-    const int64_t t = int64_t(r) * n2 + c0 + c;
-    float v1, v2;
-    load(t, &v1, &v2);
-    x[idx].x = v1;
-    x[idx].y = v2;
-  }
+  bool finite = true;
+  for_block_points<kSplitPerThread, kSplitLoadGroup>(
+      n1 * cols, [&](int idx) { return load(int64_t(idx >> log_cols) * n2 + c0 + (idx & (cols - 1))); },
+      [&](int idx, float2 v) {
+        finite = finite && finite_sum(v.x) && finite_sum(v.y);
+        x[idx] = v;
+      });
   __syncthreads();
-  block_fft_inplace(n1, cols, x, -1.f);
+  block_fft_inplace(n1, cols, x, -1.f, prune);
   float2* out = a.work + pair * a.m;
   for (int idx = threadIdx.x; idx < n1 * cols; idx += blockDim.x) {
     const int k1 = idx >> log_cols, c = idx & (cols - 1);
@@ -499,19 +609,19 @@ __device__ void columns_forward(const RunArgs& a, int64_t pair, int cols, float*
     const float r = x[idx].x, i = x[idx].y;
     out[int64_t(k1) * n2 + c0 + c] = make_float2(r * wr - i * wi, r * wi + i * wr);
   }
+  return finite;
 }
 
+// The split kernels hold to 64 registers (4 blocks per SM) in mode 0; the reruns, which
+// loop over their few pairs, may take more instead of spilling.
 template <int DT, bool kRerun>
-__global__ void __launch_bounds__(kThreads, 4) columns_forward_kernel(RunArgs a, int cols, int mode) {
+__global__ void __launch_bounds__(kThreads, kRerun ? 1 : 4) columns_forward_kernel(RunArgs a, int cols, int mode) {
   extern __shared__ float sm[];
   for_grid_pairs<kRerun>(a, [&](int64_t pair) {
     Row r1, r2;
     if (!pair_rows(a, pair, mode, &r1, &r2)) return;
-    bool finite = true;
-    columns_forward(a, pair, cols, sm, [&](int64_t t, float* v1, float* v2) {
-      *v1 = load_point<DT>(a, r1, t);
-      *v2 = load_point<DT>(a, r2, t);
-      finite = finite && finite_sum(*v1) && finite_sum(*v2);
+    const bool finite = columns_forward(a, pair, cols, a.forward_prune(), sm, [&](int64_t t) {
+      return make_float2(load_point<DT>(a, r1, t), load_point<DT>(a, r2, t));
     });
     if (!finite && r2.valid) a.flags[pair] = 1;
   });
@@ -531,10 +641,9 @@ __device__ void rows_pass(const RunArgs& a, int64_t pair, float* sm, bool invers
   // shape; only its first slot is multiplied and stored.
   const Points x{reinterpret_cast<float2*>(sm)};
   float2* base = a.work + pair * a.m;
-  for (int idx = threadIdx.x; idx < 2 * n2; idx += blockDim.x) {
-    const int c = idx >> 1, which = idx & 1;
-    x[idx] = base[int64_t(which ? partner : k1) * n2 + c];
-  }
+  for_block_points<kSplitPerThread, kSplitLoadGroup>(
+      2 * n2, [&](int idx) { return base[int64_t((idx & 1) ? partner : k1) * n2 + (idx >> 1)]; },
+      [&](int idx, float2 v) { x[idx] = v; });
   __syncthreads();
   block_fft_inplace(n2, 2, x, -1.f);
   product(k1, partner, rows, x);
@@ -547,21 +656,20 @@ __device__ void rows_pass(const RunArgs& a, int64_t pair, float* sm, bool invers
   }
 }
 
-// Visits the pairs {f, -f} within rows k1 and partner: fn(i, j, c) with i, j the
-// shared-memory indices (two interleaved slots, see rows_pass) and c the column of i in row k1.
-template <typename Fn>
-__device__ void for_each_row_pair(int k1, int partner, int rows, int n1, int n2, Fn fn) {
-  if (rows == 2) {  // row k1 column c pairs with row n1 - k1 column n2 - 1 - c
-    for (int c = threadIdx.x; c < n2; c += blockDim.x) fn(2 * c, 2 * (n2 - 1 - c) + 1, c);
-  } else if (k1 == 0) {  // row 0: column c pairs with (n2 - c) mod n2
-    for (int c = threadIdx.x; c <= n2 / 2; c += blockDim.x) fn(2 * c, 2 * ((n2 - c) & (n2 - 1)), c);
-  } else {  // row n1/2: column c pairs with n2 - 1 - c
-    for (int c = threadIdx.x; c < n2 / 2; c += blockDim.x) fn(2 * c, 2 * (n2 - 1 - c), c);
-  }
+// The pairs {f, -f} within rows k1 and partner: pair idx < row_pair_count is (i, j, c), with
+// i, j the shared-memory indices (two interleaved slots, see rows_pass) and c the column of i in row k1.
+__device__ __forceinline__ int row_pair_count(int k1, int rows, int n2) {
+  return rows == 2 ? n2 : (k1 == 0 ? n2 / 2 + 1 : n2 / 2);
+}
+
+__device__ __forceinline__ int3 row_pair(int k1, int rows, int n2, int c) {
+  if (rows == 2) return make_int3(2 * c, 2 * (n2 - 1 - c) + 1, c);  // row N1 - k1, column n2 - 1 - c
+  if (k1 == 0) return make_int3(2 * c, 2 * ((n2 - c) & (n2 - 1)), c);  // row 0: column (n2 - c) mod n2
+  return make_int3(2 * c, 2 * (n2 - 1 - c), c);                          // row N1/2: column n2 - 1 - c
 }
 
 template <bool kRerun>
-__global__ void __launch_bounds__(kThreads, 4) rows_product_kernel(RunArgs a, int mode) {
+__global__ void __launch_bounds__(kThreads, kRerun ? 1 : 4) rows_product_kernel(RunArgs a, int mode) {
   extern __shared__ float sm[];
   for_grid_pairs<kRerun>(a, [&](int64_t pair) {
     Row r1, r2;
@@ -571,50 +679,62 @@ __global__ void __launch_bounds__(kThreads, 4) rows_product_kernel(RunArgs a, in
     // a non-finite filter (its DC bin, the sum of its taps) would spread to the other row
     if (r2.valid && threadIdx.x == 0 && !(finite_sum(k1s[0]) && finite_sum(k2s[0]))) a.flags[pair] = 1;
     rows_pass(a, pair, sm, true, [&](int k1, int partner, int rows, Points x) {
-      const int64_t base = int64_t(k1) * a.n2;  // canonical positions of row k1
-      for_each_row_pair(k1, partner, rows, int(a.n1), int(a.n2), [&](int i, int j, int c) {
-        if (a.masked(k1 + int(a.n1) * c)) {  // frequency k1 + N1*c outside the kept band
-          x[i] = x[j] = make_float2(0.f, 0.f);
-          return;
-        }
-        float zfr = x[i].x, zfi = x[i].y, zjr = x[j].x, zji = x[j].y;
-        pair_product(zfr, zfi, zjr, zji, k1s[base + c], k1s[a.bins + base + c], k2s[base + c],
-                     k2s[a.bins + base + c]);
-        x[i].x = zfr, x[i].y = zfi;
-        if (j != i) x[j].x = zjr, x[j].y = zji;
-      });
+      const int n2 = int(a.n2);
+      const int64_t base = int64_t(k1) * n2;  // canonical positions of row k1
+      // frequency k1 + N1*c outside the kept band: no filter read, no product
+      auto masked = [&](int c) { return a.masked(k1 + int(a.n1) * c); };
+      for_block_points<kRowLength / kThreads, kSplitOutputGroup>(
+          row_pair_count(k1, rows, n2),
+          [&](int c) {
+            if (masked(c)) return make_float4(0.f, 0.f, 0.f, 0.f);
+            return make_float4(k1s[base + c], k1s[a.bins + base + c], k2s[base + c], k2s[a.bins + base + c]);
+          },
+          [&](int c, float4 k) {
+            const int3 at = row_pair(k1, rows, n2, c);
+            if (masked(c)) {
+              x[at.x] = x[at.y] = make_float2(0.f, 0.f);
+              return;
+            }
+            float2 zf = x[at.x], zj = x[at.y];
+            pair_product(zf.x, zf.y, zj.x, zj.y, k.x, k.y, k.z, k.w);
+            x[at.x] = zf;
+            if (at.y != at.x) x[at.y] = zj;
+          });
     });
   });
 }
 
 // Split pass 3: block (pair, column block): twiddle back, inverse column
-// transforms, then `finish(t, value1, value2)` for the time steps t < limit.
-template <typename FinishFn>
-__device__ void columns_inverse(const RunArgs& a, int64_t pair, int cols, int64_t limit, float* sm, FinishFn finish) {
+// transforms, then `finish(t, values, prepare(t))` for the time steps t < limit
+// (prepare issues the loads that finish needs, several points at a time).
+template <typename PrepareFn, typename FinishFn>
+__device__ void columns_inverse(const RunArgs& a, int64_t pair, int cols, int64_t limit, float* sm,
+                                PrepareFn prepare, FinishFn finish) {
   const int n1 = int(a.n1), n2 = int(a.n2);
   const int c0 = blockIdx.y * cols;
   const int log_cols = __ffs(cols) - 1;  // cols is a power of two
   const Points x{reinterpret_cast<float2*>(sm)};
   const float2* in = a.work + pair * a.m;
-  for (int idx = threadIdx.x; idx < n1 * cols; idx += blockDim.x) {
-    const int k1 = idx >> log_cols, c = idx & (cols - 1);
-    const float2 v = in[int64_t(k1) * n2 + c0 + c];
-    float wr, wi;
-    unit_root(1.f, int64_t(k1) * (c0 + c), a.m, &wr, &wi);
-    x[idx].x = v.x * wr - v.y * wi;
-    x[idx].y = v.x * wi + v.y * wr;
-  }
+  for_block_points<kSplitPerThread, kSplitLoadGroup>(
+      n1 * cols, [&](int idx) { return in[int64_t(idx >> log_cols) * n2 + c0 + (idx & (cols - 1))]; },
+      [&](int idx, float2 v) {
+        float wr, wi;
+        unit_root(1.f, int64_t(idx >> log_cols) * (c0 + (idx & (cols - 1))), a.m, &wr, &wi);
+        x[idx] = make_float2(v.x * wr - v.y * wi, v.x * wi + v.y * wr);
+      });
   __syncthreads();
-  block_fft_inplace(n1, cols, x, 1.f);
-  for (int idx = threadIdx.x; idx < n1 * cols; idx += blockDim.x) {
-    const int r = idx >> log_cols, c = idx & (cols - 1);
-    const int64_t t = int64_t(r) * n2 + c0 + c;
-    if (t < limit) finish(t, x[idx].x, x[idx].y);
-  }
+  block_fft_inplace(n1, cols, x, 1.f, 2 * limit <= a.m ? kHalfOutput : kPlain);
+  auto time = [&](int idx) { return int64_t(idx >> log_cols) * n2 + c0 + (idx & (cols - 1)); };
+  for_block_points<kSplitPerThread, kSplitOutputGroup>(
+      n1 * cols, [&](int idx) { return prepare(time(idx)); },
+      [&](int idx, auto prepared) {
+        const int64_t t = time(idx);
+        if (t < limit) finish(t, x[idx], prepared);
+      });
 }
 
 template <int DT, bool kRerun>
-__global__ void __launch_bounds__(kThreads, 4) columns_inverse_kernel(RunArgs a, int cols, int mode) {
+__global__ void __launch_bounds__(kThreads, kRerun ? 1 : 4) columns_inverse_kernel(RunArgs a, int cols, int mode) {
   extern __shared__ float sm[];
   for_grid_pairs<kRerun>(a, [&](int64_t pair) {
     Row r1, r2;
@@ -622,13 +742,14 @@ __global__ void __launch_bounds__(kThreads, 4) columns_inverse_kernel(RunArgs a,
     if (a.fft_size > 0) {
       // circular: keep the time series (the wrap lies in other columns), fold in fold_kernel
       float2* out = a.work + pair * a.m;
-      columns_inverse(a, pair, cols, a.m, sm, [&](int64_t t, float c1, float c2) { out[t] = make_float2(c1, c2); });
+      columns_inverse(
+          a, pair, cols, a.m, sm, [](int64_t) { return 0; }, [&](int64_t t, float2 c, int) { out[t] = c; });
       return;
     }
-    columns_inverse(a, pair, cols, a.pieces.lead + a.pieces.step, sm, [&](int64_t t, float c1, float c2) {
-      store_point<DT>(a, r1, t, c1);
-      store_point<DT>(a, r2, t, c2);
-    });
+    columns_inverse(
+        a, pair, cols, a.pieces.lead + a.pieces.step, sm,
+        [&](int64_t t) { return pair_output_terms<DT>(a, r1, r2, t); },
+        [&](int64_t t, float2 c, float4 terms) { store_pair_outputs<DT>(a, r1, r2, t, c, terms); });
   });
 }
 
@@ -644,8 +765,8 @@ __global__ void fold_kernel(RunArgs a, int mode) {
         const float2 w = series[t + a.fft_size];
         v.x += w.x, v.y += w.y;
       }
-      store_y<DT>(a, r1, t, v.x);
-      if (r2.valid) store_y<DT>(a, r2, t, v.y);
+      store_output<DT>(a, r1, t, v.x, output_terms<DT>(a, r1, t));
+      if (r2.valid) store_output<DT>(a, r2, t, v.y, output_terms<DT>(a, r2, t));
     }
   });
 }
@@ -678,7 +799,7 @@ __device__ bool fused_filter_pair(const RunArgs& a, const FilterArgs& f, int64_t
     x[t].y = (t < f.taps && second >= 0) ? load_any(f.k, f.k_dtype, second * f.Lk + t) : 0.f;
   }
   __syncthreads();
-  block_fft_inplace(m, 1, x, -1.f);
+  block_fft_inplace(m, 1, x, -1.f, 2 * f.taps <= m ? kHalfInput : kPlain);
   if (second >= 0 && !(finite_sum(x[0].x) && finite_sum(x[0].y))) {
     __syncthreads();
     return false;
@@ -714,23 +835,21 @@ __device__ bool pair_filters(const RunArgs& a, const FilterArgs& f, int64_t pair
 }
 
 template <bool kRerun>
-__global__ void __launch_bounds__(kThreads, 4) columns_filter_kernel(RunArgs a, FilterArgs f, int cols, int mode) {
+__global__ void __launch_bounds__(kThreads, kRerun ? 1 : 4) columns_filter_kernel(RunArgs a, FilterArgs f, int cols, int mode) {
   extern __shared__ float sm[];
   for_grid_pairs<kRerun>(a, [&](int64_t pair) {
     int64_t h1, h2;
     if (!pair_filters(a, f, pair, mode, &h1, &h2)) return;
-    bool finite = true;
-    columns_forward(a, pair, cols, sm, [&](int64_t t, float* v1, float* v2) {
-      *v1 = t < f.taps ? load_any(f.k, f.k_dtype, h1 * f.Lk + t) : 0.f;
-      *v2 = (t < f.taps && h2 >= 0) ? load_any(f.k, f.k_dtype, h2 * f.Lk + t) : 0.f;
-      finite = finite && finite_sum(*v1) && finite_sum(*v2);
+    const bool finite = columns_forward(a, pair, cols, 2 * f.taps <= a.m ? kHalfInput : kPlain, sm, [&](int64_t t) {
+      return make_float2(t < f.taps ? load_any(f.k, f.k_dtype, h1 * f.Lk + t) : 0.f,
+                         (t < f.taps && h2 >= 0) ? load_any(f.k, f.k_dtype, h2 * f.Lk + t) : 0.f);
     });
     if (!finite && h2 >= 0) a.flags[pair] = 1;
   });
 }
 
 template <bool kRerun>
-__global__ void __launch_bounds__(kThreads, 4) rows_filter_kernel(RunArgs a, FilterArgs f, int mode) {
+__global__ void __launch_bounds__(kThreads, kRerun ? 1 : 4) rows_filter_kernel(RunArgs a, FilterArgs f, int mode) {
   extern __shared__ float sm[];
   for_grid_pairs<kRerun>(a, [&](int64_t pair) {
     int64_t h1, h2;
