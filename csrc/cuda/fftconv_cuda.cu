@@ -368,6 +368,7 @@ struct RunArgs {
   int64_t fft_size;   // circular period, 0 for linear
   int64_t freq_keep;  // frequency-sparse: rfft bins kept, 0 for all
   int32_t D_dtype;
+  bool vector_io;  // whole rows, L a multiple of 8, u, y and the gates 16-byte aligned (load_chunk)
 
   // Frequency-sparse calls: whether frequency f of the m-point transform lies outside the band.
   // (32-bit: every transform of the CUDA path is below 2^31 points, and freq_keep < m.)
@@ -489,6 +490,42 @@ __device__ void store_pair_outputs(const RunArgs& a, const Row& r1, const Row& r
   if (is_output(r2, t)) store_output<DT>(a, r2, r2.t0 + t, conv.y, {terms.z, terms.w});
 }
 
+// Vector I/O (RunArgs::vector_io): points t .. t + 7 of a whole row, t a multiple of 8, in
+// 16-byte accesses: a thread of the fused kernel waits for one load where it waited for eight.
+template <int DT>
+__device__ void load_chunk(const RunArgs& a, const Row& r, int t, float (&v)[8]) {
+  if (!r.valid || t >= a.rows.L) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) v[j] = 0.f;
+    return;
+  }
+  Elem<DT>::load8(a.u, r.at.base + t, v);
+  if (a.pregate) {
+    float g[8];
+    Elem<DT>::load8(a.pregate, r.at.base + t, g);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) v[j] *= g[j];
+  }
+}
+
+// y at t .. t + 7 of a whole row from the convolution values c (outputs, see load_chunk).
+template <int DT>
+__device__ void store_chunk(const RunArgs& a, const Row& r, int t, float (&c)[8]) {
+  if (a.D) {
+    float v[8];
+    load_chunk<DT>(a, r, t, v);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) c[j] += r.d * v[j];
+  }
+  if (a.postgate) {
+    float g[8];
+    Elem<DT>::load8(a.postgate, r.at.base + t, g);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) c[j] *= g[j];
+  }
+  Elem<DT>::store8(a.y, r.at.base + t, c);
+}
+
 // Fused path: a block transforms `batch` sequences at once (interleaved in
 // shared memory: point t of sequence b at t*batch + b). Sequence b packs rows
 // first_row + 2b and first_row + 2b + 1; in `alone` mode it holds row
@@ -510,10 +547,23 @@ __device__ bool fused_block(const RunArgs& a, int64_t first_row, int batch, bool
   }
   __syncthreads();
   // point t of sequence b at t*batch + b; consecutive threads take consecutive t of one row
-  for (int idx = threadIdx.x; idx < points; idx += blockDim.x) {
-    const int b = idx >> log_m, t = idx & (m - 1);
-    const Row &r1 = rows[2 * b], &r2 = rows[2 * b + 1];
-    x[t * batch + b] = make_float2(load_point<DT>(a, r1, t), load_point<DT>(a, r2, t));
+  if (a.vector_io) {
+    // eight points per thread and step; the upper half stays unwritten when the transform skips it
+    const int log_loaded = (a.forward_prune() & kHalfInput) ? log_m - 1 : log_m;
+    for (int chunk = threadIdx.x; chunk < (batch << log_loaded) / 8; chunk += blockDim.x) {
+      const int b = (chunk * 8) >> log_loaded, t = (chunk * 8) & ((1 << log_loaded) - 1);
+      float v1[8], v2[8];
+      load_chunk<DT>(a, rows[2 * b], t, v1);
+      load_chunk<DT>(a, rows[2 * b + 1], t, v2);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) x[(t + j) * batch + b] = make_float2(v1[j], v2[j]);
+    }
+  } else {
+    for (int idx = threadIdx.x; idx < points; idx += blockDim.x) {
+      const int b = idx >> log_m, t = idx & (m - 1);
+      const Row &r1 = rows[2 * b], &r2 = rows[2 * b + 1];
+      x[t * batch + b] = make_float2(load_point<DT>(a, r1, t), load_point<DT>(a, r2, t));
+    }
   }
   __syncthreads();
   block_fft_inplace(m, batch, x, -1.f, a.forward_prune());
@@ -556,6 +606,30 @@ __device__ bool fused_block(const RunArgs& a, int64_t first_row, int batch, bool
   // t over the next power of two above the last output point (shifts, not divisions)
   const int outputs_end = int(a.pieces.lead + a.pieces.step);  // <= m
   const int log_lp = outputs_end > 1 ? 32 - __clz(outputs_end - 1) : 0;
+  if (a.vector_io) {  // whole rows: outputs_end = L, a multiple of 8
+    for (int chunk = threadIdx.x; chunk < (batch << log_lp) / 8; chunk += blockDim.x) {
+      const int b = (chunk * 8) >> log_lp, t = (chunk * 8) & ((1 << log_lp) - 1);
+      if (t >= outputs_end) continue;
+#pragma unroll 1
+      for (int part = 0; part < 2; ++part) {
+        const Row& r = rows[2 * b + part];
+        if (!r.valid) continue;
+        float c[8];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          const float2 z = x[(t + j) * batch + b];
+          c[j] = part ? z.y : z.x;
+          if (a.fft_size > 0 && t + j + a.fft_size < m) {
+            const float2 wrap = x[(t + j + a.fft_size) * batch + b];
+            c[j] += part ? wrap.y : wrap.x;
+          }
+        }
+        store_chunk<DT>(a, r, t, c);
+      }
+    }
+    __syncthreads();
+    return true;
+  }
   for (int idx = threadIdx.x; idx < (batch << log_lp); idx += blockDim.x) {
     const int b = idx >> log_lp, t = idx & ((1 << log_lp) - 1);  // consecutive threads: consecutive t
     const Row &r1 = rows[2 * b], &r2 = rows[2 * b + 1];
@@ -1018,6 +1092,9 @@ RunArgs run_args(const fftconv_params& p, const Plan& plan, const float* spectru
   a.fft_size = (p.freq_keep == 0 && is_circular(p.L, p.Lk, p.fft_size)) ? p.fft_size : 0;
   a.freq_keep = p.freq_keep;
   a.D_dtype = p.D_dtype;
+  auto aligned16 = [](const void* q) { return (reinterpret_cast<uintptr_t>(q) & 15) == 0; };
+  a.vector_io = plan.pieces.count == 1 && p.L % 8 == 0 && aligned16(p.u) && aligned16(p.y) && aligned16(p.pregate) &&
+                aligned16(p.postgate);
   return a;
 }
 
