@@ -59,6 +59,30 @@ def test_long_and_odd_lengths(rng, L, dtype):
     assert err <= tolerance(dtype), f"{err:.3e}"
 
 
+def _misaligned(t):
+    """The same values at an address one element past a 16-byte boundary."""
+    flat = torch.empty(t.numel() + 1, device=t.device, dtype=t.dtype)
+    view = flat[1:].view(t.shape)
+    view.copy_(t)
+    assert view.data_ptr() % 16 != 0
+    return view
+
+
+@pytest.mark.parametrize("L", [4096, 4100, 40000, 40004])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_vector_and_element_io_agree(rng, L, dtype):
+    """Rows of L a multiple of 8 in 16-byte aligned memory take 16-byte loads and stores (fused
+    and split paths); other lengths and unaligned views take element accesses: every
+    combination against the reference, all options given."""
+    u, k, D, pre, post = (_cuda(a, TORCH_DTYPES[dtype]) for a in make_inputs(rng, 2, 3, L, L, dtype, OPTIONS["all"]))
+    k, D = k.float(), D.float()
+    ref = fftconv_reference(*(t.float().cpu().numpy() for t in (u, k, D, pre, post)))
+    for args in ((u, pre, post), tuple(_misaligned(t) for t in (u, pre, post))):
+        y = fftconv(args[0], k, D, args[1], args[2])
+        err = relative_error(y.float().cpu().numpy(), ref)
+        assert err <= tolerance(dtype), f"{err:.3e} (data at {args[0].data_ptr() % 16} past 16 bytes)"
+
+
 @pytest.mark.parametrize("option", list(OPTIONS))
 @pytest.mark.parametrize("L", [300, 20000])
 def test_each_optional_input(rng, option, L):
@@ -66,7 +90,7 @@ def test_each_optional_input(rng, option, L):
     assert err <= tolerance("float32")
 
 
-@pytest.mark.parametrize("L,Lk,n", [(100, 30, 120), (64, 64, 64), (5000, 5000, 6000), (20000, 20000, 30000)])
+@pytest.mark.parametrize("L,Lk,n", [(8, 8, 8), (8, 8, 16), (100, 30, 120), (64, 64, 64), (5000, 5000, 6000), (20000, 20000, 30000)])
 def test_circular_fft_size(rng, L, Lk, n):
     err = _run(make_inputs(rng, 1, 3, L, Lk, "float32", ("D",)), "float32", fft_size=n)
     assert err <= tolerance("float32")

@@ -295,6 +295,10 @@ __device__ __forceinline__ void small_radix_pass(int flags, int span, int S, int
 // last, or first when `prune` has kHalfOutput (the last pass, which prunes, then has
 // radix 16). `prune`: kHalfInput and/or kHalfOutput for the whole transform (a single
 // pass prunes nothing). Ends with a barrier.
+// Whether a transform of n points skips the upper half of its input (its callers then need
+// not write it): one pass (n <= 16) reads everything.
+__device__ __forceinline__ bool skips_upper_input(int n, int prune) { return (prune & kHalfInput) && n > 16; }
+
 __device__ void block_fft_inplace(int n, int batch, Points x, float sign, int prune = kPlain) {
   const int rest = 1 << ((__ffs(n) - 1) & 3);  // 1 when n is a power of 16
   const bool rest_first = rest > 1 && n > 16 && (prune & kHalfOutput);
@@ -493,7 +497,7 @@ __device__ void store_pair_outputs(const RunArgs& a, const Row& r1, const Row& r
 // Vector I/O (RunArgs::vector_io): points t .. t + 7 of a whole row, t a multiple of 8, in
 // 16-byte accesses: a thread of the fused kernel waits for one load where it waited for eight.
 template <int DT>
-__device__ void load_chunk(const RunArgs& a, const Row& r, int t, float (&v)[8]) {
+__device__ void load_chunk(const RunArgs& a, const Row& r, int64_t t, float (&v)[8]) {
   if (!r.valid || t >= a.rows.L) {
 #pragma unroll
     for (int j = 0; j < 8; ++j) v[j] = 0.f;
@@ -510,7 +514,7 @@ __device__ void load_chunk(const RunArgs& a, const Row& r, int t, float (&v)[8])
 
 // y at t .. t + 7 of a whole row from the convolution values c (outputs, see load_chunk).
 template <int DT>
-__device__ void store_chunk(const RunArgs& a, const Row& r, int t, float (&c)[8]) {
+__device__ void store_chunk(const RunArgs& a, const Row& r, int64_t t, float (&c)[8]) {
   if (a.D) {
     float v[8];
     load_chunk<DT>(a, r, t, v);
@@ -549,7 +553,7 @@ __device__ bool fused_block(const RunArgs& a, int64_t first_row, int batch, bool
   // point t of sequence b at t*batch + b; consecutive threads take consecutive t of one row
   if (a.vector_io) {
     // eight points per thread and step; the upper half stays unwritten when the transform skips it
-    const int log_loaded = (a.forward_prune() & kHalfInput) ? log_m - 1 : log_m;
+    const int log_loaded = skips_upper_input(m, a.forward_prune()) ? log_m - 1 : log_m;
     for (int chunk = threadIdx.x; chunk < (batch << log_loaded) / 8; chunk += blockDim.x) {
       const int b = (chunk * 8) >> log_loaded, t = (chunk * 8) & ((1 << log_loaded) - 1);
       float v1[8], v2[8];
@@ -658,21 +662,39 @@ __global__ void __launch_bounds__(kFusedThreadsMax) fused_kernel(RunArgs a, int 
 
 // Split pass 1: block (pair, column block): columns c0 .. c0 + cols - 1 of the
 // N1 x N2 matrix of the packed pair (zero past L), transformed and twiddled.
-// load(t) gives point t of the pair; `prune` as for block_fft_inplace (kHalfInput: zero from
-// t = m/2 on). Returns whether every value loaded is finite.
-template <typename LoadFn>
-__device__ bool columns_forward(const RunArgs& a, int64_t pair, int cols, int prune, float* sm, LoadFn load) {
+// load(t) gives point t of the pair; with `chunked` (cols >= 8), chunk(t, v1, v2) gives
+// points t .. t + 7 of its two rows instead. `prune` as for block_fft_inplace (kHalfInput:
+// zero from t = m/2 on). Returns whether every value loaded is finite.
+template <typename LoadFn, typename ChunkFn>
+__device__ bool columns_forward(const RunArgs& a, int64_t pair, int cols, int prune, float* sm, LoadFn load,
+                                bool chunked, ChunkFn chunk) {
   const int n1 = int(a.n1), n2 = int(a.n2);
   const int c0 = blockIdx.y * cols;
   const int log_cols = __ffs(cols) - 1;  // cols is a power of two
   const Points x{reinterpret_cast<float2*>(sm)};
+  // point idx of the block: row idx / cols, column c0 + idx % cols; the rows from n1/2 on
+  // stay unwritten when the transform skips them
+  const int loaded = skips_upper_input(n1, prune) ? n1 * cols / 2 : n1 * cols;
+  auto time = [&](int idx) { return int64_t(idx >> log_cols) * n2 + c0 + (idx & (cols - 1)); };
   bool finite = true;
-  for_block_points<kSplitPerThread, kSplitLoadGroup>(
-      n1 * cols, [&](int idx) { return load(int64_t(idx >> log_cols) * n2 + c0 + (idx & (cols - 1))); },
-      [&](int idx, float2 v) {
-        finite = finite && finite_sum(v.x) && finite_sum(v.y);
-        x[idx] = v;
-      });
+  if (chunked) {
+    for (int idx = 8 * threadIdx.x; idx < loaded; idx += 8 * blockDim.x) {
+      float v1[8], v2[8];
+      chunk(time(idx), v1, v2);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        finite = finite && finite_sum(v1[j]) && finite_sum(v2[j]);
+        x[idx + j] = make_float2(v1[j], v2[j]);
+      }
+    }
+  } else {
+    for_block_points<kSplitPerThread, kSplitLoadGroup>(
+        loaded, [&](int idx) { return load(time(idx)); },
+        [&](int idx, float2 v) {
+          finite = finite && finite_sum(v.x) && finite_sum(v.y);
+          x[idx] = v;
+        });
+  }
   __syncthreads();
   block_fft_inplace(n1, cols, x, -1.f, prune);
   float2* out = a.work + pair * a.m;
@@ -694,9 +716,13 @@ __global__ void __launch_bounds__(kThreads, kRerun ? 1 : 4) columns_forward_kern
   for_grid_pairs<kRerun>(a, [&](int64_t pair) {
     Row r1, r2;
     if (!pair_rows(a, pair, mode, &r1, &r2)) return;
-    const bool finite = columns_forward(a, pair, cols, a.forward_prune(), sm, [&](int64_t t) {
-      return make_float2(load_point<DT>(a, r1, t), load_point<DT>(a, r2, t));
-    });
+    const bool finite = columns_forward(
+        a, pair, cols, a.forward_prune(), sm,
+        [&](int64_t t) { return make_float2(load_point<DT>(a, r1, t), load_point<DT>(a, r2, t)); },
+        a.vector_io && cols >= 8, [&](int64_t t, float(&v1)[8], float(&v2)[8]) {
+          load_chunk<DT>(a, r1, t, v1);
+          load_chunk<DT>(a, r2, t, v2);
+        });
     if (!finite && r2.valid) a.flags[pair] = 1;
   });
 }
@@ -781,9 +807,11 @@ __global__ void __launch_bounds__(kThreads, kRerun ? 1 : 4) rows_product_kernel(
 // Split pass 3: block (pair, column block): twiddle back, inverse column
 // transforms, then `finish(t, values, prepare(t))` for the time steps t < limit
 // (prepare issues the loads that finish needs, several points at a time).
-template <typename PrepareFn, typename FinishFn>
+// With `chunked` (cols >= 8, limit a multiple of 8), finish_chunk(t, c1, c2) takes points
+// t .. t + 7 of the two rows at once instead.
+template <typename PrepareFn, typename FinishFn, typename ChunkFn>
 __device__ void columns_inverse(const RunArgs& a, int64_t pair, int cols, int64_t limit, float* sm,
-                                PrepareFn prepare, FinishFn finish) {
+                                PrepareFn prepare, FinishFn finish, bool chunked, ChunkFn finish_chunk) {
   const int n1 = int(a.n1), n2 = int(a.n2);
   const int c0 = blockIdx.y * cols;
   const int log_cols = __ffs(cols) - 1;  // cols is a power of two
@@ -799,6 +827,17 @@ __device__ void columns_inverse(const RunArgs& a, int64_t pair, int cols, int64_
   __syncthreads();
   block_fft_inplace(n1, cols, x, 1.f, 2 * limit <= a.m ? kHalfOutput : kPlain);
   auto time = [&](int idx) { return int64_t(idx >> log_cols) * n2 + c0 + (idx & (cols - 1)); };
+  if (chunked) {
+    for (int idx = 8 * threadIdx.x; idx < n1 * cols; idx += 8 * blockDim.x) {
+      const int64_t t = time(idx);
+      if (t >= limit) continue;
+      float c1[8], c2[8];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) c1[j] = x[idx + j].x, c2[j] = x[idx + j].y;
+      finish_chunk(t, c1, c2);
+    }
+    return;
+  }
   for_block_points<kSplitPerThread, kSplitOutputGroup>(
       n1 * cols, [&](int idx) { return prepare(time(idx)); },
       [&](int idx, auto prepared) {
@@ -817,13 +856,18 @@ __global__ void __launch_bounds__(kThreads, kRerun ? 1 : 4) columns_inverse_kern
       // circular: keep the time series (the wrap lies in other columns), fold in fold_kernel
       float2* out = a.work + pair * a.m;
       columns_inverse(
-          a, pair, cols, a.m, sm, [](int64_t) { return 0; }, [&](int64_t t, float2 c, int) { out[t] = c; });
+          a, pair, cols, a.m, sm, [](int64_t) { return 0; }, [&](int64_t t, float2 c, int) { out[t] = c; }, false,
+          [](int64_t, float(&)[8], float(&)[8]) {});
       return;
     }
     columns_inverse(
         a, pair, cols, a.pieces.lead + a.pieces.step, sm,
         [&](int64_t t) { return pair_output_terms<DT>(a, r1, r2, t); },
-        [&](int64_t t, float2 c, float4 terms) { store_pair_outputs<DT>(a, r1, r2, t, c, terms); });
+        [&](int64_t t, float2 c, float4 terms) { store_pair_outputs<DT>(a, r1, r2, t, c, terms); },
+        a.vector_io && cols >= 8, [&](int64_t t, float(&c1)[8], float(&c2)[8]) {
+          store_chunk<DT>(a, r1, t, c1);
+          if (r2.valid) store_chunk<DT>(a, r2, t, c2);
+        });
   });
 }
 
@@ -914,10 +958,13 @@ __global__ void __launch_bounds__(kThreads, kRerun ? 1 : 4) columns_filter_kerne
   for_grid_pairs<kRerun>(a, [&](int64_t pair) {
     int64_t h1, h2;
     if (!pair_filters(a, f, pair, mode, &h1, &h2)) return;
-    const bool finite = columns_forward(a, pair, cols, 2 * f.taps <= a.m ? kHalfInput : kPlain, sm, [&](int64_t t) {
-      return make_float2(t < f.taps ? load_any(f.k, f.k_dtype, h1 * f.Lk + t) : 0.f,
-                         (t < f.taps && h2 >= 0) ? load_any(f.k, f.k_dtype, h2 * f.Lk + t) : 0.f);
-    });
+    const bool finite = columns_forward(
+        a, pair, cols, 2 * f.taps <= a.m ? kHalfInput : kPlain, sm,
+        [&](int64_t t) {
+          return make_float2(t < f.taps ? load_any(f.k, f.k_dtype, h1 * f.Lk + t) : 0.f,
+                             (t < f.taps && h2 >= 0) ? load_any(f.k, f.k_dtype, h2 * f.Lk + t) : 0.f);
+        },
+        false, [](int64_t, float(&)[8], float(&)[8]) {});
     if (!finite && h2 >= 0) a.flags[pair] = 1;
   });
 }
