@@ -72,9 +72,11 @@ def _misaligned(t):
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_vector_and_element_io_agree(rng, L, dtype):
     """Rows of L a multiple of 8 in 16-byte aligned memory take 16-byte loads and stores (fused
-    and split paths); other lengths and unaligned views take element accesses: every
-    combination against the reference, all options given."""
-    u, k, D, pre, post = (_cuda(a, TORCH_DTYPES[dtype]) for a in make_inputs(rng, 2, 3, L, L, dtype, OPTIONS["all"]))
+    and split paths), and so do filters of Lk a multiple of 8 (Lk = L + 4: the taps used, L, end
+    inside a chunk when L is not a multiple of 8); other lengths and unaligned views take
+    element accesses: every combination against the reference, all options given."""
+    arrays = make_inputs(rng, 2, 3, L, L + 4, dtype, OPTIONS["all"])
+    u, k, D, pre, post = (_cuda(a, TORCH_DTYPES[dtype]) for a in arrays)
     k, D = k.float(), D.float()
     ref = fftconv_reference(*(t.float().cpu().numpy() for t in (u, k, D, pre, post)))
     for args in ((u, pre, post), tuple(_misaligned(t) for t in (u, pre, post))):

@@ -895,7 +895,26 @@ struct FilterArgs {
   const void* k;
   int32_t k_dtype;
   int64_t H, Lk, taps;
+  bool vector_k;  // Lk a multiple of 8 and k 16-byte aligned (load_filter_chunk)
 };
+
+// Taps t .. t + 7 of filter h (t a multiple of 8; zero past the taps used, or for h < 0).
+__device__ void load_filter_chunk(const FilterArgs& f, int64_t h, int64_t t, float (&v)[8]) {
+  if (h < 0 || t >= f.taps) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) v[j] = 0.f;
+    return;
+  }
+  const int64_t i = h * f.Lk + t;  // t + 8 <= Lk: Lk is a multiple of 8
+  switch (f.k_dtype) {
+    case FFTCONV_FLOAT16: Elem<FFTCONV_FLOAT16>::load8(f.k, i, v); break;
+    case FFTCONV_BFLOAT16: Elem<FFTCONV_BFLOAT16>::load8(f.k, i, v); break;
+    default: Elem<FFTCONV_FLOAT32>::load8(f.k, i, v); break;
+  }
+#pragma unroll
+  for (int j = 0; j < 8; ++j)
+    if (t + j >= f.taps) v[j] = 0.f;
+}
 
 // K1 = (Z[f] + conj Z[-f]) / 2 and K2 = (Z[f] - conj Z[-f]) / 2i, times `scale`.
 __device__ __forceinline__ void split_pair(float zfr, float zfi, float zjr, float zji, float scale, float* k1r,
@@ -912,12 +931,23 @@ __device__ __forceinline__ void split_pair(float zfr, float zfi, float zjr, floa
 __device__ bool fused_filter_pair(const RunArgs& a, const FilterArgs& f, int64_t first, int64_t second, float* sm) {
   const int m = int(a.m);
   const Points x{reinterpret_cast<float2*>(sm)};  // in place: blockDim.x = m / 16
-  for (int t = threadIdx.x; t < m; t += blockDim.x) {
-    x[t].x = t < f.taps ? load_any(f.k, f.k_dtype, first * f.Lk + t) : 0.f;
-    x[t].y = (t < f.taps && second >= 0) ? load_any(f.k, f.k_dtype, second * f.Lk + t) : 0.f;
+  const int prune = 2 * f.taps <= m ? kHalfInput : kPlain;
+  if (f.vector_k) {
+    for (int t = 8 * threadIdx.x; t < (skips_upper_input(m, prune) ? m / 2 : m); t += 8 * blockDim.x) {
+      float v1[8], v2[8];
+      load_filter_chunk(f, first, t, v1);
+      load_filter_chunk(f, second, t, v2);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) x[t + j] = make_float2(v1[j], v2[j]);
+    }
+  } else {
+    for (int t = threadIdx.x; t < m; t += blockDim.x) {
+      x[t].x = t < f.taps ? load_any(f.k, f.k_dtype, first * f.Lk + t) : 0.f;
+      x[t].y = (t < f.taps && second >= 0) ? load_any(f.k, f.k_dtype, second * f.Lk + t) : 0.f;
+    }
   }
   __syncthreads();
-  block_fft_inplace(m, 1, x, -1.f, 2 * f.taps <= m ? kHalfInput : kPlain);
+  block_fft_inplace(m, 1, x, -1.f, prune);
   if (second >= 0 && !(finite_sum(x[0].x) && finite_sum(x[0].y))) {
     __syncthreads();
     return false;
@@ -964,7 +994,10 @@ __global__ void __launch_bounds__(kThreads, kRerun ? 1 : 4) columns_filter_kerne
           return make_float2(t < f.taps ? load_any(f.k, f.k_dtype, h1 * f.Lk + t) : 0.f,
                              (t < f.taps && h2 >= 0) ? load_any(f.k, f.k_dtype, h2 * f.Lk + t) : 0.f);
         },
-        false, [](int64_t, float(&)[8], float(&)[8]) {});
+        f.vector_k && cols >= 8, [&](int64_t t, float(&v1)[8], float(&v2)[8]) {
+          load_filter_chunk(f, h1, t, v1);
+          load_filter_chunk(f, h2, t, v2);
+        });
     if (!finite && h2 >= 0) a.flags[pair] = 1;
   });
 }
@@ -1121,6 +1154,9 @@ void run_split_modes(const RunArgs& a, int64_t pairs, cudaStream_t stream, Launc
   for (int mode : {kFirstAlone, kSecondAlone}) launch(std::true_type{}, mode, unsigned(std::min(pairs, kRerunBlocks)));
 }
 
+// Whether 16-byte accesses may start at ptr (null: nothing to access).
+bool aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15) == 0; }
+
 RunArgs run_args(const fftconv_params& p, const Plan& plan, const float* spectrum, void* workspace) {
   RunArgs a{};
   a.u = p.u;
@@ -1139,7 +1175,6 @@ RunArgs run_args(const fftconv_params& p, const Plan& plan, const float* spectru
   a.fft_size = (p.freq_keep == 0 && is_circular(p.L, p.Lk, p.fft_size)) ? p.fft_size : 0;
   a.freq_keep = p.freq_keep;
   a.D_dtype = p.D_dtype;
-  auto aligned16 = [](const void* q) { return (reinterpret_cast<uintptr_t>(q) & 15) == 0; };
   a.vector_io = plan.pieces.count == 1 && p.L % 8 == 0 && aligned16(p.u) && aligned16(p.y) && aligned16(p.pregate) &&
                 aligned16(p.postgate);
   return a;
@@ -1260,7 +1295,8 @@ fftconv_status fftconv_cuda_prepare_filter(const fftconv_params* p, void* spectr
     a.spectrum_out = static_cast<float*>(spectrum);
     a.count = p->H;
     a.flags = pair_flags(workspace, plan, p->H);
-    FilterArgs f{p->k, p->k_dtype, p->H, p->Lk, used_taps(p->L, p->Lk, p->fft_size, p->freq_keep)};
+    FilterArgs f{p->k, p->k_dtype, p->H, p->Lk, used_taps(p->L, p->Lk, p->fft_size, p->freq_keep),
+                 p->Lk % 8 == 0 && aligned16(p->k)};
     const int64_t pairs = (p->H + 1) / 2;
     check_grid(pairs);
     const int shared = kSplitPoints * int(sizeof(float2));
