@@ -372,7 +372,7 @@ struct RunArgs {
   int64_t fft_size;   // circular period, 0 for linear
   int64_t freq_keep;  // frequency-sparse: rfft bins kept, 0 for all
   int32_t D_dtype;
-  bool vector_io;  // whole rows, L a multiple of 8, u, y and the gates 16-byte aligned (load_chunk)
+  bool vector_io;  // L, the pieces' step and lead multiples of 8, u, y and the gates 16-byte aligned (load_chunk)
 
   // Frequency-sparse calls: whether frequency f of the m-point transform lies outside the band.
   // (32-bit: every transform of the CUDA path is below 2^31 points, and freq_keep < m.)
@@ -494,27 +494,30 @@ __device__ void store_pair_outputs(const RunArgs& a, const Row& r1, const Row& r
   if (is_output(r2, t)) store_output<DT>(a, r2, r2.t0 + t, conv.y, {terms.z, terms.w});
 }
 
-// Vector I/O (RunArgs::vector_io): points t .. t + 7 of a whole row, t a multiple of 8, in
-// 16-byte accesses: a thread of the fused kernel waits for one load where it waited for eight.
+// Vector I/O (RunArgs::vector_io): points t .. t + 7 of a sequence (times r.t0 + t .. + 7,
+// all in the row or all outside it), t a multiple of 8, in 16-byte accesses: a thread waits
+// for one load where it waited for eight.
 template <int DT>
 __device__ void load_chunk(const RunArgs& a, const Row& r, int64_t t, float (&v)[8]) {
-  if (!r.valid || t >= a.rows.L) {
+  const int64_t time = r.t0 + t;
+  if (!r.valid || time < 0 || time >= a.rows.L) {
 #pragma unroll
     for (int j = 0; j < 8; ++j) v[j] = 0.f;
     return;
   }
-  Elem<DT>::load8(a.u, r.at.base + t, v);
+  Elem<DT>::load8(a.u, r.at.base + time, v);
   if (a.pregate) {
     float g[8];
-    Elem<DT>::load8(a.pregate, r.at.base + t, g);
+    Elem<DT>::load8(a.pregate, r.at.base + time, g);
 #pragma unroll
     for (int j = 0; j < 8; ++j) v[j] *= g[j];
   }
 }
 
-// y at t .. t + 7 of a whole row from the convolution values c (outputs, see load_chunk).
+// y at points t .. t + 7 of a sequence (outputs: is_output(r, t)) from their convolution values c.
 template <int DT>
 __device__ void store_chunk(const RunArgs& a, const Row& r, int64_t t, float (&c)[8]) {
+  const int64_t i = r.at.base + r.t0 + t;
   if (a.D) {
     float v[8];
     load_chunk<DT>(a, r, t, v);
@@ -523,11 +526,11 @@ __device__ void store_chunk(const RunArgs& a, const Row& r, int64_t t, float (&c
   }
   if (a.postgate) {
     float g[8];
-    Elem<DT>::load8(a.postgate, r.at.base + t, g);
+    Elem<DT>::load8(a.postgate, i, g);
 #pragma unroll
     for (int j = 0; j < 8; ++j) c[j] *= g[j];
   }
-  Elem<DT>::store8(a.y, r.at.base + t, c);
+  Elem<DT>::store8(a.y, i, c);
 }
 
 // Fused path: a block transforms `batch` sequences at once (interleaved in
@@ -610,14 +613,14 @@ __device__ bool fused_block(const RunArgs& a, int64_t first_row, int batch, bool
   // t over the next power of two above the last output point (shifts, not divisions)
   const int outputs_end = int(a.pieces.lead + a.pieces.step);  // <= m
   const int log_lp = outputs_end > 1 ? 32 - __clz(outputs_end - 1) : 0;
-  if (a.vector_io) {  // whole rows: outputs_end = L, a multiple of 8
+  if (a.vector_io) {  // the output ranges start and end at multiples of 8
     for (int chunk = threadIdx.x; chunk < (batch << log_lp) / 8; chunk += blockDim.x) {
       const int b = (chunk * 8) >> log_lp, t = (chunk * 8) & ((1 << log_lp) - 1);
       if (t >= outputs_end) continue;
 #pragma unroll 1
       for (int part = 0; part < 2; ++part) {
         const Row& r = rows[2 * b + part];
-        if (!r.valid) continue;
+        if (!is_output(r, t)) continue;
         float c[8];
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
@@ -865,8 +868,8 @@ __global__ void __launch_bounds__(kThreads, kRerun ? 1 : 4) columns_inverse_kern
         [&](int64_t t) { return pair_output_terms<DT>(a, r1, r2, t); },
         [&](int64_t t, float2 c, float4 terms) { store_pair_outputs<DT>(a, r1, r2, t, c, terms); },
         a.vector_io && cols >= 8, [&](int64_t t, float(&c1)[8], float(&c2)[8]) {
-          store_chunk<DT>(a, r1, t, c1);
-          if (r2.valid) store_chunk<DT>(a, r2, t, c2);
+          if (is_output(r1, t)) store_chunk<DT>(a, r1, t, c1);
+          if (is_output(r2, t)) store_chunk<DT>(a, r2, t, c2);
         });
   });
 }
@@ -1081,7 +1084,9 @@ Plan make_plan(const fftconv_params& p) {
   plan.m = std::max<int64_t>(16, transform_size(p.L, p.Lk, p.fft_size, p.freq_keep));
   plan.pieces = {1, p.L, 0};
   if (const int64_t piece = piece_size(p)) {
-    const int64_t lead = used_taps(p.L, p.Lk, p.fft_size) - 1, step = piece - lead;
+    // inputs from at least taps - 1 before the piece; a multiple of 8, like the step when L
+    // is one, so that pieces take the 16-byte accesses of whole rows
+    const int64_t lead = (used_taps(p.L, p.Lk, p.fft_size) - 1 + 7) / 8 * 8, step = piece - lead;
     plan.m = piece;
     plan.pieces = {(p.L + step - 1) / step, step, lead};
   }
@@ -1175,8 +1180,8 @@ RunArgs run_args(const fftconv_params& p, const Plan& plan, const float* spectru
   a.fft_size = (p.freq_keep == 0 && is_circular(p.L, p.Lk, p.fft_size)) ? p.fft_size : 0;
   a.freq_keep = p.freq_keep;
   a.D_dtype = p.D_dtype;
-  a.vector_io = plan.pieces.count == 1 && p.L % 8 == 0 && aligned16(p.u) && aligned16(p.y) && aligned16(p.pregate) &&
-                aligned16(p.postgate);
+  a.vector_io = p.L % 8 == 0 && plan.pieces.step % 8 == 0 && plan.pieces.lead % 8 == 0 && aligned16(p.u) &&
+                aligned16(p.y) && aligned16(p.pregate) && aligned16(p.postgate);
   return a;
 }
 
