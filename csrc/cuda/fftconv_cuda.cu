@@ -361,7 +361,7 @@ struct RunArgs {
   const void* postgate;
   const void* D;
   void* y;
-  const float* spectrum;  // per channel: re then im, `bins` floats each
+  const float* spectrum;  // per channel: re then im, `bins` floats each (the fused path pads them to a multiple of 4)
   float* spectrum_out;    // the filter kernels' output, same layout
   float2* work;           // split path: one complex sequence of m per pair
   unsigned* flags;        // split path, after the sequences: per pair, nonzero when it holds a non-finite value
@@ -372,6 +372,7 @@ struct RunArgs {
   int64_t fft_size;   // circular period, 0 for linear
   int64_t freq_keep;  // frequency-sparse: rfft bins kept, 0 for all
   int32_t D_dtype;
+  bool vector_spectrum;  // the fused product may read 4 frequencies at once: aligned, not frequency-sparse
   bool vector_io;  // L, the pieces' step and lead multiples of 8, u, y and the gates 16-byte aligned (load_chunk)
 
   // Frequency-sparse calls: whether frequency f of the m-point transform lies outside the band.
@@ -588,25 +589,50 @@ __device__ bool fused_block(const RunArgs& a, int64_t first_row, int batch, bool
   }
   // Pairs {f, m - f} for f in [1, m/2); the thread of f = 0 also takes the Nyquist bin m/2.
   const int half = m / 2, log_half = log_m - 1;
-  for (int idx = threadIdx.x; idx < half * batch; idx += blockDim.x) {
-    const int b = idx >> log_half, f = idx & (half - 1);
-    const Row &r1 = rows[2 * b], &r2 = rows[2 * b + 1];
-    if (!r1.valid) continue;
-    const float* k1 = a.spectrum + r1.at.channel * 2 * a.bins;
-    const float* k2 = r2.valid ? a.spectrum + r2.at.channel * 2 * a.bins : k1;
-    auto product = [&](int fi) {
-      const int i = fi * batch + b, j = ((m - fi) & (m - 1)) * batch + b;
-      if (a.masked(fi)) {  // outside the kept band: no filter read, no product
-        x[i] = x[j] = make_float2(0.f, 0.f);
-        return;
-      }
-      float2 zf = x[i], zj = x[j];
-      pair_product(zf.x, zf.y, zj.x, zj.y, k1[fi], k1[a.bins + fi], k2[fi], k2[a.bins + fi]);
-      x[i] = zf;
-      if (j != i) x[j] = zj;
-    };
-    product(f);
-    if (f == 0) product(half);
+  if (a.vector_spectrum) {
+    // four consecutive frequencies per thread and step, each filter part in one 16-byte read
+    for (int idx = 4 * threadIdx.x; idx < half * batch; idx += 4 * blockDim.x) {
+      const int b = idx >> log_half, f = idx & (half - 1);
+      const Row &r1 = rows[2 * b], &r2 = rows[2 * b + 1];
+      if (!r1.valid) continue;
+      const float* k1 = a.spectrum + r1.at.channel * 2 * a.bins;
+      const float* k2 = r2.valid ? a.spectrum + r2.at.channel * 2 * a.bins : k1;
+      const float4 k1r = *reinterpret_cast<const float4*>(k1 + f), k1i = *reinterpret_cast<const float4*>(k1 + a.bins + f);
+      const float4 k2r = *reinterpret_cast<const float4*>(k2 + f), k2i = *reinterpret_cast<const float4*>(k2 + a.bins + f);
+      auto product = [&](int fi, float k1re, float k1im, float k2re, float k2im) {
+        const int i = fi * batch + b, j = ((m - fi) & (m - 1)) * batch + b;
+        float2 zf = x[i], zj = x[j];
+        pair_product(zf.x, zf.y, zj.x, zj.y, k1re, k1im, k2re, k2im);
+        x[i] = zf;
+        if (j != i) x[j] = zj;
+      };
+      product(f, k1r.x, k1i.x, k2r.x, k2i.x);
+      product(f + 1, k1r.y, k1i.y, k2r.y, k2i.y);
+      product(f + 2, k1r.z, k1i.z, k2r.z, k2i.z);
+      product(f + 3, k1r.w, k1i.w, k2r.w, k2i.w);
+      if (f == 0) product(half, k1[half], k1[a.bins + half], k2[half], k2[a.bins + half]);
+    }
+  } else {
+    for (int idx = threadIdx.x; idx < half * batch; idx += blockDim.x) {
+      const int b = idx >> log_half, f = idx & (half - 1);
+      const Row &r1 = rows[2 * b], &r2 = rows[2 * b + 1];
+      if (!r1.valid) continue;
+      const float* k1 = a.spectrum + r1.at.channel * 2 * a.bins;
+      const float* k2 = r2.valid ? a.spectrum + r2.at.channel * 2 * a.bins : k1;
+      auto product = [&](int fi) {
+        const int i = fi * batch + b, j = ((m - fi) & (m - 1)) * batch + b;
+        if (a.masked(fi)) {  // outside the kept band: no filter read, no product
+          x[i] = x[j] = make_float2(0.f, 0.f);
+          return;
+        }
+        float2 zf = x[i], zj = x[j];
+        pair_product(zf.x, zf.y, zj.x, zj.y, k1[fi], k1[a.bins + fi], k2[fi], k2[a.bins + fi]);
+        x[i] = zf;
+        if (j != i) x[j] = zj;
+      };
+      product(f);
+      if (f == 0) product(half);
+    }
   }
   __syncthreads();
   block_fft_inplace(m, batch, x, 1.f, a.inverse_prune());
@@ -1094,7 +1120,8 @@ Plan make_plan(const fftconv_params& p) {
   if (plan.fused) {
     plan.n1 = 1;
     plan.n2 = plan.m;
-    plan.bins = plan.m / 2 + 1;
+    // frequencies 0 .. m/2, stored with a stride of a multiple of 4 (16-byte product reads)
+    plan.bins = (plan.m / 2 + 1 + 3) / 4 * 4;
     plan.batch = fused_batch(plan.m);
   } else {
     plan.n2 = kRowLength;
@@ -1180,6 +1207,7 @@ RunArgs run_args(const fftconv_params& p, const Plan& plan, const float* spectru
   a.fft_size = (p.freq_keep == 0 && is_circular(p.L, p.Lk, p.fft_size)) ? p.fft_size : 0;
   a.freq_keep = p.freq_keep;
   a.D_dtype = p.D_dtype;
+  a.vector_spectrum = plan.fused && aligned16(spectrum) && p.freq_keep == 0;
   a.vector_io = p.L % 8 == 0 && plan.pieces.step % 8 == 0 && plan.pieces.lead % 8 == 0 && aligned16(p.u) &&
                 aligned16(p.y) && aligned16(p.pregate) && aligned16(p.postgate);
   return a;
