@@ -372,7 +372,7 @@ struct RunArgs {
   int64_t fft_size;   // circular period, 0 for linear
   int64_t freq_keep;  // frequency-sparse: rfft bins kept, 0 for all
   int32_t D_dtype;
-  bool vector_spectrum;  // the fused product may read 4 frequencies at once: aligned, not frequency-sparse
+  bool vector_spectrum;  // the fused product may read 4 frequencies at once: the spectrum is 16-byte aligned
   bool vector_io;  // L, the pieces' step and lead multiples of 8, u, y and the gates 16-byte aligned (load_chunk)
 
   // Frequency-sparse calls: whether frequency f of the m-point transform lies outside the band.
@@ -597,20 +597,30 @@ __device__ bool fused_block(const RunArgs& a, int64_t first_row, int batch, bool
       if (!r1.valid) continue;
       const float* k1 = a.spectrum + r1.at.channel * 2 * a.bins;
       const float* k2 = r2.valid ? a.spectrum + r2.at.channel * 2 * a.bins : k1;
-      const float4 k1r = *reinterpret_cast<const float4*>(k1 + f), k1i = *reinterpret_cast<const float4*>(k1 + a.bins + f);
-      const float4 k2r = *reinterpret_cast<const float4*>(k2 + f), k2i = *reinterpret_cast<const float4*>(k2 + a.bins + f);
       auto product = [&](int fi, float k1re, float k1im, float k2re, float k2im) {
         const int i = fi * batch + b, j = ((m - fi) & (m - 1)) * batch + b;
+        if (a.masked(fi)) {  // outside the kept band
+          x[i] = x[j] = make_float2(0.f, 0.f);
+          return;
+        }
         float2 zf = x[i], zj = x[j];
         pair_product(zf.x, zf.y, zj.x, zj.y, k1re, k1im, k2re, k2im);
         x[i] = zf;
         if (j != i) x[j] = zj;
       };
+      // below m/2, frequency f is masked from freq_keep on: a masked first frequency masks all four
+      const bool read = !a.masked(f);
+      const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
+      const float4 k1r = read ? *reinterpret_cast<const float4*>(k1 + f) : zero;
+      const float4 k1i = read ? *reinterpret_cast<const float4*>(k1 + a.bins + f) : zero;
+      const float4 k2r = read ? *reinterpret_cast<const float4*>(k2 + f) : zero;
+      const float4 k2i = read ? *reinterpret_cast<const float4*>(k2 + a.bins + f) : zero;
       product(f, k1r.x, k1i.x, k2r.x, k2i.x);
       product(f + 1, k1r.y, k1i.y, k2r.y, k2i.y);
       product(f + 2, k1r.z, k1i.z, k2r.z, k2i.z);
       product(f + 3, k1r.w, k1i.w, k2r.w, k2i.w);
-      if (f == 0) product(half, k1[half], k1[a.bins + half], k2[half], k2[a.bins + half]);
+      if (f == 0 && !a.masked(half)) product(half, k1[half], k1[a.bins + half], k2[half], k2[a.bins + half]);
+      if (f == 0 && a.masked(half)) product(half, 0.f, 0.f, 0.f, 0.f);
     }
   } else {
     for (int idx = threadIdx.x; idx < half * batch; idx += blockDim.x) {
@@ -1207,7 +1217,7 @@ RunArgs run_args(const fftconv_params& p, const Plan& plan, const float* spectru
   a.fft_size = (p.freq_keep == 0 && is_circular(p.L, p.Lk, p.fft_size)) ? p.fft_size : 0;
   a.freq_keep = p.freq_keep;
   a.D_dtype = p.D_dtype;
-  a.vector_spectrum = plan.fused && aligned16(spectrum) && p.freq_keep == 0;
+  a.vector_spectrum = plan.fused && aligned16(spectrum);
   a.vector_io = p.L % 8 == 0 && plan.pieces.step % 8 == 0 && plan.pieces.lead % 8 == 0 && aligned16(p.u) &&
                 aligned16(p.y) && aligned16(p.pregate) && aligned16(p.postgate);
   return a;
