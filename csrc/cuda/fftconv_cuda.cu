@@ -59,11 +59,11 @@ constexpr int64_t kFusedMax = 16384;  // largest transform done by the fused ker
 constexpr int kFusedThreadsMax = int(kFusedMax / 16);  // one thread per 16 points
 constexpr int64_t kRowLength = 2048;  // N2 of the split
 constexpr int kSplitPoints = 4096;    // complex points per block of the split passes (32 KiB)
-// Build-time tunable (nvcc -D...): threads per block of the split passes.
-#ifndef FFTCONV_CUDA_THREADS
-#define FFTCONV_CUDA_THREADS 256
-#endif
-constexpr int kThreads = FFTCONV_CUDA_THREADS;
+constexpr int kThreads = kSplitPoints / 16;  // one thread per 16 points, as every in-block transform
+// A column block holds at least 8 columns (16-byte loads, whole sectors) up to this many
+// points (128 KiB): long columns (N1 >= 1024) grow their blocks past kSplitPoints.
+constexpr int kColumnPointsMax = 16384;
+constexpr int kColumnThreadsMax = kColumnPointsMax / 16;
 // Build-time tunables: points whose loads a thread of a split pass issues together
 // (for_block_points; "output" groups load four values per point: the skip terms and gates
 // of a pair, or filter bins). Measured on an H200: 1 was 8-10 % slower than 8 and 4. (On
@@ -76,10 +76,9 @@ constexpr int kThreads = FFTCONV_CUDA_THREADS;
 #define FFTCONV_CUDA_SPLIT_OUTPUT_GROUP 4
 #endif
 constexpr int kSplitLoadGroup = FFTCONV_CUDA_SPLIT_LOAD_GROUP, kSplitOutputGroup = FFTCONV_CUDA_SPLIT_OUTPUT_GROUP;
-static_assert(kThreads * 16 >= kSplitPoints, "the split passes give each thread 16 points");
-static_assert(2 * kRowLength <= kSplitPoints, "a row pass holds two rows");
+static_assert(2 * kRowLength == kSplitPoints, "a row pass holds two rows");
 static_assert(kRowLength % kThreads == 0, "the product visits a row in whole steps of the block");
-constexpr int kSplitPerThread = kSplitPoints / kThreads;  // points per thread of a split block
+constexpr int kSplitPerThread = 16;  // points per thread of a split block
 
 // Where a row (a (b, h) sequence of u, y and the gates, BHL: BLH calls are transposed
 // around the kernels, channels_last.h) lies: element t at base + t.
@@ -747,10 +746,11 @@ __device__ bool columns_forward(const RunArgs& a, int64_t pair, int cols, int pr
   return finite;
 }
 
-// The split kernels hold to 64 registers (4 blocks per SM) in mode 0; the reruns, which
-// loop over their few pairs, may take more instead of spilling.
+// The column kernels run blocks of up to 1024 threads (64 registers); the row kernels hold to
+// 64 registers (4 blocks of 256 threads per SM) in mode 0, and their reruns, which loop over
+// their few pairs, may take more instead of spilling.
 template <int DT, bool kRerun>
-__global__ void __launch_bounds__(kThreads, kRerun ? 1 : 4) columns_forward_kernel(RunArgs a, int cols, int mode) {
+__global__ void __launch_bounds__(kColumnThreadsMax) columns_forward_kernel(RunArgs a, int cols, int mode) {
   extern __shared__ float sm[];
   for_grid_pairs<kRerun>(a, [&](int64_t pair) {
     Row r1, r2;
@@ -886,7 +886,7 @@ __device__ void columns_inverse(const RunArgs& a, int64_t pair, int cols, int64_
 }
 
 template <int DT, bool kRerun>
-__global__ void __launch_bounds__(kThreads, kRerun ? 1 : 4) columns_inverse_kernel(RunArgs a, int cols, int mode) {
+__global__ void __launch_bounds__(kColumnThreadsMax) columns_inverse_kernel(RunArgs a, int cols, int mode) {
   extern __shared__ float sm[];
   for_grid_pairs<kRerun>(a, [&](int64_t pair) {
     Row r1, r2;
@@ -1022,7 +1022,7 @@ __device__ bool pair_filters(const RunArgs& a, const FilterArgs& f, int64_t pair
 }
 
 template <bool kRerun>
-__global__ void __launch_bounds__(kThreads, kRerun ? 1 : 4) columns_filter_kernel(RunArgs a, FilterArgs f, int cols, int mode) {
+__global__ void __launch_bounds__(kColumnThreadsMax) columns_filter_kernel(RunArgs a, FilterArgs f, int cols, int mode) {
   extern __shared__ float sm[];
   for_grid_pairs<kRerun>(a, [&](int64_t pair) {
     int64_t h1, h2;
@@ -1101,6 +1101,9 @@ int fused_batch(int64_t m) {
   return 1 << std::max(0, 7 - (log_m + 1) / 2);
 }
 
+// Shared memory of a column block of the split path (N1 x cols points).
+int column_shared(const Plan& plan) { return int(plan.n1 * plan.cols * int64_t(sizeof(float2))); }
+
 // Largest transform of the split: a column of N1 = m / N2 must fit a block's shared memory.
 constexpr int64_t kLargestTransform = kRowLength * kSplitPoints;
 
@@ -1137,7 +1140,8 @@ Plan make_plan(const fftconv_params& p) {
     plan.n2 = kRowLength;
     plan.n1 = plan.m / kRowLength;
     plan.bins = (plan.n1 / 2 + 1) * plan.n2;
-    plan.cols = int(std::max<int64_t>(1, std::min<int64_t>(plan.n2, kSplitPoints / plan.n1)));
+    plan.cols = int(std::min<int64_t>(
+        plan.n2, std::max<int64_t>({1, kSplitPoints / plan.n1, std::min<int64_t>(8, kColumnPointsMax / plan.n1)})));
   }
   return plan;
 }
@@ -1265,14 +1269,17 @@ void launch_forward(const fftconv_params& p, const Plan& plan, const RunArgs& a,
   } else {
     run_split_modes(a, pairs, stream, [&](auto rerun, int mode, unsigned grid_pairs) {
       constexpr bool kRerun = decltype(rerun)::value;
-      allow_shared(columns_forward_kernel<DT, kRerun>, shared);
+      allow_shared(columns_forward_kernel<DT, kRerun>, column_shared(plan));
       allow_shared(rows_product_kernel<kRerun>, shared);
-      allow_shared(columns_inverse_kernel<DT, kRerun>, shared);
+      allow_shared(columns_inverse_kernel<DT, kRerun>, column_shared(plan));
       const dim3 column_grid(grid_pairs, unsigned(plan.n2 / plan.cols));
-      columns_forward_kernel<DT, kRerun><<<column_grid, kThreads, shared, stream>>>(a, plan.cols, mode);
+      const unsigned column_threads = unsigned(column_shared(plan) / sizeof(float2) / 16);
+      columns_forward_kernel<DT, kRerun><<<column_grid, column_threads, column_shared(plan), stream>>>(a, plan.cols,
+                                                                                                      mode);
       rows_product_kernel<kRerun><<<dim3(grid_pairs, unsigned(plan.n1 / 2 + 1)), kThreads, shared, stream>>>(a,
                                                                                                             mode);
-      columns_inverse_kernel<DT, kRerun><<<column_grid, kThreads, shared, stream>>>(a, plan.cols, mode);
+      columns_inverse_kernel<DT, kRerun><<<column_grid, column_threads, column_shared(plan), stream>>>(a, plan.cols,
+                                                                                                      mode);
       if (a.fft_size > 0) fold_kernel<DT, kRerun><<<dim3(grid_pairs), kThreads, 0, stream>>>(a, mode);
     });
   }
@@ -1351,10 +1358,11 @@ fftconv_status fftconv_cuda_prepare_filter(const fftconv_params* p, void* spectr
     } else {
       run_split_modes(a, pairs, stream, [&](auto rerun, int mode, unsigned grid_pairs) {
         constexpr bool kRerun = decltype(rerun)::value;
-        allow_shared(columns_filter_kernel<kRerun>, shared);
+        allow_shared(columns_filter_kernel<kRerun>, column_shared(plan));
         allow_shared(rows_filter_kernel<kRerun>, shared);
-        columns_filter_kernel<kRerun><<<dim3(grid_pairs, unsigned(plan.n2 / plan.cols)), kThreads, shared, stream>>>(
-            a, f, plan.cols, mode);
+        columns_filter_kernel<kRerun><<<dim3(grid_pairs, unsigned(plan.n2 / plan.cols)),
+                                        unsigned(column_shared(plan) / sizeof(float2) / 16), column_shared(plan),
+                                        stream>>>(a, f, plan.cols, mode);
         rows_filter_kernel<kRerun><<<dim3(grid_pairs, unsigned(plan.n1 / 2 + 1)), kThreads, shared, stream>>>(a, f,
                                                                                                                mode);
       });
