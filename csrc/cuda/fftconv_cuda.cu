@@ -472,12 +472,6 @@ __device__ __forceinline__ bool is_output(const Row& r, int64_t t) {
   return r.valid && t >= r.out_begin && t < r.out_end;
 }
 
-// Point t of a sequence's inverse transform: an output when it lies in [out_begin, out_end).
-template <int DT>
-__device__ void store_point(const RunArgs& a, const Row& r, int64_t t, float conv) {
-  if (is_output(r, t)) store_output<DT>(a, r, r.t0 + t, conv, output_terms<DT>(a, r, r.t0 + t));
-}
-
 // The output terms of points t of the rows of a packed pair (unused where not outputs).
 template <int DT>
 __device__ float4 pair_output_terms(const RunArgs& a, const Row& r1, const Row& r2, int64_t t) {
@@ -588,25 +582,35 @@ __device__ bool fused_block(const RunArgs& a, int64_t first_row, int batch, bool
   }
   // Pairs {f, m - f} for f in [1, m/2); the thread of f = 0 also takes the Nyquist bin m/2.
   const int half = m / 2, log_half = log_m - 1;
+  // the filters of sequence b: k1 (real part's row) and k2 (imaginary part's; k1 when none)
+  auto filters = [&](int b, const float** k1, const float** k2) {
+    const Row &r1 = rows[2 * b], &r2 = rows[2 * b + 1];
+    *k1 = a.spectrum + r1.at.channel * 2 * a.bins;
+    *k2 = r2.valid ? a.spectrum + r2.at.channel * 2 * a.bins : *k1;
+  };
+  // k1 re, im, k2 re, im at frequency fi; outside the kept band no read (the product zeroes it)
+  auto filter_at = [&](const float* k1, const float* k2, int fi) {
+    if (a.masked(fi)) return make_float4(0.f, 0.f, 0.f, 0.f);
+    return make_float4(k1[fi], k1[a.bins + fi], k2[fi], k2[a.bins + fi]);
+  };
+  auto product = [&](int b, int fi, float4 k) {
+    const int i = fi * batch + b, j = ((m - fi) & (m - 1)) * batch + b;
+    if (a.masked(fi)) {
+      x[i] = x[j] = make_float2(0.f, 0.f);
+      return;
+    }
+    float2 zf = x[i], zj = x[j];
+    pair_product(zf.x, zf.y, zj.x, zj.y, k.x, k.y, k.z, k.w);
+    x[i] = zf;
+    if (j != i) x[j] = zj;
+  };
   if (a.vector_spectrum) {
     // four consecutive frequencies per thread and step, each filter part in one 16-byte read
     for (int idx = 4 * threadIdx.x; idx < half * batch; idx += 4 * blockDim.x) {
       const int b = idx >> log_half, f = idx & (half - 1);
-      const Row &r1 = rows[2 * b], &r2 = rows[2 * b + 1];
-      if (!r1.valid) continue;
-      const float* k1 = a.spectrum + r1.at.channel * 2 * a.bins;
-      const float* k2 = r2.valid ? a.spectrum + r2.at.channel * 2 * a.bins : k1;
-      auto product = [&](int fi, float k1re, float k1im, float k2re, float k2im) {
-        const int i = fi * batch + b, j = ((m - fi) & (m - 1)) * batch + b;
-        if (a.masked(fi)) {  // outside the kept band
-          x[i] = x[j] = make_float2(0.f, 0.f);
-          return;
-        }
-        float2 zf = x[i], zj = x[j];
-        pair_product(zf.x, zf.y, zj.x, zj.y, k1re, k1im, k2re, k2im);
-        x[i] = zf;
-        if (j != i) x[j] = zj;
-      };
+      if (!rows[2 * b].valid) continue;
+      const float *k1, *k2;
+      filters(b, &k1, &k2);
       // below m/2, frequency f is masked from freq_keep on: a masked first frequency masks all four
       const bool read = !a.masked(f);
       const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
@@ -614,33 +618,20 @@ __device__ bool fused_block(const RunArgs& a, int64_t first_row, int batch, bool
       const float4 k1i = read ? *reinterpret_cast<const float4*>(k1 + a.bins + f) : zero;
       const float4 k2r = read ? *reinterpret_cast<const float4*>(k2 + f) : zero;
       const float4 k2i = read ? *reinterpret_cast<const float4*>(k2 + a.bins + f) : zero;
-      product(f, k1r.x, k1i.x, k2r.x, k2i.x);
-      product(f + 1, k1r.y, k1i.y, k2r.y, k2i.y);
-      product(f + 2, k1r.z, k1i.z, k2r.z, k2i.z);
-      product(f + 3, k1r.w, k1i.w, k2r.w, k2i.w);
-      if (f == 0 && !a.masked(half)) product(half, k1[half], k1[a.bins + half], k2[half], k2[a.bins + half]);
-      if (f == 0 && a.masked(half)) product(half, 0.f, 0.f, 0.f, 0.f);
+      product(b, f, make_float4(k1r.x, k1i.x, k2r.x, k2i.x));
+      product(b, f + 1, make_float4(k1r.y, k1i.y, k2r.y, k2i.y));
+      product(b, f + 2, make_float4(k1r.z, k1i.z, k2r.z, k2i.z));
+      product(b, f + 3, make_float4(k1r.w, k1i.w, k2r.w, k2i.w));
+      if (f == 0) product(b, half, filter_at(k1, k2, half));
     }
   } else {
     for (int idx = threadIdx.x; idx < half * batch; idx += blockDim.x) {
       const int b = idx >> log_half, f = idx & (half - 1);
-      const Row &r1 = rows[2 * b], &r2 = rows[2 * b + 1];
-      if (!r1.valid) continue;
-      const float* k1 = a.spectrum + r1.at.channel * 2 * a.bins;
-      const float* k2 = r2.valid ? a.spectrum + r2.at.channel * 2 * a.bins : k1;
-      auto product = [&](int fi) {
-        const int i = fi * batch + b, j = ((m - fi) & (m - 1)) * batch + b;
-        if (a.masked(fi)) {  // outside the kept band: no filter read, no product
-          x[i] = x[j] = make_float2(0.f, 0.f);
-          return;
-        }
-        float2 zf = x[i], zj = x[j];
-        pair_product(zf.x, zf.y, zj.x, zj.y, k1[fi], k1[a.bins + fi], k2[fi], k2[a.bins + fi]);
-        x[i] = zf;
-        if (j != i) x[j] = zj;
-      };
-      product(f);
-      if (f == 0) product(half);
+      if (!rows[2 * b].valid) continue;
+      const float *k1, *k2;
+      filters(b, &k1, &k2);
+      product(b, f, filter_at(k1, k2, f));
+      if (f == 0) product(b, half, filter_at(k1, k2, half));
     }
   }
   __syncthreads();
@@ -681,8 +672,7 @@ __device__ bool fused_block(const RunArgs& a, int64_t first_row, int batch, bool
       const float2 wrap = x[(t + a.fft_size) * batch + b];
       c.x += wrap.x, c.y += wrap.y;
     }
-    store_point<DT>(a, r1, t, c.x);
-    store_point<DT>(a, r2, t, c.y);
+    store_pair_outputs<DT>(a, r1, r2, t, c, pair_output_terms<DT>(a, r1, r2, t));
   }
   __syncthreads();
   return true;
