@@ -68,13 +68,14 @@ def _misaligned(t):
     return view
 
 
-@pytest.mark.parametrize("L", [4096, 4100, 40000, 40004])
-@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("L", [128, 512, 1020, 4096, 4100, 40000, 40004])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 def test_vector_and_element_io_agree(rng, L, dtype):
-    """Rows of L a multiple of 8 in 16-byte aligned memory take 16-byte loads and stores (fused
-    and split paths), and so do filters of Lk a multiple of 8 (Lk = L + 4: the taps used, L, end
-    inside a chunk when L is not a multiple of 8); other lengths and unaligned views take
-    element accesses: every combination against the reference, all options given."""
+    """Rows of L a multiple of 8 (float32 on the tensor-core path: 4) in 16-byte aligned memory
+    take 16-byte loads and stores (tensor-core, fused and split paths), and so do filters of Lk a
+    multiple of 8 (Lk = L + 4: the taps used, L, end inside a chunk when L is not a multiple of
+    8); other lengths and unaligned views take element accesses: every combination against the
+    reference, all options given."""
     arrays = make_inputs(rng, 2, 3, L, L + 4, dtype, OPTIONS["all"])
     u, k, D, pre, post = (_cuda(a, TORCH_DTYPES[dtype]) for a in arrays)
     k, D = k.float(), D.float()

@@ -104,8 +104,12 @@ struct DirectArgs {
   uint32_t groups;  // blocks per channel
   int blocks, rlen, origin, copy_stride, parts;
   int32_t D_dtype;
-  bool by_four;  // L % 4 == 0 and rows aligned to 4 elements: they move in groups of 4
+  bool vector_io;  // L a multiple of kVector<DT> and u, y and the gates 16-byte aligned: 16-byte accesses
 };
+
+// Elements of the I/O type per 16-byte access.
+template <int DT>
+constexpr int kVector = DT == FFTCONV_FLOAT32 ? 4 : 8;
 
 template <int DT>
 __device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
@@ -176,18 +180,21 @@ __device__ __forceinline__ int b_offset(const Operands<DT>& o, int r, int j, int
   return o.row_window * r + 8 * block * j - block * d;
 }
 
-// All products of T_d with tiles FIRST .. TPR-1 of every row, accumulated; TESTED: only
-// the tiles that exist (r < rows, j < tiles) and need T_d (d <= first_limit + 8 j).
-template <int DT, int TPR, int R, int FIRST, bool TESTED>
-__device__ __forceinline__ void d_step(const Operands<DT>& o, int d, float (&acc)[R][TPR][4], int tiles, int rows,
-                                       int first_limit) {
+// All products of one Toeplitz block (T_d, or the skip term's diagonal for d = 0) with
+// tiles FIRST .. TPR-1 of every row, accumulated. fragment(q, part, a) gives the A values of
+// k step q (tf32: 0, 1; fp16/bf16: 0) of the rounded part (part 0) or the remainder
+// (part 1, used when `split`; tf32 always). TESTED: only the tiles that exist (r < rows,
+// j < tiles) and need T_d (d <= first_limit + 8 j).
+template <int DT, int TPR, int R, int FIRST, bool TESTED, typename Fragment>
+__device__ __forceinline__ void block_products(const Operands<DT>& o, int d, Fragment fragment, bool split,
+                                               float (&acc)[R][TPR][4], int tiles, int rows, int first_limit) {
   auto skip = [&](int r, int j) { return TESTED && (r >= rows || j >= tiles || d > first_limit + 8 * j); };
   if constexpr (DT == FFTCONV_FLOAT32) {
 #pragma unroll
     for (int q = 0; q < 2; ++q) {
       uint32_t a_hi[4], a_lo[4];
-      load_a(o.a_rounded - kBlock * d + 8 * q, a_hi);
-      load_a(o.a_remainder - kBlock * d + 8 * q, a_lo);
+      fragment(q, 0, a_hi);
+      fragment(q, 1, a_lo);
 #pragma unroll
       for (int r = 0; r < R; ++r)
 #pragma unroll
@@ -203,7 +210,7 @@ __device__ __forceinline__ void d_step(const Operands<DT>& o, int d, float (&acc
     }
   } else {
     uint32_t a_rounded[4], a_remainder[4];
-    load_a(o.a_rounded - kBlock * d, a_rounded);
+    fragment(0, 0, a_rounded);
     uint2 x[R][TPR];
 #pragma unroll
     for (int r = 0; r < R; ++r)
@@ -213,14 +220,45 @@ __device__ __forceinline__ void d_step(const Operands<DT>& o, int d, float (&acc
         x[r][j] = *reinterpret_cast<const uint2*>(o.x + b_offset(o, r, j, d));
         mma_16816<DT>(acc[r][j], a_rounded, x[r][j].x, x[r][j].y);
       }
-    if (o.split) {
-      load_a(o.a_remainder - kBlock * d, a_remainder);
+    if (split) {
+      fragment(0, 1, a_remainder);
 #pragma unroll
       for (int r = 0; r < R; ++r)
 #pragma unroll
         for (int j = FIRST; j < TPR; ++j)
           if (!skip(r, j)) mma_16816<DT>(acc[r][j], a_remainder, x[r][j].x, x[r][j].y);
     }
+  }
+}
+
+// The products of T_d (read from the filter copies in shared memory).
+template <int DT, int TPR, int R, int FIRST, bool TESTED>
+__device__ __forceinline__ void d_step(const Operands<DT>& o, int d, float (&acc)[R][TPR][4], int tiles, int rows,
+                                       int first_limit) {
+  auto fragment = [&](int q, int part, uint32_t(&a)[4]) {
+    load_a((part ? o.a_remainder : o.a_rounded) - kBlock * d + 8 * q, a);
+  };
+  block_products<DT, TPR, R, FIRST, TESTED>(o, d, fragment, o.split, acc, tiles, rows, first_limit);
+}
+
+// The A values of k step q of D times the identity (the skip term, one more product of each
+// tile with its own inputs), part 0: D rounded to the operand type, part 1: the remainder.
+// Lane (g, c) holds rows g and g + 8 at the columns s of its operand layout (load_a).
+template <int DT>
+__device__ __forceinline__ void diagonal_fragment(float D, int q, int part, int lane, uint32_t (&a)[4]) {
+  const int g = lane >> 2, c = lane & 3;
+  a[0] = a[1] = a[2] = a[3] = 0;
+  if constexpr (DT == FFTCONV_FLOAT32) {  // row g at s = 8q + 2c + e: s = g for q = 0; row g + 8 for q = 1
+    const float rounded = to_tf32(D);
+    const uint32_t value = __float_as_uint(part ? to_tf32(D - rounded) : rounded);
+    if (c == g >> 1) a[(g & 1 ? 2 : 0) + q] = value;
+  } else {  // row g at s = 4c + e, row g + 8 at s = 4c + e - 8
+    const uint16_t rounded = Elem<DT>::bits(D);
+    const uint16_t bits = part ? Elem<DT>::bits(D - Elem<DT>::from_bits(rounded)) : rounded;
+    const uint32_t word = g & 1 ? uint32_t(bits) << 16 : uint32_t(bits);
+    const int slot = g & 2 ? 2 : 0;
+    if (c == g >> 2) a[slot] = word;
+    if (c == 2 + (g >> 2)) a[slot + 1] = word;
   }
 }
 
@@ -244,48 +282,76 @@ __device__ __forceinline__ void products_from(const Operands<DT>& o, int first_l
   }
 }
 
-// Four consecutive elements (aligned) of x as floats, times those of gate when given.
+// 16 bytes of the I/O type as kVector<DT> floats, and back (rounded to DT).
 template <int DT>
-__device__ __forceinline__ void load4(const void* x, const void* gate, int64_t i, float (&out)[4]) {
+__device__ __forceinline__ void unpack16(uint4 raw, float (&v)[kVector<DT>]) {
   if constexpr (DT == FFTCONV_FLOAT32) {
-    const float4 v = reinterpret_cast<const float4*>(x)[i / 4];
-    out[0] = v.x, out[1] = v.y, out[2] = v.z, out[3] = v.w;
-    if (!gate) return;
-    const float4 w = reinterpret_cast<const float4*>(gate)[i / 4];
-    out[0] *= w.x, out[1] *= w.y, out[2] *= w.z, out[3] *= w.w;
+    v[0] = __uint_as_float(raw.x), v[1] = __uint_as_float(raw.y), v[2] = __uint_as_float(raw.z),
+    v[3] = __uint_as_float(raw.w);
   } else {
-    const uint2 xv = reinterpret_cast<const uint2*>(x)[i / 4];
-    const uint16_t xs[4] = {uint16_t(xv.x), uint16_t(xv.x >> 16), uint16_t(xv.y), uint16_t(xv.y >> 16)};
-    for (int e = 0; e < 4; ++e) out[e] = Elem<DT>::from_bits(xs[e]);
-    if (!gate) return;
-    const uint2 gv = reinterpret_cast<const uint2*>(gate)[i / 4];
-    const uint16_t gs[4] = {uint16_t(gv.x), uint16_t(gv.x >> 16), uint16_t(gv.y), uint16_t(gv.y >> 16)};
-    for (int e = 0; e < 4; ++e) out[e] *= Elem<DT>::from_bits(gs[e]);
+    const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+    for (int e = 0; e < 8; ++e) v[e] = Elem<DT>::from_bits(uint16_t(words[e / 2] >> (16 * (e % 2))));
   }
 }
 
-// Stores four consecutive elements (aligned), rounded to DT.
 template <int DT>
-__device__ __forceinline__ void store4(void* y, int64_t i, const float (&v)[4]) {
+__device__ __forceinline__ uint4 pack16(const float (&v)[kVector<DT>]) {
   if constexpr (DT == FFTCONV_FLOAT32) {
-    reinterpret_cast<float4*>(y)[i / 4] = make_float4(v[0], v[1], v[2], v[3]);
+    return make_uint4(__float_as_uint(v[0]), __float_as_uint(v[1]), __float_as_uint(v[2]), __float_as_uint(v[3]));
   } else {
-    reinterpret_cast<uint2*>(y)[i / 4] =
-        make_uint2(uint32_t(Elem<DT>::bits(v[0])) | uint32_t(Elem<DT>::bits(v[1])) << 16,
-                   uint32_t(Elem<DT>::bits(v[2])) | uint32_t(Elem<DT>::bits(v[3])) << 16);
+    uint32_t words[4];
+#pragma unroll
+    for (int w = 0; w < 4; ++w)
+      words[w] = uint32_t(Elem<DT>::bits(v[2 * w])) | uint32_t(Elem<DT>::bits(v[2 * w + 1])) << 16;
+    return make_uint4(words[0], words[1], words[2], words[3]);
   }
 }
 
-// Products of four 16-bit elements given as bits, rounded once (as float32 products rounded to DT).
+// x times gate, 16 bytes each: 16-bit types as products of pairs rounded once (the window
+// holds operands of the I/O type anyway), float32 as float32 products.
 template <int DT>
-__device__ __forceinline__ uint2 mul4(uint2 x, uint2 gate) {
-  using Pair = typename std::conditional<DT == FFTCONV_FLOAT16, __half2, __nv_bfloat162>::type;
-  auto mul = [](uint32_t p, uint32_t q) {
-    const Pair r = __hmul2(*reinterpret_cast<const Pair*>(&p), *reinterpret_cast<const Pair*>(&q));
-    return *reinterpret_cast<const uint32_t*>(&r);
-  };
-  return make_uint2(mul(x.x, gate.x), mul(x.y, gate.y));
+__device__ __forceinline__ uint4 mul16(uint4 x, uint4 gate) {
+  if constexpr (DT == FFTCONV_FLOAT32) {
+    return make_uint4(__float_as_uint(__uint_as_float(x.x) * __uint_as_float(gate.x)),
+                      __float_as_uint(__uint_as_float(x.y) * __uint_as_float(gate.y)),
+                      __float_as_uint(__uint_as_float(x.z) * __uint_as_float(gate.z)),
+                      __float_as_uint(__uint_as_float(x.w) * __uint_as_float(gate.w)));
+  } else {
+    using Pair = typename std::conditional<DT == FFTCONV_FLOAT16, __half2, __nv_bfloat162>::type;
+    auto mul = [](uint32_t p, uint32_t q) {
+      const Pair r = __hmul2(*reinterpret_cast<const Pair*>(&p), *reinterpret_cast<const Pair*>(&q));
+      return *reinterpret_cast<const uint32_t*>(&r);
+    };
+    return make_uint4(mul(x.x, gate.x), mul(x.y, gate.y), mul(x.z, gate.z), mul(x.w, gate.w));
+  }
 }
+
+// A warp's lanes visit the 16-byte vectors of the same span of each of R rows (rows < R
+// given): offsets i = kVector<DT> * (lane + 32 n) below count, kGroup vectors of each row
+// per lane at a time, whose `load(r, i)` are all issued before the first `use(r, i, loaded)`
+// (one wait for global memory per group, not per vector).
+template <int DT, int R, int kGroup, typename LoadFn, typename UseFn>
+__device__ __forceinline__ void for_row_vectors(int count, int rows, int lane, LoadFn load, UseFn use) {
+  constexpr int kStep = 32 * kVector<DT>;
+#pragma unroll 1
+  for (int first = kVector<DT> * lane; first < count; first += kGroup * kStep) {
+    uint4 v[R][kGroup];
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int n = 0; n < kGroup; ++n)
+        if (r < rows && first + n * kStep < count) v[r][n] = load(r, first + n * kStep);
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int n = 0; n < kGroup; ++n)
+        if (r < rows && first + n * kStep < count) use(r, first + n * kStep, v[r][n]);
+  }
+}
+// Vectors of one row that a lane loads together: 4 in flight per lane (8 with 8 rows).
+template <int R>
+constexpr int kRowGroup = R >= 4 ? 1 : 4 / R;
 
 // Shared memory of one warp: the input windows of its rows, later its staged outputs
 // (8 floats of padding per 32).
@@ -334,85 +400,93 @@ __device__ __forceinline__ int window_position(int i) {
   return (i >> 4) * Operand<DT>::kWindowBlock + (i & 15);
 }
 
-// Loads inputs t0 + i (i in [0, span), zero outside [0, L)) of the row at `base`, times
-// the pregate, into the window (tf32: the tf32 parts into `window`, the remainders into `window_lo`).
+// The 16-byte vector of x holding element `first` (a multiple of kVector<DT>).
 template <int DT>
-__device__ void load_window(const DirectArgs& a, int64_t base, int64_t t0, int span,
-                            typename Operand<DT>::T* window, typename Operand<DT>::T* window_lo, int lane) {
-  if constexpr (DT == FFTCONV_FLOAT32) {
-    if (a.by_four) {
-#pragma unroll 4
-      for (int i = 4 * lane; i < span; i += 128) {
-        const int64_t t = t0 + i;
-        float v[4] = {0.f, 0.f, 0.f, 0.f};
-        if (t >= 0 && t < a.L) load4<DT>(a.u, a.pregate, base + t, v);
-        float hi[4], lo[4];
-        for (int e = 0; e < 4; ++e) hi[e] = to_tf32(v[e]), lo[e] = to_tf32(v[e] - hi[e]);
-        const int at = window_position<DT>(i);
-        *reinterpret_cast<float4*>(window + at) = make_float4(hi[0], hi[1], hi[2], hi[3]);
-        *reinterpret_cast<float4*>(window_lo + at) = make_float4(lo[0], lo[1], lo[2], lo[3]);
-      }
-      return;
-    }
-    for (int i = lane; i < span; i += 32) {
-      const float v = input_at<DT>(a, base, t0 + i);
-      const float hi = to_tf32(v);
-      window[window_position<DT>(i)] = hi;
-      window_lo[window_position<DT>(i)] = to_tf32(v - hi);
-    }
-  } else {
-    if (a.by_four) {
-#pragma unroll 4
-      for (int i = 4 * lane; i < span; i += 128) {
-        const int64_t t = t0 + i;
-        uint2 x = make_uint2(0, 0);
-        if (t >= 0 && t < a.L) {
-          x = reinterpret_cast<const uint2*>(a.u)[(base + t) / 4];
-          if (a.pregate) x = mul4<DT>(x, reinterpret_cast<const uint2*>(a.pregate)[(base + t) / 4]);
-        }
-        reinterpret_cast<uint2*>(window)[i / 4] = x;
-      }
-      return;
-    }
-    for (int i = lane; i < span; i += 32) window[i] = Elem<DT>::bits(input_at<DT>(a, base, t0 + i));
-  }
+__device__ __forceinline__ uint4 vector_at(const void* x, int64_t first) {
+  return reinterpret_cast<const uint4*>(x)[first / kVector<DT>];
 }
 
-// y[t0 + p] for p in [0, count), t0 + p < L, of the row at `base`, from the staged
-// convolution (`stage`, padded) plus the skip term, times the postgate.
-template <int DT>
-__device__ void store_outputs(const DirectArgs& a, int64_t base, int64_t t0, int count, const float* stage,
-                              int stage_first, float skip, int lane) {
-  if (a.by_four) {
-#pragma unroll 4
-    for (int p = 4 * lane; p < count; p += 128) {
-      if (t0 + p >= a.L) break;
-      const int s = stage_first + p;
-      const float4 conv = *reinterpret_cast<const float4*>(stage + s + 8 * (s >> 5));
-      float out[4] = {conv.x, conv.y, conv.z, conv.w};
-      const int64_t i = base + t0 + p;
-      if (a.D) {
-        float x[4];
-        load4<DT>(a.u, a.pregate, i, x);
-        for (int e = 0; e < 4; ++e) out[e] += skip * x[e];
+// Loads inputs t0 + i (i in [0, span), zero outside [0, L)) of the unit's rows (row r at
+// row_base(r)), times the pregate, into their windows (row_window elements apart; tf32: the
+// tf32 parts into `window`, the remainders into `window_lo`).
+template <int DT, int R, typename RowBase>
+__device__ void load_windows(const DirectArgs& a, RowBase row_base, int rows, int64_t t0, int span,
+                             typename Operand<DT>::T* window, typename Operand<DT>::T* window_lo, int row_window,
+                             int lane) {
+  if (a.vector_io) {  // t0, span and L are multiples of kVector<DT>: a vector lies inside or outside [0, L)
+    auto load = [&](int r, int i) {
+      const int64_t t = t0 + i;
+      if (t < 0 || t >= a.L) return make_uint4(0, 0, 0, 0);
+      const uint4 x = vector_at<DT>(a.u, row_base(r) + t);
+      return a.pregate ? mul16<DT>(x, vector_at<DT>(a.pregate, row_base(r) + t)) : x;
+    };
+    auto store = [&](int r, int i, uint4 x) {
+      if constexpr (DT == FFTCONV_FLOAT32) {
+        float v[4], hi[4], lo[4];
+        unpack16<DT>(x, v);
+        for (int e = 0; e < 4; ++e) hi[e] = to_tf32(v[e]), lo[e] = to_tf32(v[e] - hi[e]);
+        const int at = r * row_window + window_position<DT>(i);
+        *reinterpret_cast<float4*>(window + at) = make_float4(hi[0], hi[1], hi[2], hi[3]);
+        *reinterpret_cast<float4*>(window_lo + at) = make_float4(lo[0], lo[1], lo[2], lo[3]);
+      } else {
+        *reinterpret_cast<uint4*>(window + r * row_window + i) = x;  // 16-element window blocks: position i
       }
-      if (a.postgate) {
-        float gate[4];
-        load4<DT>(a.postgate, nullptr, i, gate);
-        for (int e = 0; e < 4; ++e) out[e] *= gate[e];
-      }
-      store4<DT>(a.y, i, out);
-    }
+    };
+    for_row_vectors<DT, R, kRowGroup<R>>(span, rows, lane, load, store);
     return;
   }
-  for (int p = lane; p < count && t0 + p < a.L; p += 32) {
-    const int64_t i = base + t0 + p;
-    const int s = stage_first + p;
-    float out = stage[s + 8 * (s >> 5)];
-    if (a.D) out += skip * input_at<DT>(a, base, t0 + p);
-    if (a.postgate) out *= Elem<DT>::load(a.postgate, i);
-    Elem<DT>::store(a.y, i, out);
+  for (int r = 0; r < rows; ++r)
+    for (int i = lane; i < span; i += 32) {
+      const float v = input_at<DT>(a, row_base(r), t0 + i);
+      const int at = r * row_window + window_position<DT>(i);
+      if constexpr (DT == FFTCONV_FLOAT32) {
+        const float hi = to_tf32(v);
+        window[at] = hi;
+        window_lo[at] = to_tf32(v - hi);
+      } else {
+        window[at] = Elem<DT>::bits(v);
+      }
+    }
+}
+
+// y[t0 + p] for p in [0, count), t0 + p < L, of the unit's rows, from the staged outputs
+// (`stage`, padded; row r from r * count on: the convolution and the skip term) times the postgate.
+template <int DT, int R, typename RowBase>
+__device__ void store_outputs(const DirectArgs& a, RowBase row_base, int rows, int64_t t0, int count,
+                              const float* stage, int lane) {
+  const int stage_stride = count;
+  count = int(min(int64_t(count), a.L - t0));
+  auto staged = [&](int r, int p) -> const float& {
+    const int s = r * stage_stride + p;
+    return stage[s + 8 * (s >> 5)];
+  };
+  if (a.vector_io) {
+    auto load = [&](int r, int p) {
+      return a.postgate ? vector_at<DT>(a.postgate, row_base(r) + t0 + p) : make_uint4(0, 0, 0, 0);
+    };
+    auto store = [&](int r, int p, uint4 gate_bits) {
+      float out[kVector<DT>], gate[kVector<DT>];
+#pragma unroll
+      for (int e = 0; e < kVector<DT>; e += 4) {  // 4 staged floats lie together (8 of padding per 32)
+        const float4 conv = *reinterpret_cast<const float4*>(&staged(r, p + e));
+        out[e] = conv.x, out[e + 1] = conv.y, out[e + 2] = conv.z, out[e + 3] = conv.w;
+      }
+      if (a.postgate) {
+        unpack16<DT>(gate_bits, gate);
+#pragma unroll
+        for (int e = 0; e < kVector<DT>; ++e) out[e] *= gate[e];
+      }
+      reinterpret_cast<uint4*>(a.y)[(row_base(r) + t0 + p) / kVector<DT>] = pack16<DT>(out);
+    };
+    for_row_vectors<DT, R, kRowGroup<R>>(count, rows, lane, load, store);
+    return;
   }
+  for (int r = 0; r < rows; ++r)
+    for (int p = lane; p < count; p += 32) {
+      const float out = staged(r, p);
+      const int64_t i = row_base(r) + t0 + p;
+      Elem<DT>::store(a.y, i, a.postgate ? out * Elem<DT>::load(a.postgate, i) : out);
+    }
 }
 
 // Block (channel h, group): warp w takes unit group * warps + w of channel h,
@@ -473,8 +547,8 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) direct_kernel(DirectArgs a)
   T* window_lo = window + R * row_window;  // tf32 only
   float* stage = reinterpret_cast<float*>(window);
   auto row_base = [&](int r) { return ((int64_t(row_group) * R + r) * a.H + h) * a.L; };
-  for (int r = 0; r < rows; ++r)
-    load_window<DT>(a, row_base(r), t0 - halo, span, window + r * row_window, window_lo + r * row_window, lane);
+  const float skip = a.D ? load_any(a.D, a.D_dtype, h) : 0.f;  // issued before the window loads
+  load_windows<DT, R>(a, row_base, rows, t0 - halo, span, window, window_lo, row_window, lane);
   __syncwarp();
 
   const int g = lane >> 2, c = lane & 3;
@@ -487,6 +561,10 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) direct_kernel(DirectArgs a)
   const int first_limit = int(min(8 * first_tile + 7, int64_t(a.blocks)));
   const int d_end = min(a.blocks, first_limit + 8 * (tiles - 1) + 1);
   float acc[R][TPR][4] = {};
+  if (a.D) {  // the skip term: one product of each tile with D times the identity
+    auto fragment = [&](int q, int part, uint32_t(&f)[4]) { diagonal_fragment<DT>(skip, q, part, lane, f); };
+    block_products<DT, TPR, R, 0, true>(ops, 0, fragment, true, acc, tiles, rows, first_limit);
+  }
   if (tiles == TPR && rows == R) {
     products<DT, TPR, R, 0>(ops, 0, min(d_end, first_limit + 1), acc);  // every tile
     products_from<DT, TPR, R, 1>(ops, first_limit, d_end, acc);          // then one fewer every 8
@@ -507,8 +585,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) direct_kernel(DirectArgs a)
         stage[p + 8 * (p >> 5)] = acc[r][j][e];
       }
   __syncwarp();
-  const float skip = a.D ? load_any(a.D, a.D_dtype, h) : 0.f;
-  for (int r = 0; r < rows; ++r) store_outputs<DT>(a, row_base(r), t0, TPR * kTile, stage, r * TPR * kTile, skip, lane);
+  store_outputs<DT, R>(a, row_base, rows, t0, TPR * kTile, stage, lane);
 }
 
 struct DirectLaunch {
@@ -612,9 +689,9 @@ void direct_forward(const fftconv_params& p, const void* prepared, cudaStream_t 
   a.blocks = l.geo.blocks, a.rlen = l.geo.rlen, a.origin = l.geo.origin, a.copy_stride = l.geo.copy_stride;
   a.parts = l.geo.parts;
   a.D_dtype = p.D_dtype;
-  const uintptr_t group_bytes = 4 * uintptr_t(l.geo.element_bytes);
-  auto aligned = [&](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % group_bytes == 0; };
-  a.by_four = p.L % 4 == 0 && aligned(p.u) && aligned(p.y) && aligned(p.pregate) && aligned(p.postgate);
+  auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
+  a.vector_io = p.L % (16 / l.geo.element_bytes) == 0 && aligned(p.u) && aligned(p.y) && aligned(p.pregate) &&
+                aligned(p.postgate);
   switch (p.dtype) {
     case FFTCONV_FLOAT16: launch_direct<FFTCONV_FLOAT16>(a, l, stream); break;
     case FFTCONV_BFLOAT16: launch_direct<FFTCONV_BFLOAT16>(a, l, stream); break;
