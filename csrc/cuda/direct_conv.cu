@@ -8,12 +8,14 @@
 // or several rows (a "unit") and runs over d, loading T_d once for them. The work is
 // (taps/16 + 1) mma per tile, where an FFT costs log(L): a path for short filters.
 //
-// Operand layouts: the k index of the mma is permuted so that lane (g, c) holds
-// s = 4c .. 4c + 3 in both operands. B is then one aligned 8-byte load of 4
-// consecutive inputs, and row t of A is k[16d + t - 4c - 3 .. 16d + t - 4c]:
-// 4 consecutive values of the reversed filter R[i] = k[origin - i]. R lies in
-// shared memory in 4 copies shifted by one element, so that a lane reads its 4
-// values with one aligned 8-byte load from the copy matching its row.
+// Operand layouts (fp16/bf16): B, 16 consecutive inputs per output block, comes from the
+// input windows with ldmatrix (one instruction loads the B values of two tiles). The
+// windows are 16-element blocks whose two 8-element halves swap places in every other
+// group of 4 blocks: the 8 rows of an ldmatrix then lie in 8 different bank groups.
+// A (T_d) is Toeplitz: lane (g, c) holds T_d[g][2c .. 2c + 1] = R[origin - 16d - g + 2c ..]
+// of the reversed filter R[i] = k[origin - i], T_d[g + 8][..] 8 values lower and
+// T_d[g][2c + 8 ..] 8 values higher (T_d[g + 8][2c + 8 ..] is T_d[g][2c ..] again): three
+// 4-byte loads from the one of 2 copies of R (shifted by one element) where they are aligned.
 //
 // A float32 filter with bf16 I/O is split into its rounding to bf16 plus the rounded
 // remainder (two mma per block product): 16 significant bits instead of 8. fp16's 11
@@ -47,14 +49,15 @@ constexpr int kFloat32MaxTaps = 256;  // 6 tf32 products per block product: the 
 
 // Per I/O type: the shared-memory element of the operands, the shifted copies of the
 // filter, and the stride of a 16-step block in the input windows.
+// kRowRound: row windows are a multiple of this many elements (fp16/bf16: 8 blocks, so that
+// every row starts at the same phase of the swizzle).
 template <int DT> struct Operand {
   using T = uint16_t;
-  static constexpr int kCopies = 4, kWindowBlock = 16, kWindows = 1;
-  static constexpr int kLaneSpan = 4;  // consecutive s values a lane holds per k step
+  static constexpr int kCopies = 2, kWindowBlock = 16, kWindows = 1, kRowRound = 8 * 16;
 };
 template <> struct Operand<FFTCONV_FLOAT32> {
   using T = float;
-  static constexpr int kCopies = 2, kWindowBlock = 24, kWindows = 2;  // tf32 part and remainder
+  static constexpr int kCopies = 2, kWindowBlock = 24, kWindows = 2, kRowRound = 1;  // tf32 part and remainder
   static constexpr int kLaneSpan = 2;
 };
 
@@ -69,6 +72,7 @@ struct DirectGeometry {
   int element_bytes;
   int copies;
   int window_block;  // elements per 16-step block in the input windows
+  int row_round;     // row windows are a multiple of this many elements
   int windows;       // input windows per row (tf32: the tf32 parts and the remainders)
 };
 
@@ -78,15 +82,17 @@ DirectGeometry direct_geometry(const fftconv_params& p) {
   g.blocks = int((g.taps + kBlock - 2) / kBlock + 1);  // T_d holds k[16d - 15 .. 16d + 15]
   g.rlen = kBlock * g.blocks + 2 * kBlock;
   g.origin = kBlock * g.blocks + kBlock - 1;
-  // 16 modulo 32: the A reads of a warp then meet no bank conflict (two wavefronts)
-  g.copy_stride = g.rlen + 8 + (16 - (g.rlen + 8) % 32 + 32) % 32;
   const bool tf32 = p.dtype == FFTCONV_FLOAT32;
   g.parts = tf32 || (p.k_dtype == FFTCONV_FLOAT32 && p.dtype == FFTCONV_BFLOAT16) ? 2 : 1;
   g.element_bytes = int(element_bytes(p.dtype));
+  // 64 bytes modulo 128: the A reads of a warp from the two copies then meet no bank conflict
+  const int period = 128 / g.element_bytes, offset = 64 / g.element_bytes;
+  g.copy_stride = g.rlen + 8 + ((offset - (g.rlen + 8) % period) % period + period) % period;
   using F32 = Operand<FFTCONV_FLOAT32>;
   using F16 = Operand<FFTCONV_FLOAT16>;
   g.copies = tf32 ? F32::kCopies : F16::kCopies;
   g.window_block = tf32 ? F32::kWindowBlock : F16::kWindowBlock;
+  g.row_round = tf32 ? F32::kRowRound : F16::kRowRound;
   g.windows = tf32 ? F32::kWindows : F16::kWindows;
   return g;
 }
@@ -104,6 +110,7 @@ struct DirectArgs {
   uint32_t groups;  // blocks per channel
   int blocks, rlen, origin, copy_stride, parts;
   int32_t D_dtype;
+  uint32_t zero;   // always 0 (load_a)
   bool vector_io;  // L a multiple of kVector<DT> and u, y and the gates 16-byte aligned: 16-byte accesses
 };
 
@@ -142,13 +149,30 @@ __device__ __forceinline__ float to_tf32(float x) {
   return __uint_as_float(bits);
 }
 
-// A fragment of T_d for lane (g, c): rows g and g + 8 are R[idx .. idx + 3] and
-// R[idx - 8 .. idx - 5] (idx = origin - 16d - g + 4c), read at `at`, their aligned
-// place in the copy of the lane's shift.
-__device__ __forceinline__ void load_a(const uint16_t* at, uint32_t (&a)[4]) {
-  const uint2 row_g = *reinterpret_cast<const uint2*>(at);
-  const uint2 row_g8 = *reinterpret_cast<const uint2*>(at - 8);
-  a[0] = row_g.x, a[1] = row_g8.x, a[2] = row_g.y, a[3] = row_g8.y;
+// The A fragment of T_d for lane (g, c): a[0] = R[idx, idx + 1] (idx = origin - 16d - g + 2c),
+// a[1] 8 values lower, a[2] 8 higher, a[3] = a[0]; `at` is the shared-memory address of
+// R[idx]'s aligned place in the copy of the lane's parity. a[3] is loaded again, and a[2]
+// too (it is a[1] of T_(d+1)), through `at_again` (the same address, which the compiler
+// cannot know): with a value in two registers of a quad, ptxas made several copies of the
+// whole fragment (12 moves per block product).
+__device__ __forceinline__ void load_a(uint32_t at, uint32_t at_again, uint32_t (&a)[4]) {
+  asm("ld.shared.b32 %0, [%4];\n"
+      "ld.shared.b32 %1, [%4+-16];\n"
+      "ld.shared.b32 %2, [%5+16];\n"
+      "ld.shared.b32 %3, [%5];\n"
+      : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
+      : "r"(at), "r"(at_again));
+}
+
+// B values of two tiles (lanes 0-15 give the rows of the first, 16-31 those of the
+// second), or of one (x2: lanes 0-15), from the shared-memory address of the lane's row.
+__device__ __forceinline__ void load_b_pair(uint32_t address, uint32_t (&first)[2], uint32_t (&second)[2]) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(first[0]), "=r"(first[1]), "=r"(second[0]), "=r"(second[1])
+               : "r"(address));
+}
+__device__ __forceinline__ void load_b(uint32_t address, uint32_t (&b)[2]) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n" : "=r"(b[0]), "=r"(b[1]) : "r"(address));
 }
 
 // tf32: k step q of T_d for lane (g, c): rows g and g + 8 are R[idx], R[idx + 1] and
@@ -164,14 +188,24 @@ __device__ __forceinline__ void load_a(const float* at, uint32_t (&a)[4]) {
 // B values of tile 0 of the unit's first row (tile j lies 8 window blocks higher, row r
 // one row window higher, and d moves them one window block lower per step).
 template <int DT>
-struct Operands {
-  using T = typename Operand<DT>::T;
-  const T* a_rounded;
-  const T* a_remainder;
-  const T* x;     // the input window (tf32: its tf32 part)
-  const T* x_lo;  // tf32: the remainders' window
+struct Operands {  // fp16/bf16
+  uint32_t a_rounded;  // shared-memory addresses
+  uint32_t a_remainder;
+  uint32_t x;      // shared-memory address of the lane's ldmatrix row, its first half
+  int lane_block;  // window block of that row for d = 0 (its bit 2 picks the swizzled half)
+  int half;        // the half of the block the lane's row reads (0 or 1)
   int row_window;  // elements between the windows of the unit's rows
-  bool split;      // fp16/bf16: the filter has a remainder part
+  bool split;      // the filter has a remainder part
+  uint32_t zero;   // 0, from a kernel argument (load_a)
+};
+template <>
+struct Operands<FFTCONV_FLOAT32> {
+  const float* a_rounded;
+  const float* a_remainder;
+  const float* x;     // the input window's tf32 parts
+  const float* x_lo;  // the remainders' window
+  int row_window;
+  bool split;
 };
 
 template <int DT>
@@ -211,22 +245,43 @@ __device__ __forceinline__ void block_products(const Operands<DT>& o, int d, Fra
   } else {
     uint32_t a_rounded[4], a_remainder[4];
     fragment(0, 0, a_rounded);
-    uint2 x[R][TPR];
+    // Tiles in pairs: (j, j + 1) of a row, or with one tile per row, (r, r + 1).
+    const uint32_t x = o.x - 32 * d + 16 * (o.half ^ (((o.lane_block - d) >> 2) & 1));
+    auto address = [&](int r, int j) { return x + 2 * uint32_t(o.row_window * r + kTile * j); };
+    uint32_t b[R][TPR][2];
+    if constexpr (TPR == 1) {
+#pragma unroll
+      for (int r = 0; r < R; r += 2) {
+        if (r + 1 < R) {
+          load_b_pair(address(r, 0), b[r][0], b[r + 1][0]);
+        } else {
+          load_b(address(r, 0), b[r][0]);
+        }
+      }
+    } else {
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int j = FIRST; j < TPR; j += 2) {
+          if (j + 1 < TPR) {
+            load_b_pair(address(r, j), b[r][j], b[r][j + 1]);
+          } else {
+            load_b(address(r, j), b[r][j]);
+          }
+        }
+    }
 #pragma unroll
     for (int r = 0; r < R; ++r)
 #pragma unroll
-      for (int j = FIRST; j < TPR; ++j) {
-        if (skip(r, j)) continue;
-        x[r][j] = *reinterpret_cast<const uint2*>(o.x + b_offset(o, r, j, d));
-        mma_16816<DT>(acc[r][j], a_rounded, x[r][j].x, x[r][j].y);
-      }
+      for (int j = FIRST; j < TPR; ++j)
+        if (!skip(r, j)) mma_16816<DT>(acc[r][j], a_rounded, b[r][j][0], b[r][j][1]);
     if (split) {
       fragment(0, 1, a_remainder);
 #pragma unroll
       for (int r = 0; r < R; ++r)
 #pragma unroll
         for (int j = FIRST; j < TPR; ++j)
-          if (!skip(r, j)) mma_16816<DT>(acc[r][j], a_remainder, x[r][j].x, x[r][j].y);
+          if (!skip(r, j)) mma_16816<DT>(acc[r][j], a_remainder, b[r][j][0], b[r][j][1]);
     }
   }
 }
@@ -236,7 +291,12 @@ template <int DT, int TPR, int R, int FIRST, bool TESTED>
 __device__ __forceinline__ void d_step(const Operands<DT>& o, int d, float (&acc)[R][TPR][4], int tiles, int rows,
                                        int first_limit) {
   auto fragment = [&](int q, int part, uint32_t(&a)[4]) {
-    load_a((part ? o.a_remainder : o.a_rounded) - kBlock * d + 8 * q, a);
+    if constexpr (DT == FFTCONV_FLOAT32) {
+      load_a((part ? o.a_remainder : o.a_rounded) - kBlock * d + 8 * q, a);
+    } else {  // addresses in bytes
+      const uint32_t at = (part ? o.a_remainder : o.a_rounded) - 2 * kBlock * d;
+      load_a(at, at + o.zero, a);
+    }
   };
   block_products<DT, TPR, R, FIRST, TESTED>(o, d, fragment, o.split, acc, tiles, rows, first_limit);
 }
@@ -252,13 +312,10 @@ __device__ __forceinline__ void diagonal_fragment(float D, int q, int part, int 
     const float rounded = to_tf32(D);
     const uint32_t value = __float_as_uint(part ? to_tf32(D - rounded) : rounded);
     if (c == g >> 1) a[(g & 1 ? 2 : 0) + q] = value;
-  } else {  // row g at s = 4c + e, row g + 8 at s = 4c + e - 8
+  } else {  // a[0]: row g, columns 2c, 2c + 1; a[3]: row g + 8, columns 2c + 8, 2c + 9
     const uint16_t rounded = Elem<DT>::bits(D);
     const uint16_t bits = part ? Elem<DT>::bits(D - Elem<DT>::from_bits(rounded)) : rounded;
-    const uint32_t word = g & 1 ? uint32_t(bits) << 16 : uint32_t(bits);
-    const int slot = g & 2 ? 2 : 0;
-    if (c == g >> 2) a[slot] = word;
-    if (c == 2 + (g >> 2)) a[slot + 1] = word;
+    if (c == g >> 1) a[0] = a[3] = g & 1 ? uint32_t(bits) << 16 : uint32_t(bits);
   }
 }
 
@@ -355,9 +412,14 @@ constexpr int kRowGroup = R >= 4 ? 1 : 4 / R;
 
 // Shared memory of one warp: the input windows of its rows, later its staged outputs
 // (8 floats of padding per 32).
+// Elements between the windows of a unit's rows.
+__host__ __device__ inline int row_window_elements(int blocks, int tiles_per_row, int window_block, int row_round) {
+  return ((blocks - 1 + 8 * tiles_per_row) * window_block + row_round - 1) / row_round * row_round;
+}
+
 __host__ __device__ inline int warp_region_bytes(int blocks, int tiles_per_row, int rows, int element_bytes,
-                                                 int window_block, int windows) {
-  const int row_window = (blocks - 1 + 8 * tiles_per_row) * window_block;
+                                                 int window_block, int row_round, int windows) {
+  const int row_window = row_window_elements(blocks, tiles_per_row, window_block, row_round);
   const int inputs = windows * rows * row_window * element_bytes;
   const int staged = rows * tiles_per_row * kTile * 5;
   return ((inputs > staged ? inputs : staged) + 15) / 16 * 16;
@@ -394,10 +456,15 @@ __device__ __forceinline__ float input_at(const DirectArgs& a, int64_t base, int
   return a.pregate ? x * Elem<DT>::load(a.pregate, base + t) : x;
 }
 
-// Input i of a window lies at (i / 16) * kWindowBlock + i % 16.
+// Where input i of a row window lies: fp16/bf16, the halves of 16-element blocks swapped in
+// every other group of 4 blocks; float32, blocks of 24 elements (16 used).
 template <int DT>
 __device__ __forceinline__ int window_position(int i) {
-  return (i >> 4) * Operand<DT>::kWindowBlock + (i & 15);
+  if constexpr (DT == FFTCONV_FLOAT32) {
+    return (i >> 4) * Operand<DT>::kWindowBlock + (i & 15);
+  } else {
+    return i ^ (((i >> 6) & 1) << 3);
+  }
 }
 
 // The 16-byte vector of x holding element `first` (a multiple of kVector<DT>).
@@ -429,7 +496,7 @@ __device__ void load_windows(const DirectArgs& a, RowBase row_base, int rows, in
         *reinterpret_cast<float4*>(window + at) = make_float4(hi[0], hi[1], hi[2], hi[3]);
         *reinterpret_cast<float4*>(window_lo + at) = make_float4(lo[0], lo[1], lo[2], lo[3]);
       } else {
-        *reinterpret_cast<uint4*>(window + r * row_window + i) = x;  // 16-element window blocks: position i
+        *reinterpret_cast<uint4*>(window + r * row_window + window_position<DT>(i)) = x;
       }
     };
     for_row_vectors<DT, R, kRowGroup<R>>(span, rows, lane, load, store);
@@ -489,36 +556,86 @@ __device__ void store_outputs(const DirectArgs& a, RowBase row_base, int rows, i
     }
 }
 
+// The lane's operand places for d = 0 (Operands).
+template <int DT, int TPR>
+__device__ __forceinline__ Operands<DT> lane_operands(const DirectArgs& a, const typename Operand<DT>::T* filters,
+                                                      const typename Operand<DT>::T* window,
+                                                      const typename Operand<DT>::T* window_lo, int row_window,
+                                                      int lane) {
+  constexpr int kCopies = Operand<DT>::kCopies, kWindowBlock = Operand<DT>::kWindowBlock;
+  const int g = lane >> 2, c = lane & 3;
+  const int shift = (a.origin - g) & (kCopies - 1);
+  if constexpr (DT == FFTCONV_FLOAT32) {
+    constexpr int kLaneSpan = Operand<DT>::kLaneSpan;
+    const float* a_rounded = filters + shift * a.copy_stride - shift + a.origin - g + kLaneSpan * c;
+    const int lane_x = (g + a.blocks - 1) * kWindowBlock + kLaneSpan * c;
+    return {a_rounded, a_rounded + kCopies * a.copy_stride, window + lane_x, window_lo + lane_x, row_window, true};
+  } else {
+    const uint32_t a_rounded =
+        uint32_t(__cvta_generic_to_shared(filters + shift * a.copy_stride - shift + a.origin - g + 2 * c));
+    // ldmatrix rows: lane l reads row l % 8 (an output block of the tile), half (l / 8) % 2,
+    // of the first tile of a pair (l < 16) or the second: 8 blocks on, or one row on.
+    const int block = (lane & 7) + a.blocks - 1, half = (lane >> 3) & 1;
+    const int second = lane >> 4 ? (TPR >= 2 ? kTile : row_window) : 0;
+    const uint32_t x = uint32_t(__cvta_generic_to_shared(window + block * kWindowBlock + second));
+    return {a_rounded, a_rounded + 2 * kCopies * a.copy_stride, x, block, half, row_window, a.parts == 2, a.zero};
+  }
+}
+
 // Block (channel h, group): warp w takes unit group * warps + w of channel h,
 // unit = row_group * chunks + chunk: TPR tiles (TPR * 128 outputs) of each of the R rows
 // b = row_group * R + r. Short rows put several rows in a unit, so that every T_d read
 // serves R * TPR products.
+// Units of 8 tiles are held to 80 registers, 3 blocks per SM (small spills; H200: bf16 2K
+// 0.90 -> 0.84 ms, fp16 0.62 -> 0.61); forcing the others to 64 gained nothing.
 template <int DT, int TPR, int R>
-__global__ void __launch_bounds__(kMaxWarps * 32, 1) direct_kernel(DirectArgs a) {
+__global__ void __launch_bounds__(kMaxWarps * 32, TPR == 8 ? 3 : 1) direct_kernel(DirectArgs a) {
   using T = typename Operand<DT>::T;
   constexpr int kCopies = Operand<DT>::kCopies, kWindowBlock = Operand<DT>::kWindowBlock;
-  constexpr int kLaneSpan = Operand<DT>::kLaneSpan;
   extern __shared__ __align__(16) unsigned char smem[];
   const uint32_t h = blockIdx.x / a.groups, group = blockIdx.x - h * a.groups;
   const uint32_t warps = blockDim.x >> 5;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const uint32_t unit = group * warps + warp;
+  const bool active = unit < a.units;
+  const uint32_t row_group = unit / a.chunks, chunk = unit - row_group * a.chunks;
+  const int rows = int(min(int64_t(R), a.B - int64_t(row_group) * R));
+  const int64_t first_tile = int64_t(chunk) * TPR, t0 = first_tile * kTile;
 
-  // The channel's filter, kCopies shifted copies per part: copy s holds R[i + s]. Copy 0
-  // comes in 16-byte loads (rlen is a multiple of 16), the others are cut from it.
+  // The channel's filter, kCopies shifted copies per part (copy s holds R[i + s]), each
+  // 16-byte chunk cut from two chunks of R in global memory (rlen is a multiple of 16).
+  // A thread's first two chunks are loaded before the windows: one wait for both.
   T* filters = reinterpret_cast<T*>(smem);
-  const int groups16 = a.rlen * int(sizeof(T)) / 16;
-  for (int part = 0; part < a.parts; ++part) {
+  const int groups16 = a.rlen * int(sizeof(T)) / 16, jobs = a.parts * groups16;
+  auto chunk_pair = [&](int job, uint4& lo, uint4& hi) {
+    const int part = job >= groups16, q = job - part * groups16;
     const uint4* r = static_cast<const uint4*>(a.filter) + (part * a.H + h) * groups16;
-    uint4* copy0 = reinterpret_cast<uint4*>(filters + part * kCopies * a.copy_stride);
-    for (int q = threadIdx.x; q <= groups16; q += blockDim.x) copy0[q] = q < groups16 ? r[q] : make_uint4(0, 0, 0, 0);
-  }
-  __syncthreads();
-  for (int job = threadIdx.x; job < a.parts * groups16; job += blockDim.x) {
+    lo = r[q];
+    hi = q + 1 < groups16 ? r[q + 1] : make_uint4(0, 0, 0, 0);
+  };
+  uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
+  if (int(threadIdx.x) < jobs) chunk_pair(threadIdx.x, lo, hi);
+
+  // Each row's window: inputs t0 - halo .. t0 + TPR * 128 - 1. The warp's region holds
+  // the windows, later the staged outputs.
+  const int halo = (a.blocks - 1) * kBlock, span = halo + TPR * kTile;
+  const int row_window = row_window_elements(a.blocks, TPR, kWindowBlock, Operand<DT>::kRowRound);
+  T* window = reinterpret_cast<T*>(smem + a.parts * kCopies * a.copy_stride * int(sizeof(T)) +
+                                   warp * warp_region_bytes(a.blocks, TPR, R, int(sizeof(T)), kWindowBlock,
+                                                            Operand<DT>::kRowRound, Operand<DT>::kWindows));
+  T* window_lo = window + R * row_window;  // tf32 only
+  float* stage = reinterpret_cast<float*>(window);
+  auto row_base = [&](int r) { return ((int64_t(row_group) * R + r) * a.H + h) * a.L; };
+  const float skip = a.D && active ? load_any(a.D, a.D_dtype, h) : 0.f;
+  if (active) load_windows<DT, R>(a, row_base, rows, t0 - halo, span, window, window_lo, row_window, lane);
+
+  for (int job = threadIdx.x; job < jobs; job += blockDim.x) {
+    if (job != int(threadIdx.x)) chunk_pair(job, lo, hi);
     const int part = job >= groups16, q = job - part * groups16;
     T* copies = filters + part * kCopies * a.copy_stride;
-    const uint4 lo = reinterpret_cast<const uint4*>(copies)[q], hi = reinterpret_cast<const uint4*>(copies)[q + 1];
     const uint32_t w[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
 #pragma unroll
-    for (int shift = 1; shift < kCopies; ++shift) {
+    for (int shift = 0; shift < kCopies; ++shift) {
       constexpr int kHalves = int(sizeof(T)) / 2;  // 16-bit units per element
       const int words = shift * kHalves / 2;
       uint32_t out[4];
@@ -529,43 +646,23 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) direct_kernel(DirectArgs a)
     }
   }
   __syncthreads();
+  if (!active) return;  // no block barrier below
 
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const uint32_t unit = group * warps + warp;
-  if (unit >= a.units) return;  // no block barrier below
-  const uint32_t row_group = unit / a.chunks, chunk = unit - row_group * a.chunks;
-  const int rows = int(min(int64_t(R), a.B - int64_t(row_group) * R));
-  const int64_t first_tile = int64_t(chunk) * TPR, t0 = first_tile * kTile;
-
-  // Each row's window: inputs t0 - halo .. t0 + TPR * 128 - 1. The warp's region holds
-  // the windows, later the staged outputs.
-  const int halo = (a.blocks - 1) * kBlock, span = halo + TPR * kTile;
-  const int row_window = (span / kBlock) * kWindowBlock;
-  T* window = reinterpret_cast<T*>(
-      smem + a.parts * kCopies * a.copy_stride * int(sizeof(T)) +
-      warp * warp_region_bytes(a.blocks, TPR, R, int(sizeof(T)), kWindowBlock, Operand<DT>::kWindows));
-  T* window_lo = window + R * row_window;  // tf32 only
-  float* stage = reinterpret_cast<float*>(window);
-  auto row_base = [&](int r) { return ((int64_t(row_group) * R + r) * a.H + h) * a.L; };
-  const float skip = a.D ? load_any(a.D, a.D_dtype, h) : 0.f;  // issued before the window loads
-  load_windows<DT, R>(a, row_base, rows, t0 - halo, span, window, window_lo, row_window, lane);
-  __syncwarp();
-
-  const int g = lane >> 2, c = lane & 3;
-  const int shift = (a.origin - g) & (kCopies - 1);
-  const T* a_rounded_0 = filters + shift * a.copy_stride - shift + a.origin - g + kLaneSpan * c;
-  const int lane_x = (g + a.blocks - 1) * kWindowBlock + kLaneSpan * c;
-  const Operands<DT> ops{a_rounded_0, a_rounded_0 + kCopies * a.copy_stride, window + lane_x, window_lo + lane_x,
-                         row_window, a.parts == 2};
+  const Operands<DT> ops = lane_operands<DT, TPR>(a, filters, window, window_lo, row_window, lane);
   const int tiles = int(min(int64_t(TPR), (a.L + kTile - 1) / kTile - first_tile));
   const int first_limit = int(min(8 * first_tile + 7, int64_t(a.blocks)));
   const int d_end = min(a.blocks, first_limit + 8 * (tiles - 1) + 1);
   float acc[R][TPR][4] = {};
+  const bool full = tiles == TPR && rows == R;
   if (a.D) {  // the skip term: one product of each tile with D times the identity
     auto fragment = [&](int q, int part, uint32_t(&f)[4]) { diagonal_fragment<DT>(skip, q, part, lane, f); };
-    block_products<DT, TPR, R, 0, true>(ops, 0, fragment, true, acc, tiles, rows, first_limit);
+    if (full) {
+      block_products<DT, TPR, R, 0, false>(ops, 0, fragment, true, acc, tiles, rows, first_limit);
+    } else {
+      block_products<DT, TPR, R, 0, true>(ops, 0, fragment, true, acc, tiles, rows, first_limit);
+    }
   }
-  if (tiles == TPR && rows == R) {
+  if (full) {
     products<DT, TPR, R, 0>(ops, 0, min(d_end, first_limit + 1), acc);  // every tile
     products_from<DT, TPR, R, 1>(ops, first_limit, d_end, acc);          // then one fewer every 8
   } else {
@@ -574,16 +671,16 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) direct_kernel(DirectArgs a)
   __syncwarp();  // the windows are read by every lane before the outputs overwrite them
 
   // Accumulator e of tile (r, j) is output p = (r * TPR + j) * 128 + 16 n + t of the staged
-  // outputs (n = 2c + e%2, t = g + 8*(e/2)); 8 floats of padding per 32: no bank conflicts.
+  // outputs (n = 2c + e%2, t = g + 8*(e/2)); 8 floats of padding per 32 (no bank conflicts)
+  // put it at p + 8 * (p / 32) = (r * TPR + j) * 160 + 40 c + 16 (e%2) + 8 (e/2) + g.
+  const int g = lane >> 2, c = lane & 3;
+  float* lane_stage = stage + 40 * c + g;
 #pragma unroll
   for (int r = 0; r < R; ++r)
 #pragma unroll
     for (int j = 0; j < TPR; ++j)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int p = (r * TPR + j) * kTile + kBlock * (2 * c + (e & 1)) + g + 8 * (e >> 1);
-        stage[p + 8 * (p >> 5)] = acc[r][j][e];
-      }
+      for (int e = 0; e < 4; ++e) lane_stage[(r * TPR + j) * 160 + 16 * (e & 1) + 8 * (e >> 1)] = acc[r][j][e];
   __syncwarp();
   store_outputs<DT, R>(a, row_base, rows, t0, TPR * kTile, stage, lane);
 }
@@ -613,7 +710,7 @@ DirectLaunch direct_launch(const fftconv_params& p) {
   l.groups = (l.units + l.warps - 1) / l.warps;
   l.shared = l.geo.parts * l.geo.copies * l.geo.copy_stride * l.geo.element_bytes +
              l.warps * warp_region_bytes(l.geo.blocks, l.tiles_per_row, l.rows, l.geo.element_bytes,
-                                         l.geo.window_block, l.geo.windows);
+                                         l.geo.window_block, l.geo.row_round, l.geo.windows);
   return l;
 }
 
