@@ -104,6 +104,28 @@ struct Points {
   __device__ float2& operator[](int i) const { return base[i ^ ((i >> 4) & 15)]; }
 };
 
+// Calls fn(at) with at(i) the value first + i * step of Points x (i < 16), the swizzle
+// worked out once where the step allows (index arithmetic at every access had kept the
+// integer pipe the busiest): a step that is a multiple of 256 leaves bits 4-7 of the index,
+// and so the swizzle, unchanged; step 1 stays within one aligned group of 16 (first a
+// multiple of the count of values), where the swizzle is an XOR. Without kShortcuts (the
+// blocks of 1024 threads at 64 registers, where the precomputed indices spilled), every
+// access goes through Points.
+template <bool kShortcuts, typename Fn>
+__device__ __forceinline__ void with_strided(Points x, int first, int step, Fn fn) {
+  if (!kShortcuts) {
+    fn([=](int i) -> float2& { return x[first + i * step]; });
+  } else if (step % 256 == 0) {
+    const int at = first ^ ((first >> 4) & 15);
+    fn([=](int i) -> float2& { return x.base[at + i * step]; });
+  } else if (step == 1) {
+    const int group = first & ~15, key = (first & 15) ^ ((first >> 4) & 15);
+    fn([=](int i) -> float2& { return x.base[group + (key ^ i)]; });
+  } else {
+    fn([=](int i) -> float2& { return x[first + i * step]; });
+  }
+}
+
 // Visits idx = threadIdx.x + j * blockDim.x for j < kPer while idx < count (the caller
 // ensures kPer * blockDim.x >= count), kGroup at a time: the group's `load(idx)` are all
 // issued before its first `use(idx, loaded)`, so that a thread waits for global memory
@@ -209,9 +231,8 @@ __device__ __forceinline__ void dft(float2 (&v)[R], float sign) {
 // root_step = kRootCount / span). The twiddles come from four table reads (i = 1, 4,
 // 8, 12) and at most two products each instead of R - 1 scattered reads; they are
 // made as they are stored, so that no array of them occupies registers.
-template <int R>
-__device__ __forceinline__ void store_twiddled(const float2 (&v)[R], int p, int root_step, float sign, Points x,
-                                               int out, int S) {
+template <int R, typename At>
+__device__ __forceinline__ void store_twiddled(const float2 (&v)[R], int p, int root_step, float sign, At x) {
   auto root = [&](int i) {
     float2 r = __ldg(&g_roots[(i * p * root_step) & (kRootCount - 1)]);
     r.y *= -sign;
@@ -222,15 +243,15 @@ __device__ __forceinline__ void store_twiddled(const float2 (&v)[R], int p, int 
   w[1] = root(1);
 #pragma unroll
   for (int i = 2; i < 4; ++i) w[i] = cmul(w[i - 1], w[1]);
-  x[out] = v[0];
+  x(0) = v[0];
 #pragma unroll
-  for (int i = 1; i < R && i < 4; ++i) x[out + i * S] = cmul(v[i], w[i]);
+  for (int i = 1; i < R && i < 4; ++i) x(i) = cmul(v[i], w[i]);
 #pragma unroll
   for (int a = 4; a < R; a += 4) {
     const float2 wa = root(a);
-    x[out + a * S] = cmul(v[a], wa);
+    x(a) = cmul(v[a], wa);
 #pragma unroll
-    for (int i = 1; i < 4; ++i) x[out + (a + i) * S] = cmul(v[a + i], cmul(wa, w[i]));
+    for (int i = 1; i < 4; ++i) x(a + i) = cmul(v[a + i], cmul(wa, w[i]));
   }
 }
 
@@ -245,7 +266,7 @@ enum PassFlags : int { kPlain = 0, kHalfInput = 1, kNoTwiddle = 2, kHalfOutput =
 // x[q + S*(p + i*span/R)] and writes x[q + S*(R*p + i)] = W_span^(i*p) * DFT_R(...)_i.
 // Each of the block's n*batch/16 threads takes 16 values (16/R butterflies):
 // they load them, the block waits, they write the results.
-template <int R, int kFlags>
+template <int R, int kFlags, bool kShortcuts>
 __device__ void inplace_pass(int span, int S, int log_s, Points x, float sign) {
   constexpr int kPer = 16 / R;  // butterflies per thread
   constexpr int kLoaded = (kFlags & kHalfInput) ? R / 2 : R;
@@ -257,8 +278,10 @@ __device__ void inplace_pass(int span, int S, int log_s, Points x, float sign) {
 #pragma unroll
   for (int k = 0; k < kPer; ++k) {
     const int idx = threadIdx.x + k * blockDim.x;
+    with_strided<kShortcuts>(x, idx, in_step, [&](auto in) {
 #pragma unroll
-    for (int i = 0; i < R; ++i) v[k][i] = i < kLoaded ? x[idx + i * in_step] : make_float2(0.f, 0.f);
+      for (int i = 0; i < R; ++i) v[k][i] = i < kLoaded ? in(i) : make_float2(0.f, 0.f);
+    });
   }
   __syncthreads();
   {
@@ -267,25 +290,31 @@ __device__ void inplace_pass(int span, int S, int log_s, Points x, float sign) {
       const int idx = threadIdx.x + k * blockDim.x;
       const int q = idx & (S - 1), p = idx >> log_s;
       dft<R>(v[k], sign);
-      if constexpr (kFlags & kNoTwiddle) {  // p = 0
+      with_strided<kShortcuts>(x, q + S * R * p, S, [&](auto out) {
+        if constexpr (kFlags & kNoTwiddle) {  // p = 0
 #pragma unroll
-        for (int i = 0; i < kStored; ++i) x[q + i * S] = v[k][i];
-      } else {
-        store_twiddled<R>(v[k], p, root_step, sign, x, q + S * R * p, S);
-      }
+          for (int i = 0; i < kStored; ++i) out(i) = v[k][i];
+        } else {
+          store_twiddled<R>(v[k], p, root_step, sign, out);
+        }
+      });
     }
   }
   __syncthreads();
 }
 
-template <int R>
+template <int R, bool kShortcuts>
 __device__ __forceinline__ void small_radix_pass(int flags, int span, int S, int log_s, Points x, float sign) {
   if (flags & kNoTwiddle) {
-    inplace_pass<R, kNoTwiddle>(span, S, log_s, x, sign);
+    inplace_pass<R, kNoTwiddle, kShortcuts>(span, S, log_s, x, sign);
   } else {
-    inplace_pass<R, kPlain>(span, S, log_s, x, sign);
+    inplace_pass<R, kPlain, kShortcuts>(span, S, log_s, x, sign);
   }
 }
+
+// Whether a transform of n points skips the upper half of its input (its callers then need
+// not write it): one pass (n <= 16) reads everything.
+__device__ __forceinline__ bool skips_upper_input(int n, int prune) { return (prune & kHalfInput) && n > 16; }
 
 // Stockham transform of `batch` interleaved sequences of length n (element j of
 // sequence b at j*batch + b; n and batch powers of two, n*batch >= 16), unscaled,
@@ -294,10 +323,8 @@ __device__ __forceinline__ void small_radix_pass(int flags, int span, int S, int
 // last, or first when `prune` has kHalfOutput (the last pass, which prunes, then has
 // radix 16). `prune`: kHalfInput and/or kHalfOutput for the whole transform (a single
 // pass prunes nothing). Ends with a barrier.
-// Whether a transform of n points skips the upper half of its input (its callers then need
-// not write it): one pass (n <= 16) reads everything.
-__device__ __forceinline__ bool skips_upper_input(int n, int prune) { return (prune & kHalfInput) && n > 16; }
-
+// kShortcuts: as for with_strided (the split passes).
+template <bool kShortcuts = false>
 __device__ void block_fft_inplace(int n, int batch, Points x, float sign, int prune = kPlain) {
   const int rest = 1 << ((__ffs(n) - 1) & 3);  // 1 when n is a power of 16
   const bool rest_first = rest > 1 && n > 16 && (prune & kHalfOutput);
@@ -316,15 +343,15 @@ __device__ void block_fft_inplace(int n, int batch, Points x, float sign, int pr
     switch (radix) {
       case 16:
         switch (flags) {
-          case kHalfInput: inplace_pass<16, kHalfInput>(span, S, log_s, x, sign); break;
-          case kNoTwiddle: inplace_pass<16, kNoTwiddle>(span, S, log_s, x, sign); break;
-          case kNoTwiddle | kHalfOutput: inplace_pass<16, kNoTwiddle | kHalfOutput>(span, S, log_s, x, sign); break;
-          default: inplace_pass<16, kPlain>(span, S, log_s, x, sign); break;
+          case kHalfInput: inplace_pass<16, kHalfInput, kShortcuts>(span, S, log_s, x, sign); break;
+          case kNoTwiddle: inplace_pass<16, kNoTwiddle, kShortcuts>(span, S, log_s, x, sign); break;
+          case kNoTwiddle | kHalfOutput: inplace_pass<16, kNoTwiddle | kHalfOutput, kShortcuts>(span, S, log_s, x, sign); break;
+          default: inplace_pass<16, kPlain, kShortcuts>(span, S, log_s, x, sign); break;
         }
         break;
-      case 8: small_radix_pass<8>(flags, span, S, log_s, x, sign); break;
-      case 4: small_radix_pass<4>(flags, span, S, log_s, x, sign); break;
-      default: small_radix_pass<2>(flags, span, S, log_s, x, sign); break;
+      case 8: small_radix_pass<8, kShortcuts>(flags, span, S, log_s, x, sign); break;
+      case 4: small_radix_pass<4, kShortcuts>(flags, span, S, log_s, x, sign); break;
+      default: small_radix_pass<2, kShortcuts>(flags, span, S, log_s, x, sign); break;
     }
     span /= radix;
     stride *= radix;
@@ -534,7 +561,7 @@ __device__ void store_chunk(const RunArgs& a, const Row& r, int64_t t, float (&c
 // shares a transform with another row. Returns false (and does nothing else)
 // when a packed pair holds a non-finite value.
 template <int DT>
-__device__ bool fused_block(const RunArgs& a, int64_t first_row, int batch, bool alone, float* sm) {
+__device__ __forceinline__ bool fused_block(const RunArgs& a, int64_t first_row, int batch, bool alone, float* sm) {
   const int m = int(a.m);
   const int log_m = __ffs(m) - 1;
   const int points = m * batch;
@@ -724,7 +751,7 @@ __device__ bool columns_forward(const RunArgs& a, int64_t pair, int cols, int pr
         });
   }
   __syncthreads();
-  block_fft_inplace(n1, cols, x, -1.f, prune);
+  block_fft_inplace<true>(n1, cols, x, -1.f, prune);
   float2* out = a.work + pair * a.m;
   for (int idx = threadIdx.x; idx < n1 * cols; idx += blockDim.x) {
     const int k1 = idx >> log_cols, c = idx & (cols - 1);
@@ -774,11 +801,11 @@ __device__ void rows_pass(const RunArgs& a, int64_t pair, float* sm, bool invers
       2 * n2, [&](int idx) { return base[int64_t((idx & 1) ? partner : k1) * n2 + (idx >> 1)]; },
       [&](int idx, float2 v) { x[idx] = v; });
   __syncthreads();
-  block_fft_inplace(n2, 2, x, -1.f);
+  block_fft_inplace<true>(n2, 2, x, -1.f);
   product(k1, partner, rows, x);
   __syncthreads();
   if (!inverse_after) return;
-  block_fft_inplace(n2, 2, x, 1.f);
+  block_fft_inplace<true>(n2, 2, x, 1.f);
   for (int idx = threadIdx.x; idx < 2 * n2; idx += blockDim.x) {
     const int c = idx >> 1, which = idx & 1;
     if (which < rows) base[int64_t(which ? partner : k1) * n2 + c] = x[idx];
@@ -854,7 +881,7 @@ __device__ void columns_inverse(const RunArgs& a, int64_t pair, int cols, int64_
         x[idx] = make_float2(v.x * wr - v.y * wi, v.x * wi + v.y * wr);
       });
   __syncthreads();
-  block_fft_inplace(n1, cols, x, 1.f, 2 * limit <= a.m ? kHalfOutput : kPlain);
+  block_fft_inplace<true>(n1, cols, x, 1.f, 2 * limit <= a.m ? kHalfOutput : kPlain);
   auto time = [&](int idx) { return int64_t(idx >> log_cols) * n2 + c0 + (idx & (cols - 1)); };
   if (chunked) {
     for (int idx = 8 * threadIdx.x; idx < n1 * cols; idx += 8 * blockDim.x) {
