@@ -586,10 +586,12 @@ __device__ __forceinline__ Operands<DT> lane_operands(const DirectArgs& a, const
 // unit = row_group * chunks + chunk: TPR tiles (TPR * 128 outputs) of each of the R rows
 // b = row_group * R + r. Short rows put several rows in a unit, so that every T_d read
 // serves R * TPR products.
-// Units of 8 tiles are held to 80 registers, 3 blocks per SM (small spills; H200: bf16 2K
-// 0.90 -> 0.84 ms, fp16 0.62 -> 0.61); forcing the others to 64 gained nothing.
+// fp16/bf16 units of 8 tiles are held to 80 registers, 3 blocks per SM (small spills; H200:
+// bf16 2K 0.90 -> 0.84 ms, fp16 0.62 -> 0.61); forcing the others to 64 gained nothing, and
+// float32's 8-tile units spill 4x more at 80.
 template <int DT, int TPR, int R>
-__global__ void __launch_bounds__(kMaxWarps * 32, TPR == 8 ? 3 : 1) direct_kernel(DirectArgs a) {
+__global__ void __launch_bounds__(kMaxWarps * 32, TPR == 8 && DT != FFTCONV_FLOAT32 ? 3 : 1)
+    direct_kernel(DirectArgs a) {
   using T = typename Operand<DT>::T;
   constexpr int kCopies = Operand<DT>::kCopies, kWindowBlock = Operand<DT>::kWindowBlock;
   extern __shared__ __align__(16) unsigned char smem[];

@@ -111,10 +111,12 @@ struct ConstantFilter {
 // about 3 MB of device memory per session, measured over 1000 sessions on an H200).
 using SharedAllocator = std::shared_ptr<OrtAllocator>;
 
+#ifdef FFTCONV_ORT_CUDA
 SharedAllocator kernel_allocator(Ort::KernelContext& context, const OrtMemoryInfo& memory_info) {
   return SharedAllocator(context.GetAllocator(memory_info),
                          [](OrtAllocator* a) { Ort::GetApi().ReleaseAllocator(a); });
 }
+#endif
 
 // Device memory from an ORT allocator, returned to it when dropped (the buffer holds the
 // allocator handle until then).
