@@ -319,11 +319,51 @@ __device__ __forceinline__ void diagonal_fragment(float D, int q, int part, int 
   }
 }
 
+// fp16/bf16 units of one row of 8 tiles: T_d and T_(d+8) in one step. Tile j takes input
+// blocks 8j - d at step d, which tile j + 1 takes again at step d + 8: 9 B loads serve 16
+// mma instead of 16 (every mma otherwise reads 256 bytes of shared memory, the limit at 2K).
+template <int DT>
+__device__ __forceinline__ void paired_step(const Operands<DT>& o, int d, float (&acc)[1][8][4]) {
+  uint32_t a[2][4];
+  auto fragments = [&](uint32_t base) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const uint32_t at = base - 2 * kBlock * (d + 8 * h);
+      load_a(at, at + o.zero, a[h]);
+    }
+  };
+  fragments(o.a_rounded);
+  const uint32_t x = o.x - 32 * d + 16 * (o.half ^ (((o.lane_block - d) >> 2) & 1));
+  uint32_t b[9][2];  // input blocks 8j - d for j = -1 .. 7 (tiles 8 blocks = 256 bytes apart)
+#pragma unroll
+  for (int j = -1; j < 7; j += 2) load_b_pair(x + 256 * j, b[j + 1], b[j + 2]);
+  load_b(x + 256 * 7, b[8]);
+  auto products = [&] {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      mma_16816<DT>(acc[0][j], a[0], b[j + 1][0], b[j + 1][1]);
+      mma_16816<DT>(acc[0][j], a[1], b[j][0], b[j][1]);
+    }
+  };
+  products();
+  if (o.split) {
+    fragments(o.a_remainder);
+    products();
+  }
+}
+
 // d in [d_begin, d_end) with tiles FIRST .. TPR-1 of every row.
 template <int DT, int TPR, int R, int FIRST>
 __device__ __forceinline__ void products(const Operands<DT>& o, int d_begin, int d_end, float (&acc)[R][TPR][4]) {
+  int d = d_begin;
+  if constexpr (DT != FFTCONV_FLOAT32 && TPR == 8 && R == 1 && FIRST == 0) {
+    for (; d + 16 <= d_end; d += 16) {  // steps d .. d + 7 with d + 8 .. d + 15
+#pragma unroll 1
+      for (int e = 0; e < 8; ++e) paired_step<DT>(o, d + e, acc);
+    }
+  }
 #pragma unroll 2
-  for (int d = d_begin; d < d_end; ++d) d_step<DT, TPR, R, FIRST, false>(o, d, acc, 0, 0, 0);
+  for (; d < d_end; ++d) d_step<DT, TPR, R, FIRST, false>(o, d, acc, 0, 0, 0);
 }
 
 // Tile j takes T_d for d <= first_limit + 8 j only (earlier inputs are zero): the d ranges
@@ -586,12 +626,8 @@ __device__ __forceinline__ Operands<DT> lane_operands(const DirectArgs& a, const
 // unit = row_group * chunks + chunk: TPR tiles (TPR * 128 outputs) of each of the R rows
 // b = row_group * R + r. Short rows put several rows in a unit, so that every T_d read
 // serves R * TPR products.
-// fp16/bf16 units of 8 tiles are held to 80 registers, 3 blocks per SM (small spills; H200:
-// bf16 2K 0.90 -> 0.84 ms, fp16 0.62 -> 0.61); forcing the others to 64 gained nothing, and
-// float32's 8-tile units spill 4x more at 80.
 template <int DT, int TPR, int R>
-__global__ void __launch_bounds__(kMaxWarps * 32, TPR == 8 && DT != FFTCONV_FLOAT32 ? 3 : 1)
-    direct_kernel(DirectArgs a) {
+__global__ void __launch_bounds__(kMaxWarps * 32, 1) direct_kernel(DirectArgs a) {
   using T = typename Operand<DT>::T;
   constexpr int kCopies = Operand<DT>::kCopies, kWindowBlock = Operand<DT>::kWindowBlock;
   extern __shared__ __align__(16) unsigned char smem[];
