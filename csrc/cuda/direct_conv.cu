@@ -6,7 +6,8 @@
 // so one mma takes T_d as A (t by s) and the input blocks j - d of 8 consecutive
 // output blocks as B (s by j): a tile of 128 outputs. A warp owns up to 8 tiles of one
 // or several rows (a "unit") and runs over d, loading T_d once for them. The work is
-// (taps/16 + 1) mma per tile, where an FFT costs log(L): a path for short filters.
+// (taps/16 + 1) mma per tile, where an FFT costs log(L): a path for short filters. The
+// skip term D u is one more product per tile, with D times the identity as A.
 //
 // Operand layouts (fp16/bf16): B, 16 consecutive inputs per output block, comes from the
 // input windows with ldmatrix (one instruction loads the B values of two tiles). The
