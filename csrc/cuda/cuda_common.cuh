@@ -61,13 +61,18 @@ __device__ inline uint4 pack8(const float (&v)[8], Convert from_float2) {
 template <> struct Elem<FFTCONV_FLOAT16> {
   __device__ static float load(const void* p, int64_t i) { return __half2float(static_cast<const __half*>(p)[i]); }
   __device__ static void store(void* p, int64_t i, float v) { static_cast<__half*>(p)[i] = __float2half_rn(v); }
+  // eight elements as the bits of 16 bytes, and back (rounded)
+  __device__ static void unpack(uint4 raw, float (&v)[8]) {
+    unpack8<__half2>(raw, v, [](__half2 h) { return __half22float2(h); });
+  }
+  __device__ static uint4 pack(const float (&v)[8]) {
+    return pack8<__half2>(v, [](float2 f) { return __float22half2_rn(f); });
+  }
   __device__ static void load8(const void* p, int64_t i, float (&v)[8]) {
-    unpack8<__half2>(*reinterpret_cast<const uint4*>(static_cast<const __half*>(p) + i), v,
-                     [](__half2 h) { return __half22float2(h); });
+    unpack(*reinterpret_cast<const uint4*>(static_cast<const __half*>(p) + i), v);
   }
   __device__ static void store8(void* p, int64_t i, const float (&v)[8]) {
-    *reinterpret_cast<uint4*>(static_cast<__half*>(p) + i) =
-        pack8<__half2>(v, [](float2 f) { return __float22half2_rn(f); });
+    *reinterpret_cast<uint4*>(static_cast<__half*>(p) + i) = pack(v);
   }
   // the bits of v rounded to this type (the tensor-core operands)
   __device__ static uint16_t bits(float v) { return __half_as_ushort(__float2half_rn(v)); }
@@ -80,13 +85,17 @@ template <> struct Elem<FFTCONV_BFLOAT16> {
   __device__ static void store(void* p, int64_t i, float v) {
     static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(v);
   }
+  __device__ static void unpack(uint4 raw, float (&v)[8]) {
+    unpack8<__nv_bfloat162>(raw, v, [](__nv_bfloat162 h) { return __bfloat1622float2(h); });
+  }
+  __device__ static uint4 pack(const float (&v)[8]) {
+    return pack8<__nv_bfloat162>(v, [](float2 f) { return __float22bfloat162_rn(f); });
+  }
   __device__ static void load8(const void* p, int64_t i, float (&v)[8]) {
-    unpack8<__nv_bfloat162>(*reinterpret_cast<const uint4*>(static_cast<const __nv_bfloat16*>(p) + i), v,
-                            [](__nv_bfloat162 h) { return __bfloat1622float2(h); });
+    unpack(*reinterpret_cast<const uint4*>(static_cast<const __nv_bfloat16*>(p) + i), v);
   }
   __device__ static void store8(void* p, int64_t i, const float (&v)[8]) {
-    *reinterpret_cast<uint4*>(static_cast<__nv_bfloat16*>(p) + i) =
-        pack8<__nv_bfloat162>(v, [](float2 f) { return __float22bfloat162_rn(f); });
+    *reinterpret_cast<uint4*>(static_cast<__nv_bfloat16*>(p) + i) = pack(v);
   }
   __device__ static uint16_t bits(float v) { return __bfloat16_as_ushort(__float2bfloat16_rn(v)); }
   __device__ static float from_bits(uint16_t b) { return __bfloat162float(__ushort_as_bfloat16(b)); }

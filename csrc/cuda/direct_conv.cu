@@ -209,6 +209,20 @@ struct Operands<FFTCONV_FLOAT32> {
   bool split;
 };
 
+// fp16/bf16: the A fragment of T_d from the rounded part (base o.a_rounded) or the remainder.
+template <int DT>
+__device__ __forceinline__ void a_fragment(const Operands<DT>& o, uint32_t base, int d, uint32_t (&a)[4]) {
+  const uint32_t at = base - 2 * kBlock * d;
+  load_a(at, at + o.zero, a);
+}
+
+// fp16/bf16: the shared-memory address of the lane's ldmatrix row of tile 0 at step d (its
+// half swapped where the window's block swaps them).
+template <int DT>
+__device__ __forceinline__ uint32_t b_row(const Operands<DT>& o, int d) {
+  return o.x - 32 * d + 16 * (o.half ^ (((o.lane_block - d) >> 2) & 1));
+}
+
 template <int DT>
 __device__ __forceinline__ int b_offset(const Operands<DT>& o, int r, int j, int d) {
   constexpr int block = Operand<DT>::kWindowBlock;
@@ -247,7 +261,7 @@ __device__ __forceinline__ void block_products(const Operands<DT>& o, int d, Fra
     uint32_t a_rounded[4], a_remainder[4];
     fragment(0, 0, a_rounded);
     // Tiles in pairs: (j, j + 1) of a row, or with one tile per row, (r, r + 1).
-    const uint32_t x = o.x - 32 * d + 16 * (o.half ^ (((o.lane_block - d) >> 2) & 1));
+    const uint32_t x = b_row(o, d);
     auto address = [&](int r, int j) { return x + 2 * uint32_t(o.row_window * r + kTile * j); };
     uint32_t b[R][TPR][2];
     if constexpr (TPR == 1) {
@@ -294,9 +308,8 @@ __device__ __forceinline__ void d_step(const Operands<DT>& o, int d, float (&acc
   auto fragment = [&](int q, int part, uint32_t(&a)[4]) {
     if constexpr (DT == FFTCONV_FLOAT32) {
       load_a((part ? o.a_remainder : o.a_rounded) - kBlock * d + 8 * q, a);
-    } else {  // addresses in bytes
-      const uint32_t at = (part ? o.a_remainder : o.a_rounded) - 2 * kBlock * d;
-      load_a(at, at + o.zero, a);
+    } else {
+      a_fragment(o, part ? o.a_remainder : o.a_rounded, d, a);
     }
   };
   block_products<DT, TPR, R, FIRST, TESTED>(o, d, fragment, o.split, acc, tiles, rows, first_limit);
@@ -329,13 +342,10 @@ __device__ __forceinline__ void multi_step(const Operands<DT>& o, int d, float (
   uint32_t a[K][4];
   auto fragments = [&](uint32_t base) {
 #pragma unroll
-    for (int h = 0; h < K; ++h) {
-      const uint32_t at = base - 2 * kBlock * (d + 8 * h);
-      load_a(at, at + o.zero, a[h]);
-    }
+    for (int h = 0; h < K; ++h) a_fragment(o, base, d + 8 * h, a[h]);
   };
   fragments(o.a_rounded);
-  const uint32_t x = o.x - 32 * d + 16 * (o.half ^ (((o.lane_block - d) >> 2) & 1));
+  const uint32_t x = b_row(o, d);
   uint32_t b[8 + K - 1][2];  // input blocks 8j - d for j = 1 - K .. 7 (tiles 8 blocks = 256 bytes apart)
 #pragma unroll
   for (int j = 1 - K; j < 7; j += 2) load_b_pair(x + 256 * j, b[j + K - 1], b[j + K]);
@@ -396,9 +406,7 @@ __device__ __forceinline__ void unpack16(uint4 raw, float (&v)[kVector<DT>]) {
     v[0] = __uint_as_float(raw.x), v[1] = __uint_as_float(raw.y), v[2] = __uint_as_float(raw.z),
     v[3] = __uint_as_float(raw.w);
   } else {
-    const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
-#pragma unroll
-    for (int e = 0; e < 8; ++e) v[e] = Elem<DT>::from_bits(uint16_t(words[e / 2] >> (16 * (e % 2))));
+    Elem<DT>::unpack(raw, v);
   }
 }
 
@@ -407,11 +415,7 @@ __device__ __forceinline__ uint4 pack16(const float (&v)[kVector<DT>]) {
   if constexpr (DT == FFTCONV_FLOAT32) {
     return make_uint4(__float_as_uint(v[0]), __float_as_uint(v[1]), __float_as_uint(v[2]), __float_as_uint(v[3]));
   } else {
-    uint32_t words[4];
-#pragma unroll
-    for (int w = 0; w < 4; ++w)
-      words[w] = uint32_t(Elem<DT>::bits(v[2 * w])) | uint32_t(Elem<DT>::bits(v[2 * w + 1])) << 16;
-    return make_uint4(words[0], words[1], words[2], words[3]);
+    return Elem<DT>::pack(v);
   }
 }
 
@@ -460,12 +464,13 @@ __device__ __forceinline__ void for_row_vectors(int count, int rows, int lane, L
 template <int R>
 constexpr int kRowGroup = R >= 4 ? 1 : 4 / R;
 
-// Shared memory of one warp: the input windows of its rows, later its staged outputs
-// (8 floats of padding per 32).
 // Elements between the windows of a unit's rows.
 __host__ __device__ inline int row_window_elements(int blocks, int tiles_per_row, int window_block, int row_round) {
   return ((blocks - 1 + 8 * tiles_per_row) * window_block + row_round - 1) / row_round * row_round;
 }
+
+// Shared memory of one warp: the input windows of its rows, later its staged outputs
+// (8 floats of padding per 32).
 
 __host__ __device__ inline int warp_region_bytes(int blocks, int tiles_per_row, int rows, int element_bytes,
                                                  int window_block, int row_round, int windows) {
