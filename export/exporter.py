@@ -22,9 +22,9 @@ from fftconv_rt.onnx_translation import custom_translation_table
 from fftconv_rt.spec import DOMAIN, OP_NAME
 from fftconv_rt.torch_op import fftconv as _fftconv_op  # noqa: F401  (registers the op)
 
-from .graph import ASSERT_TARGETS, aten, module_path, only_user, real_users, same_size, tensor_val
-from .patterns import (CONVOLUTIONS, DEFAULT_MIN_CONV_TAPS, INVERSE_FFTS, PATTERNS, Match, Options, Skip,
-                       fft_nodes)
+from .graph import (ASSERT_TARGETS, aten, is_last_dim, meta_val, module_path, node_arg, only_user, real_users,
+                    same_size, tensor_val)
+from .patterns import CONVOLUTIONS, DEFAULT_MIN_CONV_TAPS, INVERSE_FFTS, PATTERNS, Match, Options, Skip, fft_nodes
 
 
 class NoLongConvolutionError(ValueError):
@@ -193,34 +193,130 @@ def _constant_nodes(nodes) -> set:
     return constant
 
 
-def _evaluate(gm: fx.GraphModule, node: fx.Node) -> torch.Tensor:
-    """The value of a node that depends on no input, computed by the graph's own ops."""
+def _evaluate(gm: fx.GraphModule, node: fx.Node, given: Optional[dict] = None) -> torch.Tensor:
+    """The value of a node that depends on no input, computed by the graph's own ops; `given`
+    sets the values of some nodes (the input sizes a length-dependent filter reads)."""
+    given = given or {}
     needed, stack = set(), [node]
     while stack:
         n = stack.pop()
         if n not in needed:
             needed.add(n)
-            stack.extend(n.all_input_nodes)
-    values: dict = {}
+            if n not in given:
+                stack.extend(n.all_input_nodes)
+    values: dict = dict(given)
     for n in gm.graph.nodes:  # topological order
-        if n in needed:
+        if n in needed and n not in given:
             values[n] = operator.attrgetter(n.target)(gm) if n.op == "get_attr" else n.target(
                 *fx.map_arg(n.args, values.__getitem__), **fx.map_arg(n.kwargs, values.__getitem__))
     return values[node]
 
 
-def _fold_filter(gm: fx.GraphModule, op_node: fx.Node, fold: bool, index: int) -> str:
+def _op_length(op_node: fx.Node):
+    u, layout = op_node.args[0], op_node.args[6]
+    return tensor_val(u).shape[1 if layout == "BLH" else 2]
+
+
+def _linear_causal(op_node: fx.Node) -> bool:
+    """fft_size automatic and no kept band: the op is a linear causal convolution, where taps
+    past L never reach an output, so a filter that agrees on the first L taps gives the same y."""
+    return op_node.args[5] == 0 and not op_node.kwargs.get("freq_keep")
+
+
+def _drop_cut_to_length(op_node: fx.Node) -> bool:
+    """k = C[:, :L] with C constant and L the op's length: on a linear causal op C itself gives
+    the same y, and as an initializer it has its spectrum prepared once per session instead of
+    on every call. Returns whether the cut was dropped."""
+    k = op_node.args[1]
+    if not (_linear_causal(op_node) and isinstance(k, fx.Node) and k.target == aten.slice.Tensor):
+        return False
+    source = k.args[0]
+    if not (isinstance(source, fx.Node) and source.op == "get_attr" and is_last_dim(source, node_arg(k, 1, "dim", 0))):
+        return False
+    if node_arg(k, 2, "start", None) not in (None, 0) or node_arg(k, 4, "step", 1) != 1 or \
+            not same_size(node_arg(k, 3, "end", None), _op_length(op_node)):
+        return False
+    op_node.replace_input_with(k, source)
+    return True
+
+
+def _size_reads(gm: fx.GraphModule, k: fx.Node) -> Optional[list]:
+    """The nodes reading an input's size (aten.sym_size.int) that k depends on, when k depends on
+    the inputs through their sizes only; None when it reads an input's values."""
+    constant = _constant_nodes(gm.graph.nodes)
+    sizes, seen, stack = [], set(), [k]
+    while stack:
+        n = stack.pop()
+        if n in seen or n in constant:
+            continue
+        seen.add(n)
+        if n.op == "call_function" and n.target == aten.sym_size.int:
+            sizes.append(n)
+        elif n.op == "call_function":
+            stack.extend(n.all_input_nodes)
+        else:
+            return None
+    return sizes
+
+
+def _fold_at_length(gm: fx.GraphModule, op_node: fx.Node, max_length: int, index: int) -> Optional[str]:
+    """A filter that depends on the input only through the op's length L and is, at every L, the
+    first taps of one filter (Hyena's positional embedding cut to L: MLP(z[:L])) is computed once
+    at max_length and stored; on the linear causal op it then gives the same y for every
+    L <= max_length. The prefix property is checked on the graph's own ops at two lengths.
+    Returns the report's text, or None when the filter is not of this kind."""
+    k = op_node.args[1]
+    if not (_linear_causal(op_node) and isinstance(k, fx.Node)):
+        return None
+    sizes = _size_reads(gm, k)
+    length = _op_length(op_node)
+    if not sizes or not all(same_size(s, length) for s in sizes):
+        return None
+
+    def filter_at(L: int) -> torch.Tensor:
+        return _evaluate(gm, k, {s: L for s in sizes}).detach()
+
+    longest = filter_at(max_length)
+    example = meta_val(sizes[0])
+    hint = example.node.hint if isinstance(example, torch.SymInt) else None
+    for L in sorted({int(hint) if hint else max_length // 2, max(1, max_length // 3)}):
+        if L > max_length:
+            continue
+        k_L = filter_at(L)
+        taps = min(L, longest.shape[-1])
+        expected = torch.nn.functional.pad(k_L[..., :taps], (0, max(0, taps - k_L.shape[-1])))
+        scale = float(expected.abs().max()) if expected.numel() else 0.0
+        if k_L.shape[:-1] != longest.shape[:-1] or not torch.allclose(
+                longest[..., :taps].double(), expected.double(), rtol=0.0, atol=1e-6 * max(scale, 1e-30)):
+            return None
+    name = f"_fftconv_filter_{index}_at_length"
+    gm.register_buffer(name, longest.clone())
+    with gm.graph.inserting_before(op_node):
+        folded = gm.graph.get_attr(name)
+    folded.meta["val"] = longest
+    op_node.replace_input_with(k, folded)
+    return f"folded at max_length = {max_length} ({longest.shape[-1]} taps; its cut to L is a prefix)"
+
+
+def _fold_filter(gm: fx.GraphModule, op_node: fx.Node, fold: bool, index: int,
+                 max_length: Optional[int] = None) -> str:
     """With fold, the part of the op's filter that depends on no input of the model (an
     implicit MLP filter, an S4D Vandermonde product, a modal form: complex-valued generators
     included) is computed once here by the graph's own ops and stored as a buffer, which
-    becomes an ONNX initializer (whose spectrum the runtime prepares once). What depends on
-    the input or its length (a slice to L, positions up to L) stays in the graph. Returns how
-    the filter reaches the node, for the report."""
+    becomes an ONNX initializer (whose spectrum the runtime prepares once). A final cut of it
+    to L is dropped where that changes no output (_drop_cut_to_length); with max_length, a
+    filter that depends on L only as a prefix is folded whole (_fold_at_length). What else
+    depends on the input or its length stays in the graph. Returns how the filter reaches the
+    node, for the report."""
     k = op_node.args[1]
     if k.op == "get_attr":
         return "constant"
     if not fold:
         return "computed in the graph"
+    if max_length is not None:
+        folded_at_length = _fold_at_length(gm, op_node, max_length, index)
+        if folded_at_length:
+            return folded_at_length
     constant = _constant_nodes(gm.graph.nodes)
     frontier, seen, stack = [], set(), [k]
     while stack:  # the highest constant nodes on the way up from k
@@ -242,6 +338,8 @@ def _fold_filter(gm: fx.GraphModule, op_node: fx.Node, fold: bool, index: int) -
         n.replace_all_uses_with(folded)
     if k in constant:
         return "constant"
+    if _drop_cut_to_length(op_node):
+        return "constant (its cut to L dropped: taps past L reach no output)"
     return "input-dependent, constant part folded" if frontier else "depends on the input or its length"
 
 
@@ -396,7 +494,7 @@ def _size_names(graph: fx.Graph):
 def rewrite_long_convolutions(model: torch.nn.Module, example_inputs: Sequence[Any],
                               dynamic_shapes=None, min_conv_taps: int = DEFAULT_MIN_CONV_TAPS,
                               fold_filters: bool = True, partial: Optional[int] = None,
-                              freq_keep=None) -> tuple[fx.GraphModule, ExportReport]:
+                              freq_keep=None, max_length: Optional[int] = None) -> tuple[fx.GraphModule, ExportReport]:
     """The model as a GraphModule with every recognised long convolution replaced by the op."""
     example_inputs = tuple(example_inputs)
     if dynamic_shapes is None:
@@ -435,7 +533,7 @@ def rewrite_long_convolutions(model: torch.nn.Module, example_inputs: Sequence[A
         for rewrite, (bins, error) in zip(report.rewrites, _sparsify(gm, op_nodes, freq_keep, example_inputs)):
             rewrite.freq_keep, rewrite.sparse_error = bins, error
     for index, (rewrite, op_node) in enumerate(zip(report.rewrites, op_nodes)):
-        rewrite.filter = _fold_filter(gm, op_node, fold_filters, index)
+        rewrite.filter = _fold_filter(gm, op_node, fold_filters, index, max_length)
     _remove_dead_code(graph)
     gm.recompile()
 
@@ -458,7 +556,7 @@ def export(model: torch.nn.Module, example_inputs: Sequence[Any], path: str | Pa
            dynamic_shapes=None, opset_version: int = 18, input_names: Optional[list] = None,
            output_names: Optional[list] = None, require_rewrite: bool = True,
            min_conv_taps: int = DEFAULT_MIN_CONV_TAPS, fold_filters: bool = True, tensorrt: bool = False,
-           partial: Optional[int] = None, freq_keep=None) -> ExportReport:
+           partial: Optional[int] = None, freq_keep=None, max_length: Optional[int] = None) -> ExportReport:
     """Exports model to ONNX at path with its long convolutions as fftconv_rt::FFTConv nodes.
 
     dynamic_shapes: as for torch.export (default: every dimension Dim.AUTO, so batch and
@@ -481,6 +579,12 @@ def export(model: torch.nn.Module, example_inputs: Sequence[Any], path: str | Pa
     convolution, also a change of function): its filter spectrum keeps the lowest freq_keep rfft
     bins (an int), or that fraction of them (a float in (0, 1], static lengths only). The period
     n (fft_size, or 2L) must be a power of two; the report gives each node's error.
+    max_length: the longest sequence the exported model will run. A filter that depends on the
+    input only through its length, as the first L taps of one filter (Hyena's positional
+    embedding cut to L, then its MLP), is then computed once for max_length and stored, so that
+    the runtime prepares its spectrum once per session and length instead of running the filter's
+    ops and transform on every call (checked at two lengths; the report says which were folded).
+    It costs H * max_length floats per node in the model file.
     """
     import onnx
 
@@ -496,13 +600,15 @@ def export(model: torch.nn.Module, example_inputs: Sequence[Any], path: str | Pa
         if isinstance(x, torch.Tensor) and x.numel() == 0:
             raise ValueError(f"fftconv-rt export: example input {i} has shape {tuple(x.shape)}; the model is traced "
                              "on the examples, so every dimension must be at least 1 (2 or more to stay dynamic)")
+    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
+        raise ValueError(f"fftconv-rt export: max_length must be a sequence length >= 1, got {max_length!r}")
     if dynamic_shapes is None:
         dynamic_shapes = _default_dynamic_shapes(example_inputs)
     model.eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec.*")
         gm, report = rewrite_long_convolutions(model, example_inputs, dynamic_shapes, min_conv_taps, fold_filters,
-                                               partial, freq_keep)
+                                               partial, freq_keep, max_length)
     if require_rewrite and not report.rewrites:
         raise NoLongConvolutionError(
             "fftconv-rt export: no long convolution found in the model (expected the pattern "

@@ -36,6 +36,18 @@ def expr(value: Any) -> Optional[sympy.Expr]:
     return None
 
 
+def node_arg(node: fx.Node, index: int, name: str, default=None):
+    """Argument `index` (keyword `name`) of a call node."""
+    if len(node.args) > index:
+        return node.args[index]
+    return node.kwargs.get(name, default)
+
+
+def is_last_dim(node: fx.Node, dim) -> bool:
+    t = tensor_val(node)
+    return t is not None and dim in (-1, t.dim() - 1)
+
+
 def is_scalar(value: Any) -> bool:
     return expr(value) is not None
 

@@ -15,8 +15,8 @@ import sympy
 import torch
 from torch import fx
 
-from .graph import (aten, expr, is_scalar, module_path, only_user, provably_nonnegative, same_size,
-                    shape_env, shape_exprs, strip_casts, tensor_val)
+from .graph import (aten, expr, is_last_dim, is_scalar, module_path, node_arg, only_user, provably_nonnegative,
+                    same_size, shape_env, shape_exprs, strip_casts, tensor_val)
 
 
 @dataclass
@@ -87,12 +87,6 @@ INVERSE_FFTS = _IRFFT | _IFFT
 CONVOLUTIONS = {aten.conv1d.default}
 
 
-def _arg(node: fx.Node, index: int, name: str, default=None):
-    if len(node.args) > index:
-        return node.args[index]
-    return node.kwargs.get(name, default)
-
-
 def _norm_scale(norm: Optional[str], n: sympy.Expr, inverse: bool) -> sympy.Expr:
     """The factor a torch.fft norm mode applies."""
     if norm == "ortho":
@@ -100,11 +94,6 @@ def _norm_scale(norm: Optional[str], n: sympy.Expr, inverse: bool) -> sympy.Expr
     if norm == "forward":
         return sympy.Integer(1) if inverse else 1 / n
     return 1 / n if inverse else sympy.Integer(1)  # None / "backward"
-
-
-def _is_last_dim(node: fx.Node, dim) -> bool:
-    t = tensor_val(node)
-    return t is not None and dim in (-1, t.dim() - 1)
 
 
 def _peel_scalars(node, factors: list):
@@ -136,11 +125,11 @@ def _half_spectrum(node) -> Optional[_Spectrum]:
     if not (isinstance(node, fx.Node) and node.op == "call_function" and node.target == aten.slice.Tensor):
         return None
     full = _as_spectrum(node.args[0], _FFT)
-    if full is None or _arg(node, 2, "start", None) not in (None, 0) or _arg(node, 4, "step", 1) != 1:
+    if full is None or node_arg(node, 2, "start", None) not in (None, 0) or node_arg(node, 4, "step", 1) != 1:
         return None
-    if not _is_last_dim(node.args[0], _arg(node, 1, "dim", 0)) or full.n is None:
+    if not is_last_dim(node.args[0], node_arg(node, 1, "dim", 0)) or full.n is None:
         return None
-    if not same_size(_arg(node, 3, "end", None), sympy.floor(expr(full.n) / 2) + 1):
+    if not same_size(node_arg(node, 3, "end", None), sympy.floor(expr(full.n) / 2) + 1):
         return None
     full.half_of_full = True
     return full
@@ -155,9 +144,9 @@ def _as_spectrum(node, targets) -> Optional[_Spectrum]:
         return None
     x = node.args[0]
     t = tensor_val(x)
-    if t is None or t.is_complex() or not _is_last_dim(x, _arg(node, 2, "dim", -1)):
+    if t is None or t.is_complex() or not is_last_dim(x, node_arg(node, 2, "dim", -1)):
         return None
-    return _Spectrum(strip_casts(x), _arg(node, 1, "n"), _arg(node, 3, "norm"))
+    return _Spectrum(strip_casts(x), node_arg(node, 1, "n"), node_arg(node, 3, "norm"))
 
 
 def _two_sided_spectrum(node, targets) -> Optional[tuple[_Spectrum, list]]:
@@ -184,8 +173,8 @@ def _zero_padded(node) -> Optional[tuple[fx.Node, object, object]]:
     if not (isinstance(node, fx.Node) and node.target in (aten.pad.default, aten.constant_pad_nd.default)):
         return None
     pad = node.args[1]
-    mode = _arg(node, 2, "mode", "constant") if node.target == aten.pad.default else "constant"
-    value = _arg(node, 3 if node.target == aten.pad.default else 2, "value", None)
+    mode = node_arg(node, 2, "mode", "constant") if node.target == aten.pad.default else "constant"
+    value = node_arg(node, 3 if node.target == aten.pad.default else 2, "value", None)
     if len(pad) != 2 or mode != "constant" or value not in (None, 0, 0.0):
         return None
     return node.args[0], pad[0], pad[1]
@@ -194,7 +183,7 @@ def _zero_padded(node) -> Optional[tuple[fx.Node, object, object]]:
 def _flipped(node) -> Optional[fx.Node]:
     """x for `x.flip(-1)`."""
     if isinstance(node, fx.Node) and node.target == aten.flip.default and len(node.args[1]) == 1 and \
-            _is_last_dim(node, node.args[1][0]):
+            is_last_dim(node, node.args[1][0]):
         return node.args[0]
     return None
 
@@ -205,9 +194,9 @@ def _output_slice(node: fx.Node, length, n) -> Optional[tuple[fx.Node, object]]:
     user = only_user(node)
     if user is None or user.target != aten.slice.Tensor:
         return None
-    start = _arg(user, 2, "start", None) or 0
-    end = _arg(user, 3, "end", None)
-    if not _is_last_dim(node, _arg(user, 1, "dim", 0)) or _arg(user, 4, "step", 1) != 1:
+    start = node_arg(user, 2, "start", None) or 0
+    end = node_arg(user, 3, "end", None)
+    if not is_last_dim(node, node_arg(user, 1, "dim", 0)) or node_arg(user, 4, "step", 1) != 1:
         return None
     if same_size(end, expr(start) + expr(length)) or \
             ((end is None or (isinstance(end, int) and end >= 2 ** 62)) and n is not None
@@ -248,7 +237,7 @@ def _skip_term(y: fx.Node, u: fx.Node, H) -> tuple[Optional[fx.Node], Optional[f
     for x, d in ((a, b), (b, a)):
         if not isinstance(x, fx.Node) or strip_casts(x) is not u or not isinstance(d, fx.Node):
             continue
-        if d.target == aten.unsqueeze.default and _arg(d, 1, "dim") in (-1, 1):
+        if d.target == aten.unsqueeze.default and node_arg(d, 1, "dim") in (-1, 1):
             base = d.args[0]
             bs = shape_exprs(base)
             if bs is not None and len(bs) == 1 and same_size(bs[0], H):
@@ -282,7 +271,7 @@ def _sizes_and_scale_refusal(node: fx.Node, n, u_spec: _Spectrum, k_spec: _Spect
         return Skip(node, "the forward and inverse FFT sizes differ")
     n_expr = expr(n)
     scale = sympy.Mul(*factors) * _norm_scale(u_spec.norm, n_expr, False) * \
-        _norm_scale(k_spec.norm, n_expr, False) * _norm_scale(_arg(node, 3, "norm"), n_expr, True)
+        _norm_scale(k_spec.norm, n_expr, False) * _norm_scale(node_arg(node, 3, "norm"), n_expr, True)
     if sympy.simplify(scale * n_expr - 1) != 0:
         return Skip(node, f"the FFT scale factors multiply to {scale}, not 1/n: not a convolution")
     return None
@@ -319,8 +308,8 @@ def fft_product_conv(node: fx.Node, options: Options):
 def _inverse_of_product(node: fx.Node, product_target):
     """For an inverse FFT of size n along the last dimension of (scalar factors times) a
     `product_target` node: (n, that node, the factors); else None."""
-    n = _arg(node, 1, "n")
-    if n is None or not _is_last_dim(node, _arg(node, 2, "dim", -1)):
+    n = node_arg(node, 1, "n")
+    if n is None or not is_last_dim(node, node_arg(node, 2, "dim", -1)):
         return None
     factors: list = []
     product = _peel_scalars(node.args[0], factors)
@@ -410,7 +399,7 @@ def _spectral_product_conv(node: fx.Node, forward_targets, causal_end, named):
     match.D, match.D_needs_flatten = D, flatten
 
     explicit_scale = bool(factors) or u_spec.norm not in (None, "backward") or \
-        _arg(node, 3, "norm") not in (None, "backward")
+        node_arg(node, 3, "norm") not in (None, "backward")
     match.pattern = match.pattern or named(explicit_scale, any(sp.half_of_full for sp in spectra))
     match.details = _details(node, n_expr, "explicit 1/n" if explicit_scale else "inverse FFT default", D,
                              (B, H, L), (Hk, Lk))
@@ -559,9 +548,9 @@ def long_depthwise_conv1d(node: fx.Node, options: Options):
     if node.op != "call_function" or node.target not in CONVOLUTIONS:
         return None
     x, weight = node.args[0], node.args[1]
-    bias = _arg(node, 2, "bias")
-    stride, padding = _ints(_arg(node, 3, "stride", 1)), _arg(node, 4, "padding", 0)
-    dilation, groups = _ints(_arg(node, 5, "dilation", 1)), _arg(node, 6, "groups", 1)
+    bias = node_arg(node, 2, "bias")
+    stride, padding = _ints(node_arg(node, 3, "stride", 1)), node_arg(node, 4, "padding", 0)
+    dilation, groups = _ints(node_arg(node, 5, "dilation", 1)), node_arg(node, 6, "groups", 1)
     xs, ws = shape_exprs(x), shape_exprs(weight)
     if xs is None or ws is None or len(xs) != 3 or len(ws) != 3 or not all(e.is_number for e in ws):
         return None

@@ -2,7 +2,8 @@
 
 Exports the benchmark's Hyena stack (fp16) with fftconv-rt, runs it at each given length with
 ORT's profiler on, and prints per length the time by operator type and provider, the slowest
-nodes, and the nodes that ORT placed off the CUDA provider (Memcpy nodes included).
+nodes, the nodes that ORT placed off the CUDA provider (Memcpy nodes included), and the operators
+of the graph ORT optimised for the provider (which fusions it made).
 Usage, on the GPU machine: python scripts/ort_model_profile.py [L ...] [--out DIR]
 """
 
@@ -26,7 +27,13 @@ def profile_length(path: str, L: int, d_model: int, runs: int, log) -> None:
     options = onnxruntime.SessionOptions()
     options.enable_profiling = True
     options.profile_file_prefix = os.path.join(os.path.dirname(path), f"ort_{L}")
+    optimized = os.path.join(os.path.dirname(path), f"optimized_{L}.onnx")
+    options.optimized_model_filepath = optimized
     session = make_session(path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"], options=options)
+    import onnx
+
+    graph = onnx.load(optimized, load_external_data=False).graph
+    log(f"L = {L}: optimised graph (CUDA provider): {dict(collections.Counter(n.op_type for n in graph.node))}")
     x = torch.randn(1, L, d_model, device="cuda").half()
     y = torch.empty_like(x)
     feed = {session.get_inputs()[0].name: x}
@@ -71,6 +78,7 @@ def main() -> None:
     parser.add_argument("--d-model", type=int, default=768)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--opset", type=int, default=18, help="ONNX opset of the export (20 has Gelu as one op)")
     args = parser.parse_args()
     torch.manual_seed(0)
     half = copy.deepcopy(HyenaStack(args.d_model, args.layers, max(args.lengths)).eval()).half()
@@ -78,7 +86,8 @@ def main() -> None:
         block.mixer.filter.float()
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "hyena.onnx")
-        export(half, (torch.randn(2, 256, args.d_model).half(),), path)
+        export(half, (torch.randn(2, 256, args.d_model).half(),), path, max_length=max(args.lengths),
+               opset_version=args.opset)
         session_options()  # fails early with a clear message when the library is missing
         for L in args.lengths:
             profile_length(path, L, args.d_model, args.runs, print)

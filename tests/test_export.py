@@ -586,14 +586,15 @@ def _filter_input(path):
 
 def test_complex_filter_generator_is_folded_to_a_constant(tmp_path):
     """The Vandermonde product runs once at export: the ONNX model holds its value, no complex
-    op; with a dynamic length only the cut to L stays in the graph."""
+    op; with a dynamic length its cut to L is dropped too (taps past L reach no output of the
+    linear causal op), so the node's filter is an initializer at every length."""
     model = S4DComplex().eval()
     path = tmp_path / "m.onnx"
     report = export(model, (torch.randn(2, 4, 64),), path)
-    assert report.rewrites[0].filter == "input-dependent, constant part folded"
+    assert report.rewrites[0].filter.startswith("constant (its cut to L dropped")
     k_name, producers, initializers = _filter_input(path)
-    assert producers[k_name].op_type == "Slice" and producers[k_name].input[0] in initializers
-    _check_ort(model, path, [(2, 4, 64), (3, 4, 200)])
+    assert k_name in initializers and not any(n.op_type == "Slice" for n in _nodes(path))
+    _check_ort(model, path, [(2, 4, 64), (3, 4, 200), (1, 4, 300)])
 
     static = tmp_path / "static.onnx"
     report = export(model, (torch.randn(2, 4, 64),), static, dynamic_shapes=(None,))
@@ -630,6 +631,63 @@ def test_user_can_keep_the_filter_ops_in_the_graph(tmp_path):
     export(model, (torch.randn(2, 4, 64),), folded)
     assert not any(n.op_type == "Sin" for n in _nodes(folded))
     _check_ort(model, folded, [(2, 4, 64), (3, 4, 100)])
+
+
+class PositionalMLPFilter(torch.nn.Module):
+    """Hyena's filter as the public code writes it: a positional embedding stored for Lmax
+    positions, cut to L, then the MLP and the decay window (so the filter at L is the first L
+    taps of the one at Lmax). With `per_length`, positions are t / L instead: not a prefix."""
+
+    def __init__(self, H=4, Lmax=512, per_length=False):
+        super().__init__()
+        self.per_length = per_length
+        self.register_buffer("t", torch.linspace(0, 1, Lmax)[:, None])
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(1, 16), torch.nn.Linear(16, H))
+        self.decay = torch.nn.Parameter(torch.linspace(2, 8, H))
+
+    def forward(self, u):
+        L = u.shape[-1]
+        t = torch.arange(L, dtype=torch.float32)[:, None] / L if self.per_length else self.t[:L]
+        k = (torch.sin(self.mlp(t)) * torch.exp(-t * self.decay)).transpose(0, 1)
+        return torch.fft.irfft(torch.fft.rfft(u, n=2 * L) * torch.fft.rfft(k, n=2 * L), n=2 * L)[..., :L]
+
+
+def test_max_length_stores_a_filter_that_depends_on_the_length_as_a_prefix(tmp_path):
+    model = PositionalMLPFilter().eval()
+    path = tmp_path / "m.onnx"
+    report = export(model, (torch.randn(2, 4, 64),), path)
+    assert report.rewrites[0].filter == "depends on the input or its length"
+    assert any(n.op_type == "Sin" for n in _nodes(path))
+    report = export(model, (torch.randn(2, 4, 64),), path, max_length=512)
+    assert report.rewrites[0].filter.startswith("folded at max_length = 512 (512 taps")
+    k_name, _, initializers = _filter_input(path)
+    assert k_name in initializers and not any(n.op_type in ("Sin", "Slice", "MatMul") for n in _nodes(path))
+    _check_ort(model, path, [(2, 4, 64), (3, 4, 200), (1, 4, 512), (1, 4, 5)])
+
+
+def test_max_length_leaves_a_filter_that_is_not_a_prefix_in_the_graph(tmp_path):
+    """Positions t / L give another filter at every L: storing one would change the model."""
+    model = PositionalMLPFilter(per_length=True).eval()
+    path = tmp_path / "m.onnx"
+    report = export(model, (torch.randn(2, 4, 64),), path, max_length=512)
+    assert report.rewrites[0].filter == "depends on the input or its length"
+    assert any(n.op_type == "Sin" for n in _nodes(path))
+    _check_ort(model, path, [(2, 4, 64), (3, 4, 200)])
+
+
+@pytest.mark.parametrize("options", [{"freq_keep": 16}, {"max_length": 0}])
+def test_max_length_keeps_a_needed_cut_or_refuses_a_bad_value(tmp_path, options):
+    """A frequency-sparse op's filter must fit its period, so its cut to L stays; a max_length
+    that is not a length is refused before anything is traced."""
+    model = PositionalMLPFilter().eval()
+    path = tmp_path / "m.onnx"
+    if options.get("max_length") == 0:
+        with pytest.raises(ValueError, match="max_length must be a sequence length >= 1, got 0"):
+            export(model, (torch.randn(2, 4, 64),), path, **options)
+        return
+    report = export(model, (torch.randn(2, 4, 64),), path, max_length=512, **options)
+    assert report.rewrites[0].filter == "depends on the input or its length"
+    assert report.rewrites[0].freq_keep == 16
 
 
 # ---- section B: two-sided, padded, offset and shifted forms (each with its own lag semantics) ----

@@ -65,7 +65,7 @@ def _cmd_export(args) -> int:
             report = export(model, example, args.output, opset_version=args.opset,
                             require_rewrite=not args.allow_none, fold_filters=not args.keep_filter_ops,
                             tensorrt=args.tensorrt, partial=args.partial, freq_keep=args.freq_keep,
-                            **threshold)
+                            max_length=args.max_length, **threshold)
     except NoLongConvolutionError as e:
         print(e, file=sys.stderr)
         return 2
@@ -205,6 +205,9 @@ def main(argv=None) -> int:
     p.add_argument("--keep-filter-ops", action="store_true",
                    help="keep the ops that compute a filter from the parameters in the graph (default: fold "
                         "them into an initializer at export)")
+    p.add_argument("--max-length", type=int, default=None, metavar="L",
+                   help="the longest sequence the model will run: a filter that depends on the length only as a "
+                        "prefix (Hyena's positional embedding cut to L) is computed once at L taps and stored")
     p.set_defaults(fn=_cmd_export)
 
     p = sub.add_parser("triton-repo", help="write a Triton Inference Server model repository for an .onnx with "

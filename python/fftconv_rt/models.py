@@ -34,13 +34,20 @@ class Sin(nn.Module):
 
 
 class ImplicitFilter(nn.Module):
-    """Hyena's implicit long filter: an MLP over a positional encoding of t, times a decay window."""
+    """Hyena's implicit long filter: an MLP over a positional encoding of t, times a decay window.
+    As in the public Hyena code, the encoding is computed once for max_len positions and cut to
+    the first L on each call, so the filter at length L is the first L taps of the one at max_len
+    (which is what lets the exporter's max_length option store it)."""
 
     def __init__(self, channels: int, max_len: int, emb_dim: int = 9, hidden: int = 32, order: int = 2):
         super().__init__()
-        self.emb_dim = emb_dim
         bands = (emb_dim - 1) // 2
-        self.register_buffer("band_freqs", torch.linspace(1e-4, bands - 1, bands)[None, :], persistent=False)
+        t = torch.linspace(0, 1, max_len)[:, None]  # (max_len, 1)
+        w = 2 * math.pi * torch.arange(max_len, dtype=torch.float32)[:, None] / max_len
+        band_freqs = torch.linspace(1e-4, bands - 1, bands)[None, :]
+        self.register_buffer("t", t, persistent=False)
+        self.register_buffer("z", torch.cat([t, torch.cos(band_freqs * w), -torch.sin(band_freqs * w)], dim=-1),
+                             persistent=False)
         layers = [nn.Linear(emb_dim, hidden), Sin(hidden)]
         for _ in range(order):
             layers += [nn.Linear(hidden, hidden), Sin(hidden)]
@@ -49,10 +56,8 @@ class ImplicitFilter(nn.Module):
         max_decay, min_decay = math.log(1e-2) / 0.3, math.log(1e-2) / 1.5
         self.register_buffer("deltas", torch.linspace(min_decay, max_decay, channels)[None, :], persistent=False)
 
-    def forward(self, seqlen: int, like: torch.Tensor) -> torch.Tensor:
-        t = torch.arange(seqlen, device=like.device, dtype=torch.float32)[:, None] / seqlen  # (L, 1)
-        w = 2 * math.pi * t
-        z = torch.cat([t, torch.cos(self.band_freqs * w), -torch.sin(self.band_freqs * w)], dim=-1)
+    def forward(self, seqlen: int) -> torch.Tensor:
+        z, t = self.z[:seqlen], self.t[:seqlen]
         h = self.mlp(z) * torch.exp(-t * self.deltas.abs())  # (L, H)
         return h.transpose(0, 1)  # (H, L)
 
@@ -73,7 +78,7 @@ class HyenaOperator(nn.Module):
         u = self.in_proj(x).transpose(1, 2)  # (B, 3d, L)
         u = self.short_filter(u)[..., :seqlen]
         x1, x2, v = u.chunk(3, dim=1)
-        k = self.filter(seqlen, x)
+        k = self.filter(seqlen)
         y = fft_long_conv(v * x1, k, self.bias)
         y = y * x2
         return self.out_proj(y.transpose(1, 2))
