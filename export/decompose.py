@@ -1,5 +1,5 @@
 """The reverse pass: every fftconv_rt::FFTConv node becomes standard ONNX ops
-(opset 18: DFT, Mul, ...), so that the model runs on any ONNX runtime without
+(opset 18, or the model's own when newer: DFT, Mul, ...), so that the model runs on any ONNX runtime without
 the fftconv-rt library, at the cost of speed (ONNX Runtime runs DFT on the CPU).
 
 Per node, with n the next power of two >= L + Lk - 1:
@@ -56,7 +56,7 @@ def _attribute(node, name, default):
     return default
 
 
-def _decompose_node(node, index: int) -> _Builder:
+def _decompose_node(node, index: int, opset: int) -> _Builder:
     b = _Builder(f"fftconv_decomposed_{index}")
     inputs = list(node.input) + [""] * (5 - len(node.input))
     u, k, D, pregate, postgate = inputs[:5]
@@ -92,9 +92,14 @@ def _decompose_node(node, index: int) -> _Builder:
         n = b.op("Cast", [b.op("Pow", [b.double_const(2.0, "two"), exponent], "pow2")], "n", to=TensorProto.INT64)
     n_scalar = b.op("Squeeze", [n], "n_scalar")
 
+    def dft(z, axis, hint, **attrs):  # DFT's axis is an attribute up to opset 19, an input from 20
+        if opset >= 20:
+            return b.op("DFT", [z, n_scalar, b.const(axis, "dft_axis")], hint, **attrs)
+        return b.op("DFT", [z, n_scalar], hint, axis=axis, **attrs)
+
     def spectrum(real, axis):
         z = b.op("Unsqueeze", [real, axis_last], "as_complex")
-        return b.op("DFT", [z, n_scalar], "dft", axis=axis, onesided=0)
+        return dft(z, axis, "dft", onesided=0)
 
     V = spectrum(v, 2)   # (B, H, n, 2)
     K = spectrum(kf, 1)  # (H, n, 2)
@@ -114,7 +119,7 @@ def _decompose_node(node, index: int) -> _Builder:
     Yi = b.op("Add", [b.op("Mul", [Vr, Ki]), b.op("Mul", [Vi, Kr])], "y_im")
     Y = b.op("Concat", [b.op("Unsqueeze", [Yr, axis_last]), b.op("Unsqueeze", [Yi, axis_last])], "y_spectrum",
              axis=-1)
-    y = b.op("DFT", [Y, n_scalar], "idft", axis=2, inverse=1, onesided=0)
+    y = dft(Y, 2, "idft", inverse=1, onesided=0)
     linear = part(y, re_idx)
     y = b.op("Slice", [linear, b.const([0], "zero"), L, axis_l], "causal_cut")
     if fft_size > 0 and freq_keep == 0:
@@ -141,9 +146,10 @@ def decompose(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph
     new_nodes, count = [], 0
+    opset = max([_OPSET] + [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")])
     for node in graph.node:
         if node.domain == DOMAIN and node.op_type == OP_NAME:
-            built = _decompose_node(node, count)
+            built = _decompose_node(node, count, opset)
             new_nodes.extend(built.nodes)
             graph.initializer.extend(built.constants)
             count += 1
@@ -156,10 +162,10 @@ def decompose(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         del model.opset_import[:]
         model.opset_import.extend(kept)
         for o in model.opset_import:
-            if o.domain in ("", "ai.onnx") and o.version < _OPSET:
-                o.version = _OPSET
+            if o.domain in ("", "ai.onnx"):
+                o.version = opset
         if not any(o.domain in ("", "ai.onnx") for o in model.opset_import):
-            model.opset_import.append(helper.make_opsetid("", _OPSET))
+            model.opset_import.append(helper.make_opsetid("", opset))
     return model, count
 
 

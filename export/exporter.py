@@ -553,7 +553,7 @@ def rewrite_long_convolutions(model: torch.nn.Module, example_inputs: Sequence[A
 
 
 def export(model: torch.nn.Module, example_inputs: Sequence[Any], path: str | Path, *,
-           dynamic_shapes=None, opset_version: int = 18, input_names: Optional[list] = None,
+           dynamic_shapes=None, opset_version: Optional[int] = None, input_names: Optional[list] = None,
            output_names: Optional[list] = None, require_rewrite: bool = True,
            min_conv_taps: int = DEFAULT_MIN_CONV_TAPS, fold_filters: bool = True, tensorrt: bool = False,
            partial: Optional[int] = None, freq_keep=None, max_length: Optional[int] = None) -> ExportReport:
@@ -562,6 +562,9 @@ def export(model: torch.nn.Module, example_inputs: Sequence[Any], path: str | Pa
     dynamic_shapes: as for torch.export (default: every dimension Dim.AUTO, so batch and
     sequence length stay dynamic when the model allows it; use a batch of 2 or more in the
     example, since torch.export specialises dimensions of size 1).
+    opset_version: the ONNX opset; by default 20 (GELU is one op there, which ONNX Runtime fuses
+    with its bias), or 18 when FFTs are left in the graph (ONNX Runtime 1.31-1.32 fails on some
+    opset-20 DFT nodes: "Shape mismatch attempting to re-use buffer").
     require_rewrite: raise NoLongConvolutionError when nothing was rewritten.
     min_conv_taps: depthwise causal Conv1d layers with at least this many taps become FFTConv
     nodes too (pattern P13; default 2: Hyena's 3-tap short filters too, which ORT's CUDA Conv runs
@@ -613,6 +616,8 @@ def export(model: torch.nn.Module, example_inputs: Sequence[Any], path: str | Pa
         raise NoLongConvolutionError(
             "fftconv-rt export: no long convolution found in the model (expected the pattern "
             "rfft(u, n) * rfft(k, n) -> irfft(n) -> [..., :L], optionally + u * D).\n" + str(report))
+    if opset_version is None:
+        opset_version = 18 if report.left else 20
     with torch.no_grad(), warnings.catch_warnings(), _quiet_torch_onnx():
         # ep.module() refuses eval() and is always "training"; the model itself was set to eval.
         warnings.filterwarnings("ignore", message="Exporting a model while it is in training mode")

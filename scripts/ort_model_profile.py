@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--d-model", type=int, default=768)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--opset", type=int, default=18, help="ONNX opset of the export (20 has Gelu as one op)")
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset of the export (default: the exporter's)")
     args = parser.parse_args()
     torch.manual_seed(0)
     half = copy.deepcopy(HyenaStack(args.d_model, args.layers, max(args.lengths)).eval()).half()
