@@ -24,6 +24,7 @@ from fftconv_rt.torch_op import fftconv as _fftconv_op  # noqa: F401  (registers
 
 from .graph import (ASSERT_TARGETS, aten, is_last_dim, meta_val, module_path, node_arg, only_user, real_users,
                     same_size, tensor_val)
+from .channel_split import split_projections
 from .patterns import CONVOLUTIONS, DEFAULT_MIN_CONV_TAPS, INVERSE_FFTS, PATTERNS, Match, Options, Skip, fft_nodes
 
 
@@ -63,6 +64,7 @@ class ExportReport:
     left: list = field(default_factory=list)
     onnx_path: Optional[str] = None
     fftconv_nodes: int = 0
+    split_projections: int = 0  # projections split by the channel groups of their output (channel_split.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -80,6 +82,9 @@ class ExportReport:
                          + ("" if r.partial_error is None else f" cut filter: error {r.partial_error:.2e}")
                          + ("" if r.sparse_error is None else
                             f" freq_keep={r.freq_keep}: error {r.sparse_error:.2e}"))
+        if self.split_projections:
+            lines.append(f"projections split by their output's channel groups (no Split copy): "
+                         f"{self.split_projections}")
         lines.append(f"FFT uses left as they were: {len(self.left)}")
         for f in self.left:
             lines.append(f"  {f.op:22s} {f.module or '<top>':30s} {f.reason}")
@@ -501,8 +506,11 @@ def rewrite_long_convolutions(model: torch.nn.Module, example_inputs: Sequence[A
         dynamic_shapes = _default_dynamic_shapes(example_inputs)
     program = torch.export.export(model, example_inputs, dynamic_shapes=dynamic_shapes)
     gm = program.module()
-    graph = gm.graph
     report = ExportReport()
+    report.split_projections = split_projections(gm)
+    if report.split_projections:  # traced again for the shapes of the new nodes
+        gm = torch.export.export(gm, example_inputs, dynamic_shapes=dynamic_shapes).module()
+    graph = gm.graph
     skipped: dict[fx.Node, str] = {}
     readable = _size_names(graph)
     options = Options(min_conv_taps=min_conv_taps)

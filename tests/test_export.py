@@ -907,3 +907,54 @@ def test_partial_filters_are_cut_and_their_error_reported(tmp_path):
     _check_ort(cut, path, [(2, 4, 512), (3, 4, 1000)])
     with pytest.raises(ValueError, match="partial must be >= 1"):
         export(model, (x,), tmp_path / "bad.onnx", partial=0)
+
+
+class ProjectThenSplit(torch.nn.Module):
+    """Hyena's operator front: one projection to all streams, the short depthwise filter over all
+    of them, then the channels split into gate, gate and value (by chunk, split or sizes)."""
+
+    def __init__(self, d=8, how="chunk", share_projection=False):
+        super().__init__()
+        self.d, self.how, self.share_projection = d, how, share_projection
+        self.in_proj = torch.nn.Linear(d, 3 * d)
+        self.short = torch.nn.Conv1d(3 * d, 3 * d, 3, padding=2, groups=3 * d)
+        self.k = torch.nn.Parameter(torch.randn(d, 64) / 8)
+
+    def forward(self, x):  # (B, L, d)
+        L = x.shape[1]
+        p = self.in_proj(x)
+        z = self.short(p.transpose(1, 2))[..., :L]
+        if self.how == "chunk":
+            x1, x2, v = z.chunk(3, dim=1)
+        elif self.how == "split":
+            x1, x2, v = z.split(self.d, dim=1)
+        else:
+            x1, x2, v = z.split([self.d, self.d, self.d], dim=1)
+        u = x1 * v
+        k = self.k[:, :L]
+        y = torch.fft.irfft(torch.fft.rfft(u, n=2 * L) * torch.fft.rfft(k, n=2 * L), n=2 * L)[..., :L] * x2
+        y = y.transpose(1, 2)
+        return y + p[..., : self.d] if self.share_projection else y
+
+
+@pytest.mark.parametrize("how", ["chunk", "split", "sizes"])
+def test_a_projection_split_by_channel_groups_becomes_one_per_group(tmp_path, how):
+    """The split of the short filter's output (a copy in ONNX) goes: each group has its own
+    projection rows, transpose and short filter; the result is the model's."""
+    model = ProjectThenSplit(how=how).eval()
+    path = tmp_path / "m.onnx"
+    report = export(model, (torch.randn(2, 32, 8),), path)
+    assert report.split_projections == 1
+    assert [r.pattern for r in report.rewrites].count("P13") == 3  # one short filter per group
+    nodes = _nodes(path)
+    assert not any(n.op_type == "Split" for n in nodes) and sum(n.op_type == "FFTConv" for n in nodes) == 4
+    _check_ort(model, path, [(2, 32, 8), (1, 50, 8)])
+
+
+def test_a_projection_used_elsewhere_is_not_split(tmp_path):
+    model = ProjectThenSplit(share_projection=True).eval()
+    path = tmp_path / "m.onnx"
+    report = export(model, (torch.randn(2, 32, 8),), path)
+    assert report.split_projections == 0
+    assert any(n.op_type == "Split" for n in _nodes(path))
+    _check_ort(model, path, [(2, 32, 8)])
