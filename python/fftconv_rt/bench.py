@@ -166,7 +166,8 @@ def run_model_bench(lengths=MODEL_LENGTHS, d_model: int = 768, layers: int = 4, 
                     repeats: int = 10, dft_length: int = 2048, out_path: Optional[str] = None,
                     log=print) -> list[dict]:
     """End to end on the GPU: a Hyena stack (fp16) as PyTorch eager (cuFFT), as ONNX Runtime's CUDA
-    provider running the fftconv-rt export (IO binding on device tensors), and, at dft_length
+    provider running the fftconv-rt export (IO binding on device tensors; also with ORT's CUDA
+    graphs, captured per length), and, at dft_length
     only, as the default ONNX export (DFT nodes) on the same provider; one exported model (dynamic
     length, filters stored for the longest L: export's max_length) for every L. Errors are against
     the float32 PyTorch model on the same input."""
@@ -208,16 +209,22 @@ def run_model_bench(lengths=MODEL_LENGTHS, d_model: int = 768, layers: int = 4, 
         in_name, out_name = session.get_inputs()[0].name, session.get_outputs()[0].name
         rows = []
         log(f"GPU: {meta['gpu']}; {meta['model']}, B={batch}, fp16; median of {repeats} (CUDA events)")
-        log(f"{'L':>8s} | {'torch eager':>11s} {'ORT fftconv':>11s} {'ORT DFT':>9s} | {'speedup':>7s} | "
-            f"err ORT / err torch fp16 (vs fp32)")
+        log(f"{'L':>8s} | {'torch eager':>11s} {'ORT fftconv':>11s} {'+CUDA graph':>11s} {'ORT DFT':>9s} | "
+            f"{'speedup':>7s} {'graph':>6s} | err ORT / err torch fp16 (vs fp32)")
         for L in lengths:
             x = torch.randn(batch, L, d_model, device=dev).half()
             y = torch.empty_like(x)
+            # ORT's CUDA graphs: the launches of a run captured once for this shape, then replayed
+            graph_session = make_session(path, providers=[("CUDAExecutionProvider", {"enable_cuda_graph": "1"}),
+                                                          "CPUExecutionProvider"])
+            y_graph = torch.empty_like(x)
             with torch.no_grad():
                 t_torch = _cuda_ms(lambda: half(x), repeats)
                 t_ort = _cuda_ms(lambda: run_on_device(session, {in_name: x}, {out_name: y}), repeats)
+                t_graph = _cuda_ms(lambda: run_on_device(graph_session, {in_name: x}, {out_name: y_graph}), repeats)
                 expected = reference(x.float())
                 eager = half(x).float()
+            del graph_session
             t_dft, dft_failure = None, None
             if dft_session is not None and L == dft_length:
                 feed = {dft_session.get_inputs()[0].name: x.cpu().numpy()}
@@ -228,17 +235,20 @@ def run_model_bench(lengths=MODEL_LENGTHS, d_model: int = 768, layers: int = 4, 
                     log(f"default ONNX export at L={L}: {dft_failure}")
             scale = float(expected.abs().max())
             err_ort = float((y.float() - expected).abs().max()) / scale
+            err_graph = float((y_graph.float() - expected).abs().max()) / scale
             err_torch = float((eager - expected).abs().max()) / scale
             row = dict(meta, L=L, torch_eager_ms=round(t_torch, 3), ort_fftconv_ms=round(t_ort, 3),
                        ort_default_export_ms=None if t_dft is None else round(t_dft, 1),
                        ort_default_export_failure=dft_failure,
                        speedup_over_torch=round(t_torch / t_ort, 3), rel_error_ort=err_ort,
+                       ort_fftconv_cuda_graph_ms=round(t_graph, 3),
+                       speedup_cuda_graph_over_torch=round(t_torch / t_graph, 3), rel_error_ort_cuda_graph=err_graph,
                        rel_error_torch_fp16=err_torch)
             rows.append(row)
             dft = f"{t_dft:7.0f}ms" if t_dft is not None else f"{'fails' if dft_failure else '-':>9s}"
-            log(f"{L:8d} | {t_torch:9.2f}ms {t_ort:9.2f}ms {dft} | {t_torch / t_ort:6.2f}x | "
-                f"{err_ort:.1e} / {err_torch:.1e}")
-            del x, y
+            log(f"{L:8d} | {t_torch:9.2f}ms {t_ort:9.2f}ms {t_graph:9.2f}ms {dft} | {t_torch / t_ort:6.2f}x "
+                f"{t_torch / t_graph:5.2f}x | {max(err_ort, err_graph):.1e} / {err_torch:.1e}")
+            del x, y, y_graph
             torch.cuda.empty_cache()
     _append_results(rows, out_path, log)
     return rows
