@@ -153,14 +153,21 @@ __device__ __forceinline__ void for_block_points(int count, LoadFn load, UseFn u
 // W^j = exp(-2 pi i j / kRootCount) for j < kRootCount: every in-block transform
 // (sizes up to kRootCount) reads its twiddles here (through the read-only cache).
 constexpr int kRootCount = int(kFusedMax);  // covers every in-block transform size
+constexpr int kLogRootCount = 14;
+static_assert(kRootCount == 1 << kLogRootCount, "kLogRootCount");
 __device__ float2 g_roots[kRootCount];
 
-// exp(sign * 2 pi i * num / den), den a power of two.
-__device__ __forceinline__ void unit_root(float sign, int64_t num, int64_t den, float* re, float* im) {
-  float s, c;
-  sincospif(2.0f * float(num & (den - 1)) / float(den), &s, &c);
-  *re = c;
-  *im = sign * s;
+// exp(sign * 2 pi i * num / m), m a power of two >= kRootCount (the split passes' twiddles): the
+// table's root for the upper bits of num mod m times exp(-i theta) for the rest, theta <
+// 2 pi / kRootCount, where sin and cos to third order are exact in float32. A load and a few
+// FMAs where sincospif and a division had made the column passes issue-bound.
+__device__ __forceinline__ float2 split_root(float sign, int64_t num, int64_t m) {
+  const int log_m = __ffsll(m) - 1, log_fine = log_m - kLogRootCount;
+  const int64_t e = num & (m - 1);
+  const float2 coarse = __ldg(&g_roots[e >> log_fine]);
+  const float theta = float(e & ((int64_t(1) << log_fine) - 1)) * ldexpf(6.28318530717958648f, -log_m);
+  const float sin_t = theta - theta * theta * theta * (1.f / 6.f), cos_t = 1.f - 0.5f * theta * theta;
+  return make_float2(coarse.x * cos_t + coarse.y * sin_t, -sign * (coarse.y * cos_t - coarse.x * sin_t));
 }
 
 __device__ __forceinline__ float2 cmul(float2 a, float2 b) {
@@ -755,10 +762,7 @@ __device__ bool columns_forward(const RunArgs& a, int64_t pair, int cols, int pr
   float2* out = a.work + pair * a.m;
   for (int idx = threadIdx.x; idx < n1 * cols; idx += blockDim.x) {
     const int k1 = idx >> log_cols, c = idx & (cols - 1);
-    float wr, wi;
-    unit_root(-1.f, int64_t(k1) * (c0 + c), a.m, &wr, &wi);
-    const float r = x[idx].x, i = x[idx].y;
-    out[int64_t(k1) * n2 + c0 + c] = make_float2(r * wr - i * wi, r * wi + i * wr);
+    out[int64_t(k1) * n2 + c0 + c] = cmul(x[idx], split_root(-1.f, int64_t(k1) * (c0 + c), a.m));
   }
   return finite;
 }
@@ -876,9 +880,7 @@ __device__ void columns_inverse(const RunArgs& a, int64_t pair, int cols, int64_
   for_block_points<kSplitPerThread, kSplitLoadGroup>(
       n1 * cols, [&](int idx) { return in[int64_t(idx >> log_cols) * n2 + c0 + (idx & (cols - 1))]; },
       [&](int idx, float2 v) {
-        float wr, wi;
-        unit_root(1.f, int64_t(idx >> log_cols) * (c0 + (idx & (cols - 1))), a.m, &wr, &wi);
-        x[idx] = make_float2(v.x * wr - v.y * wi, v.x * wi + v.y * wr);
+        x[idx] = cmul(v, split_root(1.f, int64_t(idx >> log_cols) * (c0 + (idx & (cols - 1))), a.m));
       });
   __syncthreads();
   block_fft_inplace<true>(n1, cols, x, 1.f, 2 * limit <= a.m ? kHalfOutput : kPlain);
