@@ -78,6 +78,7 @@ constexpr int kColumnThreadsMax = kColumnPointsMax / 16;
 constexpr int kSplitLoadGroup = FFTCONV_CUDA_SPLIT_LOAD_GROUP, kSplitOutputGroup = FFTCONV_CUDA_SPLIT_OUTPUT_GROUP;
 static_assert(2 * kRowLength == kSplitPoints, "a row pass holds two rows");
 static_assert(kRowLength % kThreads == 0, "the product visits a row in whole steps of the block");
+static_assert(kThreads % 256 == 0, "rows_pass: a step of kThreads keeps the shared-memory swizzle");
 constexpr int kSplitPerThread = 16;  // points per thread of a split block
 
 // Where a row (a (b, h) sequence of u, y and the gates, BHL: BLH calls are transposed
@@ -799,21 +800,32 @@ __device__ void rows_pass(const RunArgs& a, int64_t pair, float* sm, bool invers
   // Two interleaved slots (element c of slot w at 2c + w): row k1 and its partner. A row
   // paired with itself (k1 = 0, N1/2) is loaded twice so that every block has the same
   // shape; only its first slot is multiplied and stored.
+  // Thread t moves points t + j * kThreads (j < kSplitPerThread): all in slot t & 1, columns
+  // t / 2 + j * kThreads / 2 of its row; one shared-memory swizzle for all (with_strided).
   const Points x{reinterpret_cast<float2*>(sm)};
-  float2* base = a.work + pair * a.m;
-  for_block_points<kSplitPerThread, kSplitLoadGroup>(
-      2 * n2, [&](int idx) { return base[int64_t((idx & 1) ? partner : k1) * n2 + (idx >> 1)]; },
-      [&](int idx, float2 v) { x[idx] = v; });
+  const int slot = threadIdx.x & 1, column = threadIdx.x >> 1;
+  float2* row = a.work + pair * a.m + int64_t(slot ? partner : k1) * n2 + column;
+  with_strided<true>(x, threadIdx.x, kThreads, [&](auto at) {
+#pragma unroll
+    for (int g = 0; g < kSplitPerThread; g += kSplitLoadGroup) {
+      float2 v[kSplitLoadGroup];
+#pragma unroll
+      for (int j = 0; j < kSplitLoadGroup; ++j) v[j] = row[(g + j) * (kThreads / 2)];
+#pragma unroll
+      for (int j = 0; j < kSplitLoadGroup; ++j) at(g + j) = v[j];
+    }
+  });
   __syncthreads();
   block_fft_inplace<true>(n2, 2, x, -1.f);
   product(k1, partner, rows, x);
   __syncthreads();
   if (!inverse_after) return;
   block_fft_inplace<true>(n2, 2, x, 1.f);
-  for (int idx = threadIdx.x; idx < 2 * n2; idx += blockDim.x) {
-    const int c = idx >> 1, which = idx & 1;
-    if (which < rows) base[int64_t(which ? partner : k1) * n2 + c] = x[idx];
-  }
+  if (slot >= rows) return;
+  with_strided<true>(x, threadIdx.x, kThreads, [&](auto at) {
+#pragma unroll
+    for (int j = 0; j < kSplitPerThread; ++j) row[j * (kThreads / 2)] = at(j);
+  });
 }
 
 // The pairs {f, -f} within rows k1 and partner: pair idx < row_pair_count is (i, j, c), with
