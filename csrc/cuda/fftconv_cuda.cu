@@ -723,6 +723,24 @@ __global__ void __launch_bounds__(kFusedThreadsMax) fused_kernel(RunArgs a, int 
   fused_block<DT>(a, first_row + batch, batch, true, sm);
 }
 
+// The column passes' points of the workspace, thread by thread: fn(&work[k1 * N2 + column],
+// value, k1, column) with `value` the block's point idx = threadIdx.x + j * blockDim.x (row k1 =
+// idx / cols of column c0 + idx % cols). blockDim.x, a power of two of at least 256 (blocks hold
+// at least kSplitPoints points), is a multiple of cols (N1 >= 16), so a thread keeps one column
+// and steps over rows: one address and one shared-memory swizzle per thread, not per point.
+template <typename Fn>
+__device__ __forceinline__ void for_column_points(const RunArgs& a, int64_t pair, int cols, Points x, Fn fn) {
+  const int log_cols = __ffs(cols) - 1, row_step = blockDim.x >> log_cols;
+  const int first_row = threadIdx.x >> log_cols;
+  const int64_t column = blockIdx.y * cols + (threadIdx.x & (cols - 1));
+  float2* point = a.work + pair * a.m + int64_t(first_row) * a.n2 + column;
+  const int64_t point_step = int64_t(row_step) * a.n2;
+  with_strided<true>(x, threadIdx.x, blockDim.x, [&](auto at) {
+#pragma unroll kSplitLoadGroup
+    for (int j = 0; j < kSplitPerThread; ++j) fn(point + j * point_step, at(j), first_row + j * row_step, column);
+  });
+}
+
 // Split pass 1: block (pair, column block): columns c0 .. c0 + cols - 1 of the
 // N1 x N2 matrix of the packed pair (zero past L), transformed and twiddled.
 // load(t) gives point t of the pair; with `chunked` (cols >= 8), chunk(t, v1, v2) gives
@@ -760,11 +778,9 @@ __device__ bool columns_forward(const RunArgs& a, int64_t pair, int cols, int pr
   }
   __syncthreads();
   block_fft_inplace<true>(n1, cols, x, -1.f, prune);
-  float2* out = a.work + pair * a.m;
-  for (int idx = threadIdx.x; idx < n1 * cols; idx += blockDim.x) {
-    const int k1 = idx >> log_cols, c = idx & (cols - 1);
-    out[int64_t(k1) * n2 + c0 + c] = cmul(x[idx], split_root(-1.f, int64_t(k1) * (c0 + c), a.m));
-  }
+  for_column_points(a, pair, cols, x, [&](float2* point, float2& value, int k1, int64_t column) {
+    *point = cmul(value, split_root(-1.f, k1 * column, a.m));
+  });
   return finite;
 }
 
@@ -888,12 +904,9 @@ __device__ void columns_inverse(const RunArgs& a, int64_t pair, int cols, int64_
   const int c0 = blockIdx.y * cols;
   const int log_cols = __ffs(cols) - 1;  // cols is a power of two
   const Points x{reinterpret_cast<float2*>(sm)};
-  const float2* in = a.work + pair * a.m;
-  for_block_points<kSplitPerThread, kSplitLoadGroup>(
-      n1 * cols, [&](int idx) { return in[int64_t(idx >> log_cols) * n2 + c0 + (idx & (cols - 1))]; },
-      [&](int idx, float2 v) {
-        x[idx] = cmul(v, split_root(1.f, int64_t(idx >> log_cols) * (c0 + (idx & (cols - 1))), a.m));
-      });
+  for_column_points(a, pair, cols, x, [&](float2* point, float2& value, int k1, int64_t column) {
+    value = cmul(*point, split_root(1.f, k1 * column, a.m));
+  });
   __syncthreads();
   block_fft_inplace<true>(n1, cols, x, 1.f, 2 * limit <= a.m ? kHalfOutput : kPlain);
   auto time = [&](int idx) { return int64_t(idx >> log_cols) * n2 + c0 + (idx & (cols - 1)); };
