@@ -112,12 +112,15 @@ def split_projections(gm: fx.GraphModule) -> int:
                 lin = graph.call_function(aten.linear.default, (linear.args[0], rows(linear.args[1], start, stop, piece),
                                                                 rows(node_arg(linear, 2, "bias"), start, stop, piece)))
                 tr = graph.call_function(aten.transpose.int, (lin, *transpose.args[1:]))
-                out = graph.call_function(aten.conv1d.default, (
+                out = new_conv = graph.call_function(aten.conv1d.default, (
                     tr, rows(conv.args[1], start, stop, piece), rows(node_arg(conv, 2, "bias"), start, stop, piece),
                     node_arg(conv, 3, "stride", [1]), node_arg(conv, 4, "padding", [0]),
                     node_arg(conv, 5, "dilation", [1]), size))
                 if cut is not None:
                     out = graph.call_function(aten.slice.Tensor, (out, *cut.args[1:]))
+            # where the nodes came from, for the report's module paths after the re-trace
+            for made, source in ((lin, linear), (tr, transpose), (new_conv, conv), (out, cut or conv)):
+                made.meta.update({k: source.meta[k] for k in ("nn_module_stack", "stack_trace") if k in source.meta})
             outputs.append(out)
             start = stop
         for getitem in pieces:

@@ -946,6 +946,7 @@ def test_a_projection_split_by_channel_groups_becomes_one_per_group(tmp_path, ho
     report = export(model, (torch.randn(2, 32, 8),), path)
     assert report.split_projections == 1
     assert [r.pattern for r in report.rewrites].count("P13") == 3  # one short filter per group
+    assert {r.module for r in report.rewrites if r.pattern == "P13"} == {"short"}  # where they came from
     nodes = _nodes(path)
     assert not any(n.op_type == "Split" for n in nodes) and sum(n.op_type == "FFTConv" for n in nodes) == 4
     _check_ort(model, path, [(2, 32, 8), (1, 50, 8)])
