@@ -869,6 +869,36 @@ __global__ void __launch_bounds__(kThreads, kRerun ? 1 : 4) rows_product_kernel(
     rows_pass(a, pair, sm, true, [&](int k1, int partner, int rows, Points x) {
       const int n2 = int(a.n2);
       const int64_t base = int64_t(k1) * n2;  // canonical positions of row k1
+      if (rows == 2 && a.freq_keep == 0) {
+        // Nearly every block: thread t takes the pairs c = t + j * kThreads at 2c and
+        // 2 (n2 - 1 - c) + 1, both steps of 2 * kThreads that keep the swizzle (with_strided).
+        constexpr int kPairs = kRowLength / kThreads;
+        static_assert(kPairs % kSplitOutputGroup == 0, "whole groups");
+        const int t = threadIdx.x;
+        const float *f1 = k1s + base + t, *f2 = k2s + base + t;
+        const int last = 2 * (n2 - 1 - t) + 1 - 2 * kThreads * (kPairs - 1);  // slot of j = kPairs - 1
+        with_strided<true>(x, 2 * t, 2 * kThreads, [&](auto fwd) {
+          with_strided<true>(x, last, 2 * kThreads, [&](auto back) {
+#pragma unroll
+            for (int g = 0; g < kPairs; g += kSplitOutputGroup) {
+              float4 k[kSplitOutputGroup];
+#pragma unroll
+              for (int j = 0; j < kSplitOutputGroup; ++j) {
+                const int at = (g + j) * kThreads;
+                k[j] = make_float4(f1[at], f1[a.bins + at], f2[at], f2[a.bins + at]);
+              }
+#pragma unroll
+              for (int j = 0; j < kSplitOutputGroup; ++j) {
+                float2 zf = fwd(g + j), zj = back(kPairs - 1 - g - j);
+                pair_product(zf.x, zf.y, zj.x, zj.y, k[j].x, k[j].y, k[j].z, k[j].w);
+                fwd(g + j) = zf;
+                back(kPairs - 1 - g - j) = zj;
+              }
+            }
+          });
+        });
+        return;
+      }
       // frequency k1 + N1*c outside the kept band: no filter read, no product
       auto masked = [&](int c) { return a.masked(k1 + int(a.n1) * c); };
       for_block_points<kRowLength / kThreads, kSplitOutputGroup>(
