@@ -281,13 +281,18 @@ def _fold_at_length(gm: fx.GraphModule, op_node: fx.Node, max_length: int, index
     def filter_at(L: int) -> torch.Tensor:
         return _evaluate(gm, k, {s: L for s in sizes}).detach()
 
-    longest = filter_at(max_length)
     example = meta_val(sizes[0])
     hint = example.node.hint if isinstance(example, torch.SymInt) else None
-    for L in sorted({int(hint) if hint else max_length // 2, max(1, max_length // 3)}):
-        if L > max_length:
-            continue
-        k_L = filter_at(L)
+    if hint and hint > max_length:  # the stored filter would be cut short at the example's own length
+        raise ValueError(f"fftconv-rt export: max_length = {max_length} is shorter than the example inputs' "
+                         f"sequence length {hint}; give the longest length the model will run")
+    checks = sorted({int(hint) if hint else max(1, max_length // 2), max(1, max_length // 3)})
+    try:
+        longest = filter_at(max_length)
+        filters = [(L, filter_at(L)) for L in checks if L <= max_length]
+    except (RuntimeError, ValueError, IndexError):  # the graph's ops refuse one of the lengths
+        return None
+    for L, k_L in filters:
         taps = min(L, longest.shape[-1])
         expected = torch.nn.functional.pad(k_L[..., :taps], (0, max(0, taps - k_L.shape[-1])))
         scale = float(expected.abs().max()) if expected.numel() else 0.0

@@ -675,6 +675,11 @@ def test_max_length_leaves_a_filter_that_is_not_a_prefix_in_the_graph(tmp_path):
     _check_ort(model, path, [(2, 4, 64), (3, 4, 200)])
 
 
+def test_max_length_below_the_example_length_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="max_length = 32 is shorter than the example inputs' sequence length 64"):
+        export(PositionalMLPFilter().eval(), (torch.randn(2, 4, 64),), tmp_path / "m.onnx", max_length=32)
+
+
 @pytest.mark.parametrize("options", [{"freq_keep": 16}, {"max_length": 0}])
 def test_max_length_keeps_a_needed_cut_or_refuses_a_bad_value(tmp_path, options):
     """A frequency-sparse op's filter must fit its period, so its cut to L stays; a max_length
