@@ -17,10 +17,9 @@ from __future__ import annotations
 import operator
 from typing import Optional
 
-import torch
 from torch import fx
 
-from .graph import aten, node_arg, real_users, tensor_val
+from .graph import aten, node_arg, only_user, tensor_val
 
 _SPLITS = {aten.chunk.default, aten.split.Tensor, aten.split_with_sizes.default}
 
@@ -41,14 +40,9 @@ def _sizes(split: fx.Node, channels: int) -> Optional[list]:
     return sizes if all(isinstance(s, int) and s > 0 for s in sizes) and sum(sizes) == channels else None
 
 
-def _single_user(node: fx.Node) -> Optional[fx.Node]:
-    users = real_users(node)
-    return users[0] if len(users) == 1 else None
-
-
 def _chain(split: fx.Node) -> Optional[tuple]:
-    """(linear, transpose, conv1d, cut) ending at the split, each the only user of the one
-    before; cut is the causal slice along the time axis (or None)."""
+    """(linear, transpose, conv1d, cut, channels) ending at the split, each the only user of the
+    one before; cut is the causal slice along the time axis (or None)."""
     node = split.args[0]
     cut = None
     if node.target == aten.slice.Tensor:
@@ -67,7 +61,7 @@ def _chain(split: fx.Node) -> Optional[tuple]:
     if not (isinstance(linear, fx.Node) and linear.target == aten.linear.default):
         return None
     for before, after in ((linear, transpose), (transpose, conv), (conv, cut or split), (cut, split)):
-        if before is not None and _single_user(before) is not after:
+        if before is not None and only_user(before) is not after:
             return None
     weight, bias = linear.args[1], node_arg(linear, 2, "bias")
     conv_weight, conv_bias = conv.args[1], node_arg(conv, 2, "bias")
@@ -76,7 +70,7 @@ def _chain(split: fx.Node) -> Optional[tuple]:
             p is not None and (not isinstance(p, fx.Node) or p.op != "get_attr")
             for p in (weight, bias, conv_weight, conv_bias)):
         return None
-    return linear, transpose, conv, cut
+    return linear, transpose, conv, cut, channels
 
 
 def split_projections(gm: fx.GraphModule) -> int:
@@ -89,8 +83,7 @@ def split_projections(gm: fx.GraphModule) -> int:
         chain = _chain(split)
         if chain is None:
             continue
-        linear, transpose, conv, cut = chain
-        channels = tensor_val(conv.args[1]).shape[0]
+        linear, transpose, conv, cut, channels = chain
         sizes = _sizes(split, channels)
         pieces = [u for u in split.users if u.target is operator.getitem]
         if sizes is None or len(pieces) != len(split.users):
@@ -100,7 +93,7 @@ def split_projections(gm: fx.GraphModule) -> int:
             if param is None:
                 return None
             name = f"_split_{count}_{piece}_{param.target.replace('.', '_')}"
-            gm.register_buffer(name, torch.Tensor.narrow(_value(gm, param), 0, start, stop - start).clone())
+            gm.register_buffer(name, operator.attrgetter(param.target)(gm).detach()[start:stop].clone())
             with graph.inserting_before(split):
                 return graph.get_attr(name)
 
@@ -133,8 +126,3 @@ def split_projections(gm: fx.GraphModule) -> int:
         graph.lint()
         gm.recompile()
     return count
-
-
-def _value(gm: fx.GraphModule, param: fx.Node) -> torch.Tensor:
-    module, _, attr = param.target.rpartition(".")
-    return getattr(gm.get_submodule(module) if module else gm, attr).detach()
