@@ -366,6 +366,90 @@ __device__ void block_fft_inplace(int n, int batch, Points x, float sign, int pr
   }
 }
 
+// ---- transforms of a size known at compile time -------------------------------
+// With the strides constants, the swizzle of every value a butterfly touches follows from
+// that of its first: where first has no bit set that i * kStep has (i < 16),
+// swizzle(first + i * kStep) = swizzle(first) ^ key(i), key(i) = i * kStep ^ ((i * kStep >> 4) & 15),
+// and key's bits from 4 up, where swizzle(first) has none, add. A pass then works out one
+// swizzle per butterfly and each access costs at most one XOR with a constant; the bits
+// from 4 up become the access's immediate offset (the per-access index arithmetic of the
+// runtime-sized passes had kept the integer pipe the busiest).
+template <int kStep>
+struct Strided {
+  float2* base;
+  int swizzled_first;
+  __device__ __forceinline__ Strided(Points x, int first) : base(x.base), swizzled_first(first ^ ((first >> 4) & 15)) {}
+  __device__ __forceinline__ float2& operator()(int i) const {  // i a constant once unrolled
+    const int key = i * kStep ^ ((i * kStep >> 4) & 15);
+    return base[(swizzled_first ^ (key & 15)) + (key & ~15)];
+  }
+};
+
+// inplace_pass with its geometry constant: radix R over sub-transforms of kSpan points at
+// stride kS, kThreadsN = points / 16 threads. Thread t's butterfly k reads points
+// t + kThreadsN * (k + kPer * i) (Strided over the block) and writes q + kS * (R * p + i).
+template <int R, int kSpan, int kS, int kThreadsN, int kFlags>
+__device__ __forceinline__ void fixed_pass(Points x, float sign) {
+  constexpr int kPer = 16 / R;
+  constexpr int kLoaded = (kFlags & kHalfInput) ? R / 2 : R;
+  constexpr int kStored = (kFlags & kHalfOutput) ? R / 2 : R;
+  float2 v[kPer][R];
+  const Strided<kThreadsN> in(x, threadIdx.x);
+#pragma unroll
+  for (int k = 0; k < kPer; ++k) {
+#pragma unroll
+    for (int i = 0; i < R; ++i) v[k][i] = i < kLoaded ? in(k + kPer * i) : make_float2(0.f, 0.f);
+  }
+  __syncthreads();
+#pragma unroll
+  for (int k = 0; k < kPer; ++k) {
+    const int idx = threadIdx.x + k * kThreadsN;
+    const int q = idx & (kS - 1), p = idx / kS;
+    dft<R>(v[k], sign);
+    const Strided<kS> out(x, q + kS * R * p);
+    if constexpr (kFlags & kNoTwiddle) {  // p = 0
+#pragma unroll
+      for (int i = 0; i < kStored; ++i) out(i) = v[k][i];
+    } else {
+      store_twiddled<R>(v[k], p, kRootCount / kSpan, sign, out);
+    }
+  }
+  __syncthreads();
+}
+
+__host__ __device__ constexpr int log2_of(int n) { return n > 1 ? 1 + log2_of(n / 2) : 0; }
+
+// The passes of block_fft_inplace for kN points of kBatch interleaved sequences (kN >= 16),
+// from stride kStride on: radix 16, and the radix 2, 4 or 8 left over last (kRestFirst: first,
+// so that a pruned last pass has radix 16). half_input / half_output as kHalfInput /
+// kHalfOutput of block_fft_inplace's prune; needs a block of exactly kN * kBatch / 16 threads.
+template <int kN, int kBatch, bool kRestFirst, int kStride = 1>
+__device__ __forceinline__ void fixed_fft(Points x, float sign, bool half_input, bool half_output) {
+  constexpr int kSpan = kN / kStride, kRest = 1 << (log2_of(kN) % 4);
+  constexpr int R = (kRestFirst && kStride == 1 && kRest > 1) ? kRest : (kSpan >= 16 ? 16 : kSpan);
+  constexpr int kS = kStride * kBatch, kThreadsN = kN * kBatch / 16;
+  constexpr bool kFirst = kStride == 1, kLast = kSpan == R;
+  static_assert(kN >= 16 && kThreadsN >= 1, "one thread per 16 points");
+  if constexpr (kFirst && kLast) {
+    fixed_pass<R, kSpan, kS, kThreadsN, kNoTwiddle>(x, sign);
+  } else if constexpr (kFirst) {
+    if (half_input) {
+      fixed_pass<R, kSpan, kS, kThreadsN, kHalfInput>(x, sign);
+    } else {
+      fixed_pass<R, kSpan, kS, kThreadsN, kPlain>(x, sign);
+    }
+  } else if constexpr (kLast) {
+    if (half_output) {
+      fixed_pass<R, kSpan, kS, kThreadsN, kNoTwiddle | kHalfOutput>(x, sign);
+    } else {
+      fixed_pass<R, kSpan, kS, kThreadsN, kNoTwiddle>(x, sign);
+    }
+  } else {
+    fixed_pass<R, kSpan, kS, kThreadsN, kPlain>(x, sign);
+  }
+  if constexpr (!kLast) fixed_fft<kN, kBatch, kRestFirst, kStride * R>(x, sign, half_input, half_output);
+}
+
 // The product of the packed pair with filters 1 and 2 (a = (K1 + K2)/2, c = (K1 - K2)/2,
 // K at position i, spectra pre-scaled), for positions i (frequency f) and j (-f).
 __device__ __forceinline__ void pair_product(float& zfr, float& zfi, float& zjr, float& zji, float k1r, float k1i,
@@ -399,6 +483,7 @@ struct RunArgs {
   float* spectrum_out;    // the filter kernels' output, same layout
   float2* work;           // split path: one complex sequence of m per pair
   unsigned* flags;        // split path, after the sequences: per pair, nonzero when it holds a non-finite value
+  unsigned* any_flagged;  // after the flags: nonzero when any pair is flagged
   Rows rows;
   Pieces pieces;
   int64_t count;  // B * H * pieces.count sequences (rows, or pieces of rows)
@@ -442,20 +527,32 @@ __device__ Row row_info(const RunArgs& a, int64_t sequence) {
           p.lead + min(p.step, a.rows.L - first)};
 }
 
-// Split passes: the pairs of a block, one (blockIdx.x) in mode 0; in the reruns (few pairs
-// flagged) a small grid strides over all of them. fn(pair) may return early.
-// Each kernel is built twice (kRerun), so that the loop costs mode 0 no registers.
+// Split passes: fn(pair, part) for the blocks' work, `parts` blocks per pair (column blocks,
+// or rows k1); fn may return early. Mode 0: block (pair, part) = (blockIdx.x, blockIdx.y). The
+// reruns (of the few pairs flagged) run on a small grid that strides over all of them, and
+// return at once when mode 0 flagged none (their launches had cost 5-8 % of the run).
+// Each kernel is built twice (kRerun), so that the loops cost mode 0 no registers.
 template <bool kRerun, typename Fn>
-__device__ void for_grid_pairs(const RunArgs& a, Fn fn) {
+__device__ void for_grid_pairs(const RunArgs& a, int parts, Fn fn) {
   if constexpr (!kRerun) {
-    fn(int64_t(blockIdx.x));
+    fn(int64_t(blockIdx.x), int(blockIdx.y));
   } else {
+    if (*a.any_flagged == 0) return;
     const int64_t pairs = (a.count + 1) / 2;
     for (int64_t pair = blockIdx.x; pair < pairs; pair += gridDim.x) {
-      fn(pair);
-      __syncthreads();  // the next pair reuses the shared memory
+      if (a.flags[pair] == 0) continue;
+      for (int part = blockIdx.y; part < parts; part += gridDim.y) {
+        fn(pair, part);
+        __syncthreads();  // the next part reuses the shared memory
+      }
     }
   }
+}
+
+// Marks a pair for the reruns (a NaN or an infinity in it).
+__device__ void flag_pair(const RunArgs& a, int64_t pair) {
+  a.flags[pair] = 1;
+  *a.any_flagged = 1;
 }
 
 // Split passes: which rows of pair `pair` a block works on. Mode 0: both, packed;
@@ -562,17 +659,21 @@ __device__ void store_chunk(const RunArgs& a, const Row& r, int64_t t, float (&c
   Elem<DT>::store8(a.y, i, c);
 }
 
+// Pairs per fused block of m = 2^log_m points: about 128 * sqrt(m) points per block, which
+// measured best on an H200 (2048 points at m = 256, 4096 at m = 1024, 8192 at m = 4096;
+// 1.1-1.3x over a fixed size).
+__host__ __device__ constexpr int fused_batch_of(int log_m) { return 1 << (log_m < 13 ? 7 - (log_m + 1) / 2 : 0); }
+
 // Fused path: a block transforms `batch` sequences at once (interleaved in
 // shared memory: point t of sequence b at t*batch + b). Sequence b packs rows
 // first_row + 2b and first_row + 2b + 1; in `alone` mode it holds row
 // first_row + b only (imaginary part zero), so that a NaN or an infinity never
 // shares a transform with another row. Returns false (and does nothing else)
 // when a packed pair holds a non-finite value.
-template <int DT>
-__device__ __forceinline__ bool fused_block(const RunArgs& a, int64_t first_row, int batch, bool alone, float* sm) {
-  const int m = int(a.m);
-  const int log_m = __ffs(m) - 1;
-  const int points = m * batch;
+template <int DT, int kLogM>
+__device__ __forceinline__ bool fused_block(const RunArgs& a, int64_t first_row, bool alone, float* sm) {
+  constexpr int log_m = kLogM, m = 1 << kLogM, batch = fused_batch_of(kLogM);
+  constexpr int points = m * batch;
   const Points x{reinterpret_cast<float2*>(sm)};  // in place: blockDim.x = points / 16
   // the rows of the block's sequences, looked up once: sequence b packs rows[2b] (real part)
   // and rows[2b + 1] (imaginary part)
@@ -602,7 +703,7 @@ __device__ __forceinline__ bool fused_block(const RunArgs& a, int64_t first_row,
     }
   }
   __syncthreads();
-  block_fft_inplace(m, batch, x, -1.f, a.forward_prune());
+  fixed_fft<m, batch, false>(x, -1.f, a.forward_prune() & kHalfInput, false);
   if (!alone) {
     // The DC bin is the sum of its sequence: non-finite exactly when a value (or its filter's) is.
     int bad = 0;
@@ -670,7 +771,7 @@ __device__ __forceinline__ bool fused_block(const RunArgs& a, int64_t first_row,
     }
   }
   __syncthreads();
-  block_fft_inplace(m, batch, x, 1.f, a.inverse_prune());
+  fixed_fft<m, batch, true>(x, 1.f, false, a.inverse_prune() & kHalfOutput);
   // t over the next power of two above the last output point (shifts, not divisions)
   const int outputs_end = int(a.pieces.lead + a.pieces.step);  // <= m
   const int log_lp = outputs_end > 1 ? 32 - __clz(outputs_end - 1) : 0;
@@ -713,14 +814,18 @@ __device__ __forceinline__ bool fused_block(const RunArgs& a, int64_t first_row,
   return true;
 }
 
-template <int DT>
-__global__ void __launch_bounds__(kFusedThreadsMax) fused_kernel(RunArgs a, int batch) {
+template <int DT, int kLogM>
+__global__ void __launch_bounds__(kFusedThreadsMax) fused_kernel(RunArgs a) {
   extern __shared__ float sm[];
+  constexpr int batch = fused_batch_of(kLogM);
   const int64_t first_row = 2 * int64_t(blockIdx.x) * batch;
-  if (fused_block<DT>(a, first_row, batch, false, sm)) return;
-  // some pair of the block holds a NaN or an infinity: every row on its own
-  fused_block<DT>(a, first_row, batch, true, sm);
-  fused_block<DT>(a, first_row + batch, batch, true, sm);
+  // Attempt 0 packs pairs; when some pair of the block holds a NaN or an infinity, attempts
+  // 1 and 2 take every row on its own (a loop, so that the block's code is there once).
+#pragma unroll 1
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    const bool done = fused_block<DT, kLogM>(a, first_row + (attempt == 2 ? batch : 0), attempt > 0, sm);
+    if (attempt == 0 && done) return;
+  }
 }
 
 // The column passes' points of the workspace, thread by thread: fn(&work[k1 * N2 + column],
@@ -729,10 +834,10 @@ __global__ void __launch_bounds__(kFusedThreadsMax) fused_kernel(RunArgs a, int 
 // at least kSplitPoints points), is a multiple of cols (N1 >= 16), so a thread keeps one column
 // and steps over rows: one address and one shared-memory swizzle per thread, not per point.
 template <typename Fn>
-__device__ __forceinline__ void for_column_points(const RunArgs& a, int64_t pair, int cols, Points x, Fn fn) {
+__device__ __forceinline__ void for_column_points(const RunArgs& a, int64_t pair, int c0, int cols, Points x, Fn fn) {
   const int log_cols = __ffs(cols) - 1, row_step = blockDim.x >> log_cols;
   const int first_row = threadIdx.x >> log_cols;
-  const int64_t column = blockIdx.y * cols + (threadIdx.x & (cols - 1));
+  const int64_t column = c0 + (threadIdx.x & (cols - 1));
   float2* point = a.work + pair * a.m + int64_t(first_row) * a.n2 + column;
   const int64_t point_step = int64_t(row_step) * a.n2;
   with_strided<true>(x, threadIdx.x, blockDim.x, [&](auto at) {
@@ -741,16 +846,16 @@ __device__ __forceinline__ void for_column_points(const RunArgs& a, int64_t pair
   });
 }
 
-// Split pass 1: block (pair, column block): columns c0 .. c0 + cols - 1 of the
+// Split pass 1: block (pair, column block b): columns c0 = b * cols .. c0 + cols - 1 of the
 // N1 x N2 matrix of the packed pair (zero past L), transformed and twiddled.
 // load(t) gives point t of the pair; with `chunked` (cols >= 8), chunk(t, v1, v2) gives
 // points t .. t + 7 of its two rows instead. `prune` as for block_fft_inplace (kHalfInput:
 // zero from t = m/2 on). Returns whether every value loaded is finite.
 template <typename LoadFn, typename ChunkFn>
-__device__ bool columns_forward(const RunArgs& a, int64_t pair, int cols, int prune, float* sm, LoadFn load,
-                                bool chunked, ChunkFn chunk) {
+__device__ bool columns_forward(const RunArgs& a, int64_t pair, int column_block, int cols, int prune, float* sm,
+                                LoadFn load, bool chunked, ChunkFn chunk) {
   const int n1 = int(a.n1), n2 = int(a.n2);
-  const int c0 = blockIdx.y * cols;
+  const int c0 = column_block * cols;
   const int log_cols = __ffs(cols) - 1;  // cols is a power of two
   const Points x{reinterpret_cast<float2*>(sm)};
   // point idx of the block: row idx / cols, column c0 + idx % cols; the rows from n1/2 on
@@ -778,7 +883,7 @@ __device__ bool columns_forward(const RunArgs& a, int64_t pair, int cols, int pr
   }
   __syncthreads();
   block_fft_inplace<true>(n1, cols, x, -1.f, prune);
-  for_column_points(a, pair, cols, x, [&](float2* point, float2& value, int k1, int64_t column) {
+  for_column_points(a, pair, c0, cols, x, [&](float2* point, float2& value, int k1, int64_t column) {
     *point = cmul(value, split_root(-1.f, k1 * column, a.m));
   });
   return finite;
@@ -790,17 +895,17 @@ __device__ bool columns_forward(const RunArgs& a, int64_t pair, int cols, int pr
 template <int DT, bool kRerun>
 __global__ void __launch_bounds__(kColumnThreadsMax) columns_forward_kernel(RunArgs a, int cols, int mode) {
   extern __shared__ float sm[];
-  for_grid_pairs<kRerun>(a, [&](int64_t pair) {
+  for_grid_pairs<kRerun>(a, int(a.n2) / cols, [&](int64_t pair, int column_block) {
     Row r1, r2;
     if (!pair_rows(a, pair, mode, &r1, &r2)) return;
     const bool finite = columns_forward(
-        a, pair, cols, a.forward_prune(), sm,
+        a, pair, column_block, cols, a.forward_prune(), sm,
         [&](int64_t t) { return make_float2(load_point<DT>(a, r1, t), load_point<DT>(a, r2, t)); },
         a.vector_io && cols >= 8, [&](int64_t t, float(&v1)[8], float(&v2)[8]) {
           load_chunk<DT>(a, r1, t, v1);
           load_chunk<DT>(a, r2, t, v2);
         });
-    if (!finite && r2.valid) a.flags[pair] = 1;
+    if (!finite && r2.valid) flag_pair(a, pair);
   });
 }
 
@@ -808,9 +913,8 @@ __global__ void __launch_bounds__(kColumnThreadsMax) columns_forward_kernel(RunA
 // they coincide) transformed, multiplied (or, for a filter, split into its two
 // spectra), transformed back. `product` gets the rows in shared memory.
 template <typename ProductFn>
-__device__ void rows_pass(const RunArgs& a, int64_t pair, float* sm, bool inverse_after, ProductFn product) {
+__device__ void rows_pass(const RunArgs& a, int64_t pair, int k1, float* sm, bool inverse_after, ProductFn product) {
   const int n1 = int(a.n1), n2 = int(a.n2);
-  const int k1 = blockIdx.y;
   const int partner = (n1 - k1) % n1;
   const int rows = partner == k1 ? 1 : 2;
   // Two interleaved slots (element c of slot w at 2c + w): row k1 and its partner. A row
@@ -832,11 +936,11 @@ __device__ void rows_pass(const RunArgs& a, int64_t pair, float* sm, bool invers
     }
   });
   __syncthreads();
-  block_fft_inplace<true>(n2, 2, x, -1.f);
+  fixed_fft<kRowLength, 2, false>(x, -1.f, false, false);
   product(k1, partner, rows, x);
   __syncthreads();
   if (!inverse_after) return;
-  block_fft_inplace<true>(n2, 2, x, 1.f);
+  fixed_fft<kRowLength, 2, false>(x, 1.f, false, false);
   if (slot >= rows) return;
   with_strided<true>(x, threadIdx.x, kThreads, [&](auto at) {
 #pragma unroll
@@ -859,14 +963,14 @@ __device__ __forceinline__ int3 row_pair(int k1, int rows, int n2, int c) {
 template <bool kRerun>
 __global__ void __launch_bounds__(kThreads, kRerun ? 1 : 4) rows_product_kernel(RunArgs a, int mode) {
   extern __shared__ float sm[];
-  for_grid_pairs<kRerun>(a, [&](int64_t pair) {
+  for_grid_pairs<kRerun>(a, int(a.n1) / 2 + 1, [&](int64_t pair, int part) {
     Row r1, r2;
     if (!pair_rows(a, pair, mode, &r1, &r2)) return;
     const float* k1s = a.spectrum + r1.at.channel * 2 * a.bins;
     const float* k2s = r2.valid ? a.spectrum + r2.at.channel * 2 * a.bins : k1s;
     // a non-finite filter (its DC bin, the sum of its taps) would spread to the other row
-    if (r2.valid && threadIdx.x == 0 && !(finite_sum(k1s[0]) && finite_sum(k2s[0]))) a.flags[pair] = 1;
-    rows_pass(a, pair, sm, true, [&](int k1, int partner, int rows, Points x) {
+    if (r2.valid && threadIdx.x == 0 && !(finite_sum(k1s[0]) && finite_sum(k2s[0]))) flag_pair(a, pair);
+    rows_pass(a, pair, part, sm, true, [&](int k1, int partner, int rows, Points x) {
       const int n2 = int(a.n2);
       const int64_t base = int64_t(k1) * n2;  // canonical positions of row k1
       if (rows == 2 && a.freq_keep == 0) {
@@ -928,13 +1032,13 @@ __global__ void __launch_bounds__(kThreads, kRerun ? 1 : 4) rows_product_kernel(
 // With `chunked` (cols >= 8, limit a multiple of 8), finish_chunk(t, c1, c2) takes points
 // t .. t + 7 of the two rows at once instead.
 template <typename PrepareFn, typename FinishFn, typename ChunkFn>
-__device__ void columns_inverse(const RunArgs& a, int64_t pair, int cols, int64_t limit, float* sm,
+__device__ void columns_inverse(const RunArgs& a, int64_t pair, int column_block, int cols, int64_t limit, float* sm,
                                 PrepareFn prepare, FinishFn finish, bool chunked, ChunkFn finish_chunk) {
   const int n1 = int(a.n1), n2 = int(a.n2);
-  const int c0 = blockIdx.y * cols;
+  const int c0 = column_block * cols;
   const int log_cols = __ffs(cols) - 1;  // cols is a power of two
   const Points x{reinterpret_cast<float2*>(sm)};
-  for_column_points(a, pair, cols, x, [&](float2* point, float2& value, int k1, int64_t column) {
+  for_column_points(a, pair, c0, cols, x, [&](float2* point, float2& value, int k1, int64_t column) {
     value = cmul(*point, split_root(1.f, k1 * column, a.m));
   });
   __syncthreads();
@@ -962,19 +1066,19 @@ __device__ void columns_inverse(const RunArgs& a, int64_t pair, int cols, int64_
 template <int DT, bool kRerun>
 __global__ void __launch_bounds__(kColumnThreadsMax) columns_inverse_kernel(RunArgs a, int cols, int mode) {
   extern __shared__ float sm[];
-  for_grid_pairs<kRerun>(a, [&](int64_t pair) {
+  for_grid_pairs<kRerun>(a, int(a.n2) / cols, [&](int64_t pair, int column_block) {
     Row r1, r2;
     if (!pair_rows(a, pair, mode, &r1, &r2)) return;
     if (a.fft_size > 0) {
       // circular: keep the time series (the wrap lies in other columns), fold in fold_kernel
       float2* out = a.work + pair * a.m;
       columns_inverse(
-          a, pair, cols, a.m, sm, [](int64_t) { return 0; }, [&](int64_t t, float2 c, int) { out[t] = c; }, false,
+          a, pair, column_block, cols, a.m, sm, [](int64_t) { return 0; }, [&](int64_t t, float2 c, int) { out[t] = c; }, false,
           [](int64_t, float(&)[8], float(&)[8]) {});
       return;
     }
     columns_inverse(
-        a, pair, cols, a.pieces.lead + a.pieces.step, sm,
+        a, pair, column_block, cols, a.pieces.lead + a.pieces.step, sm,
         [&](int64_t t) { return pair_output_terms<DT>(a, r1, r2, t); },
         [&](int64_t t, float2 c, float4 terms) { store_pair_outputs<DT>(a, r1, r2, t, c, terms); },
         a.vector_io && cols >= 8, [&](int64_t t, float(&c1)[8], float(&c2)[8]) {
@@ -986,7 +1090,7 @@ __global__ void __launch_bounds__(kColumnThreadsMax) columns_inverse_kernel(RunA
 
 template <int DT, bool kRerun>
 __global__ void fold_kernel(RunArgs a, int mode) {
-  for_grid_pairs<kRerun>(a, [&](int64_t pair) {
+  for_grid_pairs<kRerun>(a, 1, [&](int64_t pair, int) {
     Row r1, r2;
     if (!pair_rows(a, pair, mode, &r1, &r2)) return;
     const float2* series = a.work + pair * a.m;
@@ -1098,11 +1202,11 @@ __device__ bool pair_filters(const RunArgs& a, const FilterArgs& f, int64_t pair
 template <bool kRerun>
 __global__ void __launch_bounds__(kColumnThreadsMax) columns_filter_kernel(RunArgs a, FilterArgs f, int cols, int mode) {
   extern __shared__ float sm[];
-  for_grid_pairs<kRerun>(a, [&](int64_t pair) {
+  for_grid_pairs<kRerun>(a, int(a.n2) / cols, [&](int64_t pair, int column_block) {
     int64_t h1, h2;
     if (!pair_filters(a, f, pair, mode, &h1, &h2)) return;
     const bool finite = columns_forward(
-        a, pair, cols, 2 * f.taps <= a.m ? kHalfInput : kPlain, sm,
+        a, pair, column_block, cols, 2 * f.taps <= a.m ? kHalfInput : kPlain, sm,
         [&](int64_t t) {
           return make_float2(t < f.taps ? load_any(f.k, f.k_dtype, h1 * f.Lk + t) : 0.f,
                              (t < f.taps && h2 >= 0) ? load_any(f.k, f.k_dtype, h2 * f.Lk + t) : 0.f);
@@ -1111,18 +1215,18 @@ __global__ void __launch_bounds__(kColumnThreadsMax) columns_filter_kernel(RunAr
           load_filter_chunk(f, h1, t, v1);
           load_filter_chunk(f, h2, t, v2);
         });
-    if (!finite && h2 >= 0) a.flags[pair] = 1;
+    if (!finite && h2 >= 0) flag_pair(a, pair);
   });
 }
 
 template <bool kRerun>
 __global__ void __launch_bounds__(kThreads, kRerun ? 1 : 4) rows_filter_kernel(RunArgs a, FilterArgs f, int mode) {
   extern __shared__ float sm[];
-  for_grid_pairs<kRerun>(a, [&](int64_t pair) {
+  for_grid_pairs<kRerun>(a, int(a.n1) / 2 + 1, [&](int64_t pair, int part) {
     int64_t h1, h2;
     if (!pair_filters(a, f, pair, mode, &h1, &h2)) return;
     const float scale = 0.25f / float(a.m);
-    rows_pass(a, pair, sm, false, [&](int k1, int partner, int rows, Points x) {
+    rows_pass(a, pair, part, sm, false, [&](int k1, int partner, int rows, Points x) {
       const int64_t base = int64_t(k1) * a.n2;
       float* s1 = a.spectrum_out + h1 * 2 * a.bins;
       float* s2 = h2 >= 0 ? a.spectrum_out + h2 * 2 * a.bins : nullptr;
@@ -1167,14 +1271,6 @@ struct Plan {
   int cols;   // columns per block of the split passes
 };
 
-// Pairs per fused block: about 128 * sqrt(m) points per block, which measured best on an
-// H200 (2048 points at m = 256, 4096 at m = 1024, 8192 at m = 4096; 1.1-1.3x over a fixed size).
-int fused_batch(int64_t m) {
-  int log_m = 0;
-  while ((int64_t(1) << log_m) < m) ++log_m;
-  return 1 << std::max(0, 7 - (log_m + 1) / 2);
-}
-
 // Shared memory of a column block of the split path (N1 x cols points).
 int column_shared(const Plan& plan) { return int(plan.n1 * plan.cols * int64_t(sizeof(float2))); }
 
@@ -1209,7 +1305,7 @@ Plan make_plan(const fftconv_params& p) {
     plan.n2 = plan.m;
     // frequencies 0 .. m/2, stored with a stride of a multiple of 4 (16-byte product reads)
     plan.bins = (plan.m / 2 + 1 + 3) / 4 * 4;
-    plan.batch = fused_batch(plan.m);
+    plan.batch = fused_batch_of(log2_of(int(plan.m)));
   } else {
     plan.n2 = kRowLength;
     plan.n1 = plan.m / kRowLength;
@@ -1251,27 +1347,39 @@ void check_device_pointer(const void* ptr, const char* name, int64_t element_byt
   check_aligned(ptr, name, element_bytes);
 }
 
-// Split path: one complex sequence of m per pair of sequences, then a flag per pair.
+// Split path: one complex sequence of m per pair of sequences, then a flag per pair and
+// the flag of any pair.
 int64_t workspace_bytes(const Plan& plan, int64_t sequences) {
   const int64_t pairs = (sequences + 1) / 2;
-  return plan.fused ? 0 : pairs * (plan.m * int64_t(sizeof(float2)) + int64_t(sizeof(unsigned)));
+  return plan.fused ? 0 : pairs * (plan.m * int64_t(sizeof(float2)) + int64_t(sizeof(unsigned))) + int64_t(sizeof(unsigned));
 }
 
-unsigned* pair_flags(void* workspace, const Plan& plan, int64_t sequences) {
-  if (plan.fused || !workspace) return nullptr;
-  return reinterpret_cast<unsigned*>(static_cast<float2*>(workspace) + (sequences + 1) / 2 * plan.m);
+void set_pair_flags(RunArgs& a, void* workspace, const Plan& plan, int64_t sequences) {
+  if (plan.fused || !workspace) {
+    a.flags = a.any_flagged = nullptr;
+    return;
+  }
+  const int64_t pairs = (sequences + 1) / 2;
+  a.flags = reinterpret_cast<unsigned*>(static_cast<float2*>(workspace) + pairs * plan.m);
+  a.any_flagged = a.flags + pairs;
 }
 
-// The three split passes in mode 0, one block per pair, then twice more for the pairs that
-// mode 0 flagged, over a grid of at most kRerunBlocks pairs: launch(rerun, mode, grid_pairs)
-// with rerun a std::bool_constant that picks the kernels' instantiation.
-constexpr int64_t kRerunBlocks = 64;
+// The three split passes in mode 0, one block per pair and part (column block or row), then
+// twice more for the pairs that mode 0 flagged, over a grid of at most kRerunBlocks pairs and
+// kRerunParts parts: launch(rerun, mode, grid(parts)) with rerun a std::bool_constant that picks
+// the kernels' instantiation and grid(parts) the grid of a kernel with `parts` blocks per pair.
+// The rerun grids fit one wave of blocks: with nothing flagged, larger ones (1024 blocks, one
+// per SM) had taken 12-17 us each on an H200 for blocks that only return.
+constexpr int64_t kRerunBlocks = 16, kRerunParts = 8;
 
 template <typename Launch>
 void run_split_modes(const RunArgs& a, int64_t pairs, cudaStream_t stream, Launch launch) {
-  check_cuda(cudaMemsetAsync(a.flags, 0, size_t(pairs) * sizeof(unsigned), stream), "clearing the pair flags");
-  launch(std::false_type{}, kPacked, unsigned(pairs));
-  for (int mode : {kFirstAlone, kSecondAlone}) launch(std::true_type{}, mode, unsigned(std::min(pairs, kRerunBlocks)));
+  check_cuda(cudaMemsetAsync(a.flags, 0, size_t(pairs + 1) * sizeof(unsigned), stream), "clearing the pair flags");
+  launch(std::false_type{}, kPacked, [&](int64_t parts) { return dim3(unsigned(pairs), unsigned(parts)); });
+  for (int mode : {kFirstAlone, kSecondAlone})
+    launch(std::true_type{}, mode, [&](int64_t parts) {
+      return dim3(unsigned(std::min(pairs, kRerunBlocks)), unsigned(std::min(parts, kRerunParts)));
+    });
 }
 
 // Whether 16-byte accesses may start at ptr (null: nothing to access).
@@ -1289,7 +1397,7 @@ RunArgs run_args(const fftconv_params& p, const Plan& plan, const float* spectru
   a.rows = Rows{p.H, p.L};
   a.pieces = plan.pieces;
   a.count = p.B * p.H * plan.pieces.count;
-  a.flags = pair_flags(workspace, plan, a.count);
+  set_pair_flags(a, workspace, plan, a.count);
   a.m = plan.m, a.n1 = plan.n1, a.n2 = plan.n2, a.bins = plan.bins;
   // a frequency-sparse call transforms at its period: its result needs no fold
   a.fft_size = (p.freq_keep == 0 && is_circular(p.L, p.Lk, p.fft_size)) ? p.fft_size : 0;
@@ -1329,6 +1437,17 @@ void check_grid(int64_t pairs) {
     fail(FFTCONV_ERR_UNSUPPORTED, "more than 2^31 row pairs in one call");
 }
 
+// fn(std::integral_constant<int, log_m>) for the fused sizes 16 .. kFusedMax (the kernels are
+// built per size: their passes' strides are constants).
+template <int kLogM = 4, typename Fn>
+void with_fused_size(int log_m, Fn fn) {
+  if constexpr ((1 << kLogM) <= kFusedMax) {
+    if (log_m == kLogM) return fn(std::integral_constant<int, kLogM>{});
+    return with_fused_size<kLogM + 1>(log_m, fn);
+  }
+  fail(FFTCONV_ERR_INTERNAL, "no fused kernel for a transform of 2^" + std::to_string(log_m) + " points");
+}
+
 template <int DT>
 void launch_forward(const fftconv_params& p, const Plan& plan, const RunArgs& a, cudaStream_t stream) {
   const int64_t pairs = (a.count + 1) / 2;
@@ -1337,24 +1456,26 @@ void launch_forward(const fftconv_params& p, const Plan& plan, const RunArgs& a,
   if (plan.fused) {
     const int64_t points = plan.m * plan.batch;
     const int fused_shared = int(points * sizeof(float2) + 2 * plan.batch * sizeof(Row));
-    allow_shared(fused_kernel<DT>, fused_shared);
     const int64_t blocks = (pairs + plan.batch - 1) / plan.batch;
-    fused_kernel<DT><<<dim3(unsigned(blocks)), unsigned(points / 16), fused_shared, stream>>>(a, plan.batch);
+    with_fused_size(log2_of(int(plan.m)), [&](auto log_m) {
+      constexpr int kLogM = decltype(log_m)::value;
+      allow_shared(fused_kernel<DT, kLogM>, fused_shared);
+      fused_kernel<DT, kLogM><<<dim3(unsigned(blocks)), unsigned(points / 16), fused_shared, stream>>>(a);
+    });
   } else {
-    run_split_modes(a, pairs, stream, [&](auto rerun, int mode, unsigned grid_pairs) {
+    run_split_modes(a, pairs, stream, [&](auto rerun, int mode, auto grid) {
       constexpr bool kRerun = decltype(rerun)::value;
       allow_shared(columns_forward_kernel<DT, kRerun>, column_shared(plan));
       allow_shared(rows_product_kernel<kRerun>, shared);
       allow_shared(columns_inverse_kernel<DT, kRerun>, column_shared(plan));
-      const dim3 column_grid(grid_pairs, unsigned(plan.n2 / plan.cols));
+      const dim3 column_grid = grid(plan.n2 / plan.cols);
       const unsigned column_threads = unsigned(column_shared(plan) / sizeof(float2) / 16);
       columns_forward_kernel<DT, kRerun><<<column_grid, column_threads, column_shared(plan), stream>>>(a, plan.cols,
                                                                                                       mode);
-      rows_product_kernel<kRerun><<<dim3(grid_pairs, unsigned(plan.n1 / 2 + 1)), kThreads, shared, stream>>>(a,
-                                                                                                            mode);
+      rows_product_kernel<kRerun><<<grid(plan.n1 / 2 + 1), kThreads, shared, stream>>>(a, mode);
       columns_inverse_kernel<DT, kRerun><<<column_grid, column_threads, column_shared(plan), stream>>>(a, plan.cols,
                                                                                                       mode);
-      if (a.fft_size > 0) fold_kernel<DT, kRerun><<<dim3(grid_pairs), kThreads, 0, stream>>>(a, mode);
+      if (a.fft_size > 0) fold_kernel<DT, kRerun><<<grid(1), kThreads, 0, stream>>>(a, mode);
     });
   }
   check_cuda(cudaGetLastError(), "launching the FFTConv kernels");
@@ -1418,7 +1539,7 @@ fftconv_status fftconv_cuda_prepare_filter(const fftconv_params* p, void* spectr
     RunArgs a = run_args(*p, plan, nullptr, workspace);
     a.spectrum_out = static_cast<float*>(spectrum);
     a.count = p->H;
-    a.flags = pair_flags(workspace, plan, p->H);
+    set_pair_flags(a, workspace, plan, p->H);
     FilterArgs f{p->k, p->k_dtype, p->H, p->Lk, used_taps(p->L, p->Lk, p->fft_size, p->freq_keep),
                  p->Lk % 8 == 0 && aligned16(p->k)};
     const int64_t pairs = (p->H + 1) / 2;
@@ -1430,15 +1551,13 @@ fftconv_status fftconv_cuda_prepare_filter(const fftconv_params* p, void* spectr
       allow_shared(fused_filter_kernel, fused_shared);
       fused_filter_kernel<<<dim3(unsigned(pairs)), unsigned(plan.m / 16), fused_shared, stream>>>(a, f);
     } else {
-      run_split_modes(a, pairs, stream, [&](auto rerun, int mode, unsigned grid_pairs) {
+      run_split_modes(a, pairs, stream, [&](auto rerun, int mode, auto grid) {
         constexpr bool kRerun = decltype(rerun)::value;
         allow_shared(columns_filter_kernel<kRerun>, column_shared(plan));
         allow_shared(rows_filter_kernel<kRerun>, shared);
-        columns_filter_kernel<kRerun><<<dim3(grid_pairs, unsigned(plan.n2 / plan.cols)),
-                                        unsigned(column_shared(plan) / sizeof(float2) / 16), column_shared(plan),
-                                        stream>>>(a, f, plan.cols, mode);
-        rows_filter_kernel<kRerun><<<dim3(grid_pairs, unsigned(plan.n1 / 2 + 1)), kThreads, shared, stream>>>(a, f,
-                                                                                                               mode);
+        columns_filter_kernel<kRerun><<<grid(plan.n2 / plan.cols), unsigned(column_shared(plan) / sizeof(float2) / 16),
+                                        column_shared(plan), stream>>>(a, f, plan.cols, mode);
+        rows_filter_kernel<kRerun><<<grid(plan.n1 / 2 + 1), kThreads, shared, stream>>>(a, f, mode);
       });
     }
     if (p->freq_keep > 0) {
