@@ -64,6 +64,14 @@ constexpr int kThreads = kSplitPoints / 16;  // one thread per 16 points, as eve
 // points (128 KiB): long columns (N1 >= 1024) grow their blocks past kSplitPoints.
 constexpr int kColumnPointsMax = 16384;
 constexpr int kColumnThreadsMax = kColumnPointsMax / 16;
+// Columns per block for N1 = 2^log_n1: kSplitPoints points, or at least 8 columns.
+__host__ __device__ constexpr int column_count_of(int log_n1) {
+  const int by_points = std::max(1, kSplitPoints >> log_n1), at_least_8 = std::min(8, kColumnPointsMax >> log_n1);
+  return std::min(int(kRowLength), std::max(by_points, at_least_8));
+}
+// Column lengths N1 of the split: m from 2 x kFusedMax to kRowLength x kSplitPoints points.
+constexpr int kLogSmallestN1 = 4, kLogLargestN1 = 12;
+static_assert((int64_t(1) << kLogSmallestN1) * kRowLength == 2 * kFusedMax, "the split starts past the fused sizes");
 // Build-time tunables: points whose loads a thread of a split pass issues together
 // (for_block_points; "output" groups load four values per point: the skip terms and gates
 // of a pair, or filter bins). Measured on an H200: 1 was 8-10 % slower than 8 and 4. (On
@@ -104,28 +112,6 @@ struct Points {
   float2* base;
   __device__ float2& operator[](int i) const { return base[i ^ ((i >> 4) & 15)]; }
 };
-
-// Calls fn(at) with at(i) the value first + i * step of Points x (i < 16), the swizzle
-// worked out once where the step allows (index arithmetic at every access had kept the
-// integer pipe the busiest): a step that is a multiple of 256 leaves bits 4-7 of the index,
-// and so the swizzle, unchanged; step 1 stays within one aligned group of 16 (first a
-// multiple of the count of values), where the swizzle is an XOR. Without kShortcuts (the
-// blocks of 1024 threads at 64 registers, where the precomputed indices spilled), every
-// access goes through Points.
-template <bool kShortcuts, typename Fn>
-__device__ __forceinline__ void with_strided(Points x, int first, int step, Fn fn) {
-  if (!kShortcuts) {
-    fn([=](int i) -> float2& { return x[first + i * step]; });
-  } else if (step % 256 == 0) {
-    const int at = first ^ ((first >> 4) & 15);
-    fn([=](int i) -> float2& { return x.base[at + i * step]; });
-  } else if (step == 1) {
-    const int group = first & ~15, key = (first & 15) ^ ((first >> 4) & 15);
-    fn([=](int i) -> float2& { return x.base[group + (key ^ i)]; });
-  } else {
-    fn([=](int i) -> float2& { return x[first + i * step]; });
-  }
-}
 
 // Visits idx = threadIdx.x + j * blockDim.x for j < kPer while idx < count (the caller
 // ensures kPer * blockDim.x >= count), kGroup at a time: the group's `load(idx)` are all
@@ -269,111 +255,19 @@ __device__ __forceinline__ void store_twiddled(const float2 (&v)[R], int p, int 
 // is needed (the causal cut), and its last pass computes and stores R/2 values per butterfly.
 enum PassFlags : int { kPlain = 0, kHalfInput = 1, kNoTwiddle = 2, kHalfOutput = 4 };
 
-// One radix-R Stockham pass over `span`-point sub-transforms with stride S
-// (= stride * batch, a power of two), in place: butterfly (p, q) reads
-// x[q + S*(p + i*span/R)] and writes x[q + S*(R*p + i)] = W_span^(i*p) * DFT_R(...)_i.
-// Each of the block's n*batch/16 threads takes 16 values (16/R butterflies):
-// they load them, the block waits, they write the results.
-template <int R, int kFlags, bool kShortcuts>
-__device__ void inplace_pass(int span, int S, int log_s, Points x, float sign) {
-  constexpr int kPer = 16 / R;  // butterflies per thread
-  constexpr int kLoaded = (kFlags & kHalfInput) ? R / 2 : R;
-  constexpr int kStored = (kFlags & kHalfOutput) ? R / 2 : R;
-  const int part = span / R;
-  const int in_step = part * S;
-  const int root_step = kRootCount / span;
-  float2 v[kPer][R];
-#pragma unroll
-  for (int k = 0; k < kPer; ++k) {
-    const int idx = threadIdx.x + k * blockDim.x;
-    with_strided<kShortcuts>(x, idx, in_step, [&](auto in) {
-#pragma unroll
-      for (int i = 0; i < R; ++i) v[k][i] = i < kLoaded ? in(i) : make_float2(0.f, 0.f);
-    });
-  }
-  __syncthreads();
-  {
-#pragma unroll
-    for (int k = 0; k < kPer; ++k) {
-      const int idx = threadIdx.x + k * blockDim.x;
-      const int q = idx & (S - 1), p = idx >> log_s;
-      dft<R>(v[k], sign);
-      with_strided<kShortcuts>(x, q + S * R * p, S, [&](auto out) {
-        if constexpr (kFlags & kNoTwiddle) {  // p = 0
-#pragma unroll
-          for (int i = 0; i < kStored; ++i) out(i) = v[k][i];
-        } else {
-          store_twiddled<R>(v[k], p, root_step, sign, out);
-        }
-      });
-    }
-  }
-  __syncthreads();
-}
-
-template <int R, bool kShortcuts>
-__device__ __forceinline__ void small_radix_pass(int flags, int span, int S, int log_s, Points x, float sign) {
-  if (flags & kNoTwiddle) {
-    inplace_pass<R, kNoTwiddle, kShortcuts>(span, S, log_s, x, sign);
-  } else {
-    inplace_pass<R, kPlain, kShortcuts>(span, S, log_s, x, sign);
-  }
-}
-
 // Whether a transform of n points skips the upper half of its input (its callers then need
 // not write it): one pass (n <= 16) reads everything.
 __device__ __forceinline__ bool skips_upper_input(int n, int prune) { return (prune & kHalfInput) && n > 16; }
 
-// Stockham transform of `batch` interleaved sequences of length n (element j of
-// sequence b at j*batch + b; n and batch powers of two, n*batch >= 16), unscaled,
-// sign -1 forward and +1 inverse, in place, by a block of exactly n*batch/16
-// threads: radix-16 passes in registers and one of radix 2, 4 or 8 for what is left,
-// last, or first when `prune` has kHalfOutput (the last pass, which prunes, then has
-// radix 16). `prune`: kHalfInput and/or kHalfOutput for the whole transform (a single
-// pass prunes nothing). Ends with a barrier.
-// kShortcuts: as for with_strided (the split passes).
-template <bool kShortcuts = false>
-__device__ void block_fft_inplace(int n, int batch, Points x, float sign, int prune = kPlain) {
-  const int rest = 1 << ((__ffs(n) - 1) & 3);  // 1 when n is a power of 16
-  const bool rest_first = rest > 1 && n > 16 && (prune & kHalfOutput);
-  int span = n;
-  int stride = 1;
-  while (span >= 2) {
-    const int S = stride * batch;
-    const int log_s = __ffs(S) - 1;
-    const int radix = (rest_first && stride == 1) ? rest : (span >= 16 ? 16 : span);
-    const bool first = stride == 1, last = span == radix;
-    int flags = kPlain;
-    if (!(first && last)) {
-      if (first) flags |= prune & kHalfInput;
-      if (last) flags |= kNoTwiddle | (prune & kHalfOutput);
-    }
-    switch (radix) {
-      case 16:
-        switch (flags) {
-          case kHalfInput: inplace_pass<16, kHalfInput, kShortcuts>(span, S, log_s, x, sign); break;
-          case kNoTwiddle: inplace_pass<16, kNoTwiddle, kShortcuts>(span, S, log_s, x, sign); break;
-          case kNoTwiddle | kHalfOutput: inplace_pass<16, kNoTwiddle | kHalfOutput, kShortcuts>(span, S, log_s, x, sign); break;
-          default: inplace_pass<16, kPlain, kShortcuts>(span, S, log_s, x, sign); break;
-        }
-        break;
-      case 8: small_radix_pass<8, kShortcuts>(flags, span, S, log_s, x, sign); break;
-      case 4: small_radix_pass<4, kShortcuts>(flags, span, S, log_s, x, sign); break;
-      default: small_radix_pass<2, kShortcuts>(flags, span, S, log_s, x, sign); break;
-    }
-    span /= radix;
-    stride *= radix;
-  }
-}
-
-// ---- transforms of a size known at compile time -------------------------------
-// With the strides constants, the swizzle of every value a butterfly touches follows from
-// that of its first: where first has no bit set that i * kStep has (i < 16),
+// ---- in-block transforms --------------------------------------------------------
+// Every transform has its size and shape as constants (the kernels are built per size):
+// the swizzle of every value a butterfly touches then follows from that of its first. Where
+// first has no bit set that i * kStep has (i < 16),
 // swizzle(first + i * kStep) = swizzle(first) ^ key(i), key(i) = i * kStep ^ ((i * kStep >> 4) & 15),
-// and key's bits from 4 up, where swizzle(first) has none, add. A pass then works out one
-// swizzle per butterfly and each access costs at most one XOR with a constant; the bits
-// from 4 up become the access's immediate offset (the per-access index arithmetic of the
-// runtime-sized passes had kept the integer pipe the busiest).
+// and key's bits from 4 up, where swizzle(first) has none, add. A pass works out one swizzle
+// per butterfly, and each access costs at most one XOR with a constant, the rest being an
+// immediate offset (the per-access index arithmetic of runtime-sized passes had kept the
+// integer pipe the busiest; 8K 1.00 -> 0.81 ms on an H200).
 template <int kStep>
 struct Strided {
   float2* base;
@@ -385,11 +279,13 @@ struct Strided {
   }
 };
 
-// inplace_pass with its geometry constant: radix R over sub-transforms of kSpan points at
-// stride kS, kThreadsN = points / 16 threads. Thread t's butterfly k reads points
-// t + kThreadsN * (k + kPer * i) (Strided over the block) and writes q + kS * (R * p + i).
+// One radix-R Stockham pass over kSpan-point sub-transforms with stride kS (= stride *
+// batch), in place: butterfly (p, q) reads x[q + kS*(p + i*kSpan/R)] and writes
+// x[q + kS*(R*p + i)] = W_kSpan^(i*p) * DFT_R(...)_i. Each of the block's kThreadsN threads
+// takes 16 values (16/R butterflies; butterfly k of thread t reads points
+// t + kThreadsN * (k + kPer * i)): they load them, the block waits, they write the results.
 template <int R, int kSpan, int kS, int kThreadsN, int kFlags>
-__device__ __forceinline__ void fixed_pass(Points x, float sign) {
+__device__ __forceinline__ void radix_pass(Points x, float sign) {
   constexpr int kPer = 16 / R;
   constexpr int kLoaded = (kFlags & kHalfInput) ? R / 2 : R;
   constexpr int kStored = (kFlags & kHalfOutput) ? R / 2 : R;
@@ -419,35 +315,38 @@ __device__ __forceinline__ void fixed_pass(Points x, float sign) {
 
 __host__ __device__ constexpr int log2_of(int n) { return n > 1 ? 1 + log2_of(n / 2) : 0; }
 
-// The passes of block_fft_inplace for kN points of kBatch interleaved sequences (kN >= 16),
-// from stride kStride on: radix 16, and the radix 2, 4 or 8 left over last (kRestFirst: first,
-// so that a pruned last pass has radix 16). half_input / half_output as kHalfInput /
-// kHalfOutput of block_fft_inplace's prune; needs a block of exactly kN * kBatch / 16 threads.
+// Stockham transform of kBatch interleaved sequences of length kN (element j of sequence b
+// at j*kBatch + b; powers of two, kN >= 16), unscaled, sign -1 forward and +1 inverse, in
+// place, by a block of exactly kN*kBatch/16 threads, from stride kStride on: radix-16 passes
+// in registers and one of radix 2, 4 or 8 for what is left, last or (kRestFirst) first.
+// half_input: the upper half of the input is zero (kHalfInput); half_output: only the lower
+// half of the output is used (kHalfOutput); a single pass prunes nothing. Ends with a barrier.
+// (kRestFirst measured faster for the fused inverse at 16K points, slower for the row pass.)
 template <int kN, int kBatch, bool kRestFirst, int kStride = 1>
-__device__ __forceinline__ void fixed_fft(Points x, float sign, bool half_input, bool half_output) {
+__device__ __forceinline__ void block_fft(Points x, float sign, bool half_input, bool half_output) {
   constexpr int kSpan = kN / kStride, kRest = 1 << (log2_of(kN) % 4);
   constexpr int R = (kRestFirst && kStride == 1 && kRest > 1) ? kRest : (kSpan >= 16 ? 16 : kSpan);
   constexpr int kS = kStride * kBatch, kThreadsN = kN * kBatch / 16;
   constexpr bool kFirst = kStride == 1, kLast = kSpan == R;
   static_assert(kN >= 16 && kThreadsN >= 1, "one thread per 16 points");
   if constexpr (kFirst && kLast) {
-    fixed_pass<R, kSpan, kS, kThreadsN, kNoTwiddle>(x, sign);
+    radix_pass<R, kSpan, kS, kThreadsN, kNoTwiddle>(x, sign);
   } else if constexpr (kFirst) {
     if (half_input) {
-      fixed_pass<R, kSpan, kS, kThreadsN, kHalfInput>(x, sign);
+      radix_pass<R, kSpan, kS, kThreadsN, kHalfInput>(x, sign);
     } else {
-      fixed_pass<R, kSpan, kS, kThreadsN, kPlain>(x, sign);
+      radix_pass<R, kSpan, kS, kThreadsN, kPlain>(x, sign);
     }
   } else if constexpr (kLast) {
     if (half_output) {
-      fixed_pass<R, kSpan, kS, kThreadsN, kNoTwiddle | kHalfOutput>(x, sign);
+      radix_pass<R, kSpan, kS, kThreadsN, kNoTwiddle | kHalfOutput>(x, sign);
     } else {
-      fixed_pass<R, kSpan, kS, kThreadsN, kNoTwiddle>(x, sign);
+      radix_pass<R, kSpan, kS, kThreadsN, kNoTwiddle>(x, sign);
     }
   } else {
-    fixed_pass<R, kSpan, kS, kThreadsN, kPlain>(x, sign);
+    radix_pass<R, kSpan, kS, kThreadsN, kPlain>(x, sign);
   }
-  if constexpr (!kLast) fixed_fft<kN, kBatch, kRestFirst, kStride * R>(x, sign, half_input, half_output);
+  if constexpr (!kLast) block_fft<kN, kBatch, kRestFirst, kStride * R>(x, sign, half_input, half_output);
 }
 
 // The product of the packed pair with filters 1 and 2 (a = (K1 + K2)/2, c = (K1 - K2)/2,
@@ -703,7 +602,7 @@ __device__ __forceinline__ bool fused_block(const RunArgs& a, int64_t first_row,
     }
   }
   __syncthreads();
-  fixed_fft<m, batch, false>(x, -1.f, a.forward_prune() & kHalfInput, false);
+  block_fft<m, batch, false>(x, -1.f, a.forward_prune() & kHalfInput, false);
   if (!alone) {
     // The DC bin is the sum of its sequence: non-finite exactly when a value (or its filter's) is.
     int bad = 0;
@@ -771,7 +670,7 @@ __device__ __forceinline__ bool fused_block(const RunArgs& a, int64_t first_row,
     }
   }
   __syncthreads();
-  fixed_fft<m, batch, true>(x, 1.f, false, a.inverse_prune() & kHalfOutput);
+  block_fft<m, batch, true>(x, 1.f, false, a.inverse_prune() & kHalfOutput);
   // t over the next power of two above the last output point (shifts, not divisions)
   const int outputs_end = int(a.pieces.lead + a.pieces.step);  // <= m
   const int log_lp = outputs_end > 1 ? 32 - __clz(outputs_end - 1) : 0;
@@ -828,11 +727,25 @@ __global__ void __launch_bounds__(kFusedThreadsMax) fused_kernel(RunArgs a) {
   }
 }
 
+// block_fft of the column blocks of the split passes (N1 x column_count_of(N1) points), its
+// size picked at run time: one constant-size transform per column length.
+template <bool kRestFirst, int kLogN1 = kLogSmallestN1>
+__device__ __forceinline__ void column_fft(int n1, Points x, float sign, bool half_input, bool half_output) {
+  if constexpr (kLogN1 <= kLogLargestN1) {
+    if (n1 == 1 << kLogN1) {
+      block_fft<1 << kLogN1, column_count_of(kLogN1), kRestFirst>(x, sign, half_input, half_output);
+    } else {
+      column_fft<kRestFirst, kLogN1 + 1>(n1, x, sign, half_input, half_output);
+    }
+  }
+}
+
 // The column passes' points of the workspace, thread by thread: fn(&work[k1 * N2 + column],
 // value, k1, column) with `value` the block's point idx = threadIdx.x + j * blockDim.x (row k1 =
 // idx / cols of column c0 + idx % cols). blockDim.x, a power of two of at least 256 (blocks hold
 // at least kSplitPoints points), is a multiple of cols (N1 >= 16), so a thread keeps one column
-// and steps over rows: one address and one shared-memory swizzle per thread, not per point.
+// and steps over rows: one address and one shared-memory swizzle per thread, not per point
+// (a step that is a multiple of 256 leaves the swizzle as it is).
 template <typename Fn>
 __device__ __forceinline__ void for_column_points(const RunArgs& a, int64_t pair, int c0, int cols, Points x, Fn fn) {
   const int log_cols = __ffs(cols) - 1, row_step = blockDim.x >> log_cols;
@@ -840,17 +753,17 @@ __device__ __forceinline__ void for_column_points(const RunArgs& a, int64_t pair
   const int64_t column = c0 + (threadIdx.x & (cols - 1));
   float2* point = a.work + pair * a.m + int64_t(first_row) * a.n2 + column;
   const int64_t point_step = int64_t(row_step) * a.n2;
-  with_strided<true>(x, threadIdx.x, blockDim.x, [&](auto at) {
+  float2* const value = &x[threadIdx.x];
 #pragma unroll kSplitLoadGroup
-    for (int j = 0; j < kSplitPerThread; ++j) fn(point + j * point_step, at(j), first_row + j * row_step, column);
-  });
+  for (int j = 0; j < kSplitPerThread; ++j)
+    fn(point + j * point_step, value[j * blockDim.x], first_row + j * row_step, column);
 }
 
 // Split pass 1: block (pair, column block b): columns c0 = b * cols .. c0 + cols - 1 of the
 // N1 x N2 matrix of the packed pair (zero past L), transformed and twiddled.
 // load(t) gives point t of the pair; with `chunked` (cols >= 8), chunk(t, v1, v2) gives
-// points t .. t + 7 of its two rows instead. `prune` as for block_fft_inplace (kHalfInput:
-// zero from t = m/2 on). Returns whether every value loaded is finite.
+// points t .. t + 7 of its two rows instead. `prune`: kHalfInput when the input is zero from
+// t = m/2 on. Returns whether every value loaded is finite.
 template <typename LoadFn, typename ChunkFn>
 __device__ bool columns_forward(const RunArgs& a, int64_t pair, int column_block, int cols, int prune, float* sm,
                                 LoadFn load, bool chunked, ChunkFn chunk) {
@@ -882,7 +795,7 @@ __device__ bool columns_forward(const RunArgs& a, int64_t pair, int column_block
         });
   }
   __syncthreads();
-  block_fft_inplace<true>(n1, cols, x, -1.f, prune);
+  column_fft<false>(n1, x, -1.f, prune & kHalfInput, false);
   for_column_points(a, pair, c0, cols, x, [&](float2* point, float2& value, int k1, int64_t column) {
     *point = cmul(value, split_root(-1.f, k1 * column, a.m));
   });
@@ -921,31 +834,28 @@ __device__ void rows_pass(const RunArgs& a, int64_t pair, int k1, float* sm, boo
   // paired with itself (k1 = 0, N1/2) is loaded twice so that every block has the same
   // shape; only its first slot is multiplied and stored.
   // Thread t moves points t + j * kThreads (j < kSplitPerThread): all in slot t & 1, columns
-  // t / 2 + j * kThreads / 2 of its row; one shared-memory swizzle for all (with_strided).
+  // t / 2 + j * kThreads / 2 of its row; one shared-memory swizzle for all (Strided).
   const Points x{reinterpret_cast<float2*>(sm)};
   const int slot = threadIdx.x & 1, column = threadIdx.x >> 1;
   float2* row = a.work + pair * a.m + int64_t(slot ? partner : k1) * n2 + column;
-  with_strided<true>(x, threadIdx.x, kThreads, [&](auto at) {
+  const Strided<kThreads> at(x, threadIdx.x);
 #pragma unroll
-    for (int g = 0; g < kSplitPerThread; g += kSplitLoadGroup) {
-      float2 v[kSplitLoadGroup];
+  for (int g = 0; g < kSplitPerThread; g += kSplitLoadGroup) {
+    float2 v[kSplitLoadGroup];
 #pragma unroll
-      for (int j = 0; j < kSplitLoadGroup; ++j) v[j] = row[(g + j) * (kThreads / 2)];
+    for (int j = 0; j < kSplitLoadGroup; ++j) v[j] = row[(g + j) * (kThreads / 2)];
 #pragma unroll
-      for (int j = 0; j < kSplitLoadGroup; ++j) at(g + j) = v[j];
-    }
-  });
+    for (int j = 0; j < kSplitLoadGroup; ++j) at(g + j) = v[j];
+  }
   __syncthreads();
-  fixed_fft<kRowLength, 2, false>(x, -1.f, false, false);
+  block_fft<kRowLength, 2, false>(x, -1.f, false, false);
   product(k1, partner, rows, x);
   __syncthreads();
   if (!inverse_after) return;
-  fixed_fft<kRowLength, 2, false>(x, 1.f, false, false);
+  block_fft<kRowLength, 2, false>(x, 1.f, false, false);
   if (slot >= rows) return;
-  with_strided<true>(x, threadIdx.x, kThreads, [&](auto at) {
 #pragma unroll
-    for (int j = 0; j < kSplitPerThread; ++j) row[j * (kThreads / 2)] = at(j);
-  });
+  for (int j = 0; j < kSplitPerThread; ++j) row[j * (kThreads / 2)] = at(j);
 }
 
 // The pairs {f, -f} within rows k1 and partner: pair idx < row_pair_count is (i, j, c), with
@@ -975,32 +885,29 @@ __global__ void __launch_bounds__(kThreads, kRerun ? 1 : 4) rows_product_kernel(
       const int64_t base = int64_t(k1) * n2;  // canonical positions of row k1
       if (rows == 2 && a.freq_keep == 0) {
         // Nearly every block: thread t takes the pairs c = t + j * kThreads at 2c and
-        // 2 (n2 - 1 - c) + 1, both steps of 2 * kThreads that keep the swizzle (with_strided).
+        // 2 (n2 - 1 - c) + 1: both Strided with steps of 2 * kThreads.
         constexpr int kPairs = kRowLength / kThreads;
         static_assert(kPairs % kSplitOutputGroup == 0, "whole groups");
         const int t = threadIdx.x;
         const float *f1 = k1s + base + t, *f2 = k2s + base + t;
         const int last = 2 * (n2 - 1 - t) + 1 - 2 * kThreads * (kPairs - 1);  // slot of j = kPairs - 1
-        with_strided<true>(x, 2 * t, 2 * kThreads, [&](auto fwd) {
-          with_strided<true>(x, last, 2 * kThreads, [&](auto back) {
+        const Strided<2 * kThreads> fwd(x, 2 * t), back(x, last);
 #pragma unroll
-            for (int g = 0; g < kPairs; g += kSplitOutputGroup) {
-              float4 k[kSplitOutputGroup];
+        for (int g = 0; g < kPairs; g += kSplitOutputGroup) {
+          float4 k[kSplitOutputGroup];
 #pragma unroll
-              for (int j = 0; j < kSplitOutputGroup; ++j) {
-                const int at = (g + j) * kThreads;
-                k[j] = make_float4(f1[at], f1[a.bins + at], f2[at], f2[a.bins + at]);
-              }
+          for (int j = 0; j < kSplitOutputGroup; ++j) {
+            const int at = (g + j) * kThreads;
+            k[j] = make_float4(f1[at], f1[a.bins + at], f2[at], f2[a.bins + at]);
+          }
 #pragma unroll
-              for (int j = 0; j < kSplitOutputGroup; ++j) {
-                float2 zf = fwd(g + j), zj = back(kPairs - 1 - g - j);
-                pair_product(zf.x, zf.y, zj.x, zj.y, k[j].x, k[j].y, k[j].z, k[j].w);
-                fwd(g + j) = zf;
-                back(kPairs - 1 - g - j) = zj;
-              }
-            }
-          });
-        });
+          for (int j = 0; j < kSplitOutputGroup; ++j) {
+            float2 zf = fwd(g + j), zj = back(kPairs - 1 - g - j);
+            pair_product(zf.x, zf.y, zj.x, zj.y, k[j].x, k[j].y, k[j].z, k[j].w);
+            fwd(g + j) = zf;
+            back(kPairs - 1 - g - j) = zj;
+          }
+        }
         return;
       }
       // frequency k1 + N1*c outside the kept band: no filter read, no product
@@ -1042,7 +949,7 @@ __device__ void columns_inverse(const RunArgs& a, int64_t pair, int column_block
     value = cmul(*point, split_root(1.f, k1 * column, a.m));
   });
   __syncthreads();
-  block_fft_inplace<true>(n1, cols, x, 1.f, 2 * limit <= a.m ? kHalfOutput : kPlain);
+  column_fft<true>(n1, x, 1.f, false, 2 * limit <= a.m);
   auto time = [&](int idx) { return int64_t(idx >> log_cols) * n2 + c0 + (idx & (cols - 1)); };
   if (chunked) {
     for (int idx = 8 * threadIdx.x; idx < n1 * cols; idx += 8 * blockDim.x) {
@@ -1145,8 +1052,10 @@ __device__ __forceinline__ void split_pair(float zfr, float zfi, float zjr, floa
 // Fused-size filters: the spectra of channels `first` and `second` (< 0: none)
 // by frequency f = 0 .. m/2. Refuses (false) a packed pair holding a NaN or an
 // infinity, which the split would spread from one filter to the other.
-__device__ bool fused_filter_pair(const RunArgs& a, const FilterArgs& f, int64_t first, int64_t second, float* sm) {
-  const int m = int(a.m);
+template <int kLogM>
+__device__ __forceinline__ bool fused_filter_pair(const RunArgs& a, const FilterArgs& f, int64_t first, int64_t second,
+                                                  float* sm) {
+  constexpr int m = 1 << kLogM;
   const Points x{reinterpret_cast<float2*>(sm)};  // in place: blockDim.x = m / 16
   const int prune = 2 * f.taps <= m ? kHalfInput : kPlain;
   if (f.vector_k) {
@@ -1164,7 +1073,7 @@ __device__ bool fused_filter_pair(const RunArgs& a, const FilterArgs& f, int64_t
     }
   }
   __syncthreads();
-  block_fft_inplace(m, 1, x, -1.f, prune);
+  block_fft<m, 1, false>(x, -1.f, prune & kHalfInput, false);
   if (second >= 0 && !(finite_sum(x[0].x) && finite_sum(x[0].y))) {
     __syncthreads();
     return false;
@@ -1182,12 +1091,16 @@ __device__ bool fused_filter_pair(const RunArgs& a, const FilterArgs& f, int64_t
   return true;
 }
 
+template <int kLogM>
 __global__ void __launch_bounds__(kFusedThreadsMax) fused_filter_kernel(RunArgs a, FilterArgs f) {
   extern __shared__ float sm[];
   const int64_t h1 = 2 * int64_t(blockIdx.x), h2 = h1 + 1 < f.H ? h1 + 1 : -1;
-  if (fused_filter_pair(a, f, h1, h2, sm)) return;
-  fused_filter_pair(a, f, h1, -1, sm);
-  fused_filter_pair(a, f, h2, -1, sm);
+  // as fused_kernel: the pair packed, then (a NaN or an infinity in it) each filter alone
+#pragma unroll 1
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    const bool done = fused_filter_pair<kLogM>(a, f, attempt < 2 ? h1 : h2, attempt == 0 ? h2 : -1, sm);
+    if (attempt == 0 && done) return;
+  }
 }
 
 // The filters of pair `pair` in a split filter pass (h2 < 0: none), as pair_rows for the rows.
@@ -1275,7 +1188,7 @@ struct Plan {
 int column_shared(const Plan& plan) { return int(plan.n1 * plan.cols * int64_t(sizeof(float2))); }
 
 // Largest transform of the split: a column of N1 = m / N2 must fit a block's shared memory.
-constexpr int64_t kLargestTransform = kRowLength * kSplitPoints;
+constexpr int64_t kLargestTransform = kRowLength << kLogLargestN1;
 
 // Overlap-save pieces of m points for a linear convolution whose filter is short against
 // the row (m = 4x the taps, at least 1024, and at most half the whole row's transform), or
@@ -1310,8 +1223,7 @@ Plan make_plan(const fftconv_params& p) {
     plan.n2 = kRowLength;
     plan.n1 = plan.m / kRowLength;
     plan.bins = (plan.n1 / 2 + 1) * plan.n2;
-    plan.cols = int(std::min<int64_t>(
-        plan.n2, std::max<int64_t>({1, kSplitPoints / plan.n1, std::min<int64_t>(8, kColumnPointsMax / plan.n1)})));
+    plan.cols = column_count_of(log2_of(int(plan.n1)));
   }
   return plan;
 }
@@ -1548,8 +1460,11 @@ fftconv_status fftconv_cuda_prepare_filter(const fftconv_params* p, void* spectr
     ensure_roots(stream);
     if (plan.fused) {
       const int fused_shared = int(plan.m * sizeof(float2));
-      allow_shared(fused_filter_kernel, fused_shared);
-      fused_filter_kernel<<<dim3(unsigned(pairs)), unsigned(plan.m / 16), fused_shared, stream>>>(a, f);
+      with_fused_size(log2_of(int(plan.m)), [&](auto log_m) {
+        constexpr int kLogM = decltype(log_m)::value;
+        allow_shared(fused_filter_kernel<kLogM>, fused_shared);
+        fused_filter_kernel<kLogM><<<dim3(unsigned(pairs)), unsigned(plan.m / 16), fused_shared, stream>>>(a, f);
+      });
     } else {
       run_split_modes(a, pairs, stream, [&](auto rerun, int mode, auto grid) {
         constexpr bool kRerun = decltype(rerun)::value;
