@@ -116,12 +116,12 @@ def test_several_rows_per_unit(rng, B, L, dtype):
     assert err <= tolerance(dtype), f"{err:.3e}"
 
 
-@pytest.mark.parametrize("L,Lk", [(100003, 100), (5000, 256), (5000, 257), (5000, 2048), (5000, 2049), (70000, 16),
-                                  (300, 1)])
+@pytest.mark.parametrize("L,Lk", [(100003, 100), (5000, 256), (5000, 257), (5000, 1024), (5000, 1025), (5000, 2048),
+                                  (5000, 2049), (70000, 16), (300, 1)])
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
 def test_short_filter_long_sequence(rng, L, Lk, dtype):
-    """Short filters take the tensor-core path (up to 2048 taps, 256 for float32) over many
-    chunks of a row; longer ones take the FFT path."""
+    """Short filters take the tensor-core path (up to 2048 taps, 1024 for bfloat16, 256 for
+    float32) over many chunks of a row; longer ones take the FFT path."""
     err = _run(make_inputs(rng, 2, 3, L, Lk, dtype, ("D", "pregate", "postgate")), dtype)
     assert err <= tolerance(dtype), f"{err:.3e}"
 
