@@ -251,6 +251,44 @@ def test_validate_through_polygraphy(tmp_path):
     assert report.checks[0].relative_error <= tolerance("float32")
 
 
+def test_validate_takes_a_float64_reference_of_a_float32_model(tmp_path):
+    """The reference is the model's float64 copy (the spec's tolerances are against float64);
+    the report gives PyTorch float32's own error, and the tolerance is at least twice that."""
+    from fftconv_rt.validate import validate
+
+    model = P2().eval()
+    path = tmp_path / "m.onnx"
+    export(model, (torch.randn(2, 4, 64),), path)
+    report = validate(model, str(path), [(torch.randn(2, 4, 64),)])
+    check = report.checks[0]
+    assert report.passed and check.float32_error is not None and 0 < check.float32_error < tolerance("float32")
+    assert check.tolerance == max(tolerance("float32"), 2 * check.float32_error)
+    assert "PyTorch float32 itself" in str(report)
+    assert next(model.parameters()).dtype == torch.float32  # the model itself is left as it was
+
+
+class _MakesFloat32(P2):
+    """Creates a float32 tensor of its own, which a float64 copy cannot mix with its weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mix", torch.eye(4, dtype=torch.float32), persistent=False)
+
+    def forward(self, u):
+        return torch.matmul(self.mix.to(torch.float32), super().forward(u))
+
+
+def test_validate_falls_back_to_a_float32_reference(tmp_path):
+    from fftconv_rt.validate import validate
+
+    model = _MakesFloat32().eval()
+    path = tmp_path / "m.onnx"
+    export(model, (torch.randn(2, 4, 64),), path)
+    report = validate(model, str(path), [(torch.randn(2, 4, 64),), (torch.randn(1, 4, 100),)])
+    assert report.passed and report.checks[0].float32_error is None
+    assert report.checks[0].relative_error <= tolerance("float32")
+
+
 def test_validate_detects_a_wrong_model(tmp_path):
     from fftconv_rt.validate import validate
 
