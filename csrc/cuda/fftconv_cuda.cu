@@ -741,22 +741,35 @@ __device__ __forceinline__ void column_fft(int n1, Points x, float sign, bool ha
 }
 
 // The column passes' points of the workspace, thread by thread: fn(&work[k1 * N2 + column],
-// value, k1, column) with `value` the block's point idx = threadIdx.x + j * blockDim.x (row k1 =
-// idx / cols of column c0 + idx % cols). blockDim.x, a power of two of at least 256 (blocks hold
-// at least kSplitPoints points), is a multiple of cols (N1 >= 16), so a thread keeps one column
-// and steps over rows: one address and one shared-memory swizzle per thread, not per point
-// (a step that is a multiple of 256 leaves the swizzle as it is).
+// value, twiddle) with `value` the block's point idx = threadIdx.x + j * blockDim.x (row k1 =
+// idx / cols of column c0 + idx % cols) and twiddle = W_m^(sign * k1 * column). blockDim.x, a
+// power of two of at least 256 (blocks hold at least kSplitPoints points), is a multiple of cols
+// (N1 >= 16), so a thread keeps one column and steps over rows: one address and one
+// shared-memory swizzle per thread, not per point (a step that is a multiple of 256 leaves the
+// swizzle as it is). The twiddles, W^(k1 c) for k1 = r0 + j * step, are W^(r0 c) W^(4 g step c)
+// (one product per group of four) times W^(i step c), i < 4: three split_root per thread, not 16.
 template <typename Fn>
-__device__ __forceinline__ void for_column_points(const RunArgs& a, int64_t pair, int c0, int cols, Points x, Fn fn) {
+__device__ __forceinline__ void for_column_points(const RunArgs& a, int64_t pair, int c0, int cols, Points x,
+                                                  float sign, Fn fn) {
   const int log_cols = __ffs(cols) - 1, row_step = blockDim.x >> log_cols;
   const int first_row = threadIdx.x >> log_cols;
   const int64_t column = c0 + (threadIdx.x & (cols - 1));
   float2* point = a.work + pair * a.m + int64_t(first_row) * a.n2 + column;
   const int64_t point_step = int64_t(row_step) * a.n2;
   float2* const value = &x[threadIdx.x];
+  float2 w[4];  // W^(i * row_step * column)
+  w[0] = make_float2(1.f, 0.f);
+  w[1] = split_root(sign, row_step * column, a.m);
+  w[2] = cmul(w[1], w[1]);
+  w[3] = cmul(w[2], w[1]);
+  const float2 group_step = split_root(sign, 4 * row_step * column, a.m);
+  float2 group = split_root(sign, first_row * column, a.m);
+  static_assert(kSplitPerThread % 4 == 0 && kSplitLoadGroup % 4 == 0, "whole groups of four");
 #pragma unroll kSplitLoadGroup
-  for (int j = 0; j < kSplitPerThread; ++j)
-    fn(point + j * point_step, value[j * blockDim.x], first_row + j * row_step, column);
+  for (int j = 0; j < kSplitPerThread; ++j) {
+    fn(point + j * point_step, value[j * blockDim.x], cmul(group, w[j % 4]));
+    if (j % 4 == 3) group = cmul(group, group_step);
+  }
 }
 
 // Split pass 1: block (pair, column block b): columns c0 = b * cols .. c0 + cols - 1 of the
@@ -796,8 +809,8 @@ __device__ bool columns_forward(const RunArgs& a, int64_t pair, int column_block
   }
   __syncthreads();
   column_fft<false>(n1, x, -1.f, prune & kHalfInput, false);
-  for_column_points(a, pair, c0, cols, x, [&](float2* point, float2& value, int k1, int64_t column) {
-    *point = cmul(value, split_root(-1.f, k1 * column, a.m));
+  for_column_points(a, pair, c0, cols, x, -1.f, [&](float2* point, float2& value, float2 twiddle) {
+    *point = cmul(value, twiddle);
   });
   return finite;
 }
@@ -945,8 +958,8 @@ __device__ void columns_inverse(const RunArgs& a, int64_t pair, int column_block
   const int c0 = column_block * cols;
   const int log_cols = __ffs(cols) - 1;  // cols is a power of two
   const Points x{reinterpret_cast<float2*>(sm)};
-  for_column_points(a, pair, c0, cols, x, [&](float2* point, float2& value, int k1, int64_t column) {
-    value = cmul(*point, split_root(1.f, k1 * column, a.m));
+  for_column_points(a, pair, c0, cols, x, 1.f, [&](float2* point, float2& value, float2 twiddle) {
+    value = cmul(*point, twiddle);
   });
   __syncthreads();
   column_fft<true>(n1, x, 1.f, false, 2 * limit <= a.m);
