@@ -142,7 +142,7 @@ class ValidationReport:
         for c in self.checks:
             own = "" if c.float32_error is None else f"; PyTorch float32 itself {c.float32_error:.1e}"
             lines.append(f"  {c.runner:24s} {c.name:16s} max|y-ref|/max|ref| = {c.relative_error:.3e} "
-                         f"(tolerance {c.tolerance:.0e}{own}) {'ok' if c.passed else 'FAIL'}")
+                         f"(tolerance {c.tolerance:.2g}{own}) {'ok' if c.passed else 'FAIL'}")
         for runner, ms in self.runner_times_ms.items():
             lines.append(f"  {runner:24s} median inference {ms:.2f} ms")
         return "\n".join(lines)
