@@ -455,12 +455,11 @@ __device__ void flag_pair(const RunArgs& a, int64_t pair) {
 }
 
 // Split passes: which rows of pair `pair` a block works on. Mode 0: both, packed;
-// mode 1 or 2 (the rerun of the pairs flagged in mode 0): the first or the second
-// alone, as the real part. False when the block has nothing to do.
+// mode 1 or 2 (the rerun of the pairs flagged in mode 0, which for_grid_pairs alone visits):
+// the first or the second alone, as the real part. False when that row does not exist.
 enum PairMode { kPacked = 0, kFirstAlone = 1, kSecondAlone = 2 };
 
 __device__ bool pair_rows(const RunArgs& a, int64_t pair, int mode, Row* r1, Row* r2) {
-  if (mode != kPacked && a.flags[pair] == 0) return false;
   const int64_t first = 2 * pair + (mode == kSecondAlone ? 1 : 0);
   *r1 = row_info(a, first);
   *r2 = mode == kPacked ? row_info(a, first + 1) : row_info(a, -1);
@@ -993,8 +992,8 @@ __global__ void __launch_bounds__(kColumnThreadsMax) columns_inverse_kernel(RunA
       // circular: keep the time series (the wrap lies in other columns), fold in fold_kernel
       float2* out = a.work + pair * a.m;
       columns_inverse(
-          a, pair, column_block, cols, a.m, sm, [](int64_t) { return 0; }, [&](int64_t t, float2 c, int) { out[t] = c; }, false,
-          [](int64_t, float(&)[8], float(&)[8]) {});
+          a, pair, column_block, cols, a.m, sm, [](int64_t) { return 0; },
+          [&](int64_t t, float2 c, int) { out[t] = c; }, false, [](int64_t, float(&)[8], float(&)[8]) {});
       return;
     }
     columns_inverse(
@@ -1119,7 +1118,6 @@ __global__ void __launch_bounds__(kFusedThreadsMax) fused_filter_kernel(RunArgs 
 // The filters of pair `pair` in a split filter pass (h2 < 0: none), as pair_rows for the rows.
 __device__ bool pair_filters(const RunArgs& a, const FilterArgs& f, int64_t pair, int mode, int64_t* h1,
                              int64_t* h2) {
-  if (mode != kPacked && a.flags[pair] == 0) return false;
   *h1 = 2 * pair + (mode == kSecondAlone ? 1 : 0);
   *h2 = (mode == kPacked && *h1 + 1 < f.H) ? *h1 + 1 : -1;
   return *h1 < f.H;
@@ -1276,7 +1274,8 @@ void check_device_pointer(const void* ptr, const char* name, int64_t element_byt
 // the flag of any pair.
 int64_t workspace_bytes(const Plan& plan, int64_t sequences) {
   const int64_t pairs = (sequences + 1) / 2;
-  return plan.fused ? 0 : pairs * (plan.m * int64_t(sizeof(float2)) + int64_t(sizeof(unsigned))) + int64_t(sizeof(unsigned));
+  if (plan.fused) return 0;
+  return pairs * (plan.m * int64_t(sizeof(float2)) + int64_t(sizeof(unsigned))) + int64_t(sizeof(unsigned));
 }
 
 void set_pair_flags(RunArgs& a, void* workspace, const Plan& plan, int64_t sequences) {

@@ -12,6 +12,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
+from .reference import relative_error
 from .spec import tolerance
 
 
@@ -148,15 +149,6 @@ class ValidationReport:
         return "\n".join(lines)
 
 
-def _relative_error(got, ref) -> tuple:
-    """(max|got - ref| / max|ref|, max|ref|); the plain difference where ref is all zero."""
-    ref, got = np.asarray(ref).astype(np.float64), np.asarray(got).astype(np.float64)
-    if not ref.size:
-        return 0.0, 0.0
-    ref_max, err = float(np.max(np.abs(ref))), float(np.max(np.abs(got - ref)))
-    return (err / ref_max if ref_max > 0 else err), ref_max
-
-
 def _float32_errors(model, torch_runner, feeds: list, output_names: list, ref_runs, device: str) -> dict:
     """Per output, PyTorch float32's own worst error against the float64 reference (none when
     the reference is the model itself): an ill-conditioned model is not computed more exactly
@@ -171,7 +163,7 @@ def _float32_errors(model, torch_runner, feeds: list, output_names: list, ref_ru
         with torch.no_grad():
             outputs = _flatten_outputs(model(*inputs))
         for name, out in zip(output_names, outputs):
-            worst[name] = max(worst.get(name, 0.0), _relative_error(_to_numpy(out), ref_out[name])[0])
+            worst[name] = max(worst.get(name, 0.0), relative_error(_to_numpy(out), ref_out[name]))
     return worst
 
 
@@ -284,8 +276,9 @@ def validate(model, onnx_path: str, inputs: Iterable[Sequence[Any]], *, provider
                 tol = max(tol, 2 * own)
             worst, scale = 0.0, 0.0
             for ref_out, ort_out in zip(ref_runs, ort_runs):
-                err, ref_max = _relative_error(ort_out[name], ref_out[name])
-                worst, scale = max(worst, err), max(scale, ref_max)
+                ref = np.asarray(ref_out[name])
+                worst = max(worst, relative_error(ort_out[name], ref))
+                scale = max(scale, float(np.max(np.abs(ref))) if ref.size else 0.0)
             report.checks.append(OutputCheck(name, ort_runner.name, worst, tol, own))
             atol[name] = tol * scale
     compare = simple_compare(atol=atol, rtol=0.0, check_error_stat="max")
