@@ -279,29 +279,52 @@ struct Strided {
   }
 };
 
+// Where a transform's first pass reads and its last pass writes: shared memory, or a
+// caller's function of j, the thread's point j (the value at threadIdx.x + kThreadsN * j).
+// The first pass reads, and the last pass (no twiddles) writes, exactly the thread's points,
+// so a caller that loads them from global memory (in(j)) or stores them there (out(j, v))
+// saves their trip through shared memory and the pass's barriers.
+struct InShared {};
+struct OutShared {};
+
 // One radix-R Stockham pass over kSpan-point sub-transforms with stride kS (= stride *
 // batch), in place: butterfly (p, q) reads x[q + kS*(p + i*kSpan/R)] and writes
 // x[q + kS*(R*p + i)] = W_kSpan^(i*p) * DFT_R(...)_i. Each of the block's kThreadsN threads
 // takes 16 values (16/R butterflies; butterfly k of thread t reads points
 // t + kThreadsN * (k + kPer * i)): they load them, the block waits, they write the results.
-template <int R, int kSpan, int kS, int kThreadsN, int kFlags>
-__device__ __forceinline__ void radix_pass(Points x, float sign) {
+template <int R, int kSpan, int kS, int kThreadsN, int kFlags, typename In, typename Out>
+__device__ __forceinline__ void radix_pass(Points x, float sign, In in, Out out_fn) {
   constexpr int kPer = 16 / R;
   constexpr int kLoaded = (kFlags & kHalfInput) ? R / 2 : R;
   constexpr int kStored = (kFlags & kHalfOutput) ? R / 2 : R;
+  constexpr bool kFromShared = std::is_same_v<In, InShared>, kToShared = std::is_same_v<Out, OutShared>;
+  static_assert(kToShared || (kFlags & kNoTwiddle), "only a last pass writes the thread's own points");
   float2 v[kPer][R];
-  const Strided<kThreadsN> in(x, threadIdx.x);
+  const Strided<kThreadsN> at(x, threadIdx.x);
 #pragma unroll
   for (int k = 0; k < kPer; ++k) {
 #pragma unroll
-    for (int i = 0; i < R; ++i) v[k][i] = i < kLoaded ? in(k + kPer * i) : make_float2(0.f, 0.f);
+    for (int i = 0; i < R; ++i) {
+      if (i >= kLoaded) {
+        v[k][i] = make_float2(0.f, 0.f);
+      } else if constexpr (kFromShared) {
+        v[k][i] = at(k + kPer * i);
+      } else {
+        v[k][i] = in(k + kPer * i);
+      }
+    }
   }
-  __syncthreads();
+  if constexpr (kFromShared && kToShared) __syncthreads();  // in place: every read before any write
 #pragma unroll
   for (int k = 0; k < kPer; ++k) {
     const int idx = threadIdx.x + k * kThreadsN;
     const int q = idx & (kS - 1), p = idx / kS;
     dft<R>(v[k], sign);
+    if constexpr (!kToShared) {  // p = 0, q = idx: output i is the thread's point k + kPer * i
+#pragma unroll
+      for (int i = 0; i < kStored; ++i) out_fn(k + kPer * i, v[k][i]);
+      continue;
+    }
     const Strided<kS> out(x, q + kS * R * p);
     if constexpr (kFlags & kNoTwiddle) {  // p = 0
 #pragma unroll
@@ -310,7 +333,7 @@ __device__ __forceinline__ void radix_pass(Points x, float sign) {
       store_twiddled<R>(v[k], p, kRootCount / kSpan, sign, out);
     }
   }
-  __syncthreads();
+  if constexpr (kToShared) __syncthreads();
 }
 
 __host__ __device__ constexpr int log2_of(int n) { return n > 1 ? 1 + log2_of(n / 2) : 0; }
@@ -320,33 +343,38 @@ __host__ __device__ constexpr int log2_of(int n) { return n > 1 ? 1 + log2_of(n 
 // place, by a block of exactly kN*kBatch/16 threads, from stride kStride on: radix-16 passes
 // in registers and one of radix 2, 4 or 8 for what is left, last or (kRestFirst) first.
 // half_input: the upper half of the input is zero (kHalfInput); half_output: only the lower
-// half of the output is used (kHalfOutput); a single pass prunes nothing. Ends with a barrier.
+// half of the output is used (kHalfOutput); a single pass prunes nothing. `in` and `out`: where
+// the first pass reads and the last writes (InShared, OutShared). Ends with a barrier when
+// the output is in shared memory.
 // (kRestFirst measured faster for the fused inverse at 16K points, slower for the row pass.)
-template <int kN, int kBatch, bool kRestFirst, int kStride = 1>
-__device__ __forceinline__ void block_fft(Points x, float sign, bool half_input, bool half_output) {
+template <int kN, int kBatch, bool kRestFirst, int kStride = 1, typename In = InShared, typename Out = OutShared>
+__device__ __forceinline__ void block_fft(Points x, float sign, bool half_input, bool half_output, In in = {},
+                                          Out out = {}) {
   constexpr int kSpan = kN / kStride, kRest = 1 << (log2_of(kN) % 4);
   constexpr int R = (kRestFirst && kStride == 1 && kRest > 1) ? kRest : (kSpan >= 16 ? 16 : kSpan);
   constexpr int kS = kStride * kBatch, kThreadsN = kN * kBatch / 16;
   constexpr bool kFirst = kStride == 1, kLast = kSpan == R;
   static_assert(kN >= 16 && kThreadsN >= 1, "one thread per 16 points");
   if constexpr (kFirst && kLast) {
-    radix_pass<R, kSpan, kS, kThreadsN, kNoTwiddle>(x, sign);
+    radix_pass<R, kSpan, kS, kThreadsN, kNoTwiddle>(x, sign, in, out);
   } else if constexpr (kFirst) {
     if (half_input) {
-      radix_pass<R, kSpan, kS, kThreadsN, kHalfInput>(x, sign);
+      radix_pass<R, kSpan, kS, kThreadsN, kHalfInput>(x, sign, in, OutShared{});
     } else {
-      radix_pass<R, kSpan, kS, kThreadsN, kPlain>(x, sign);
+      radix_pass<R, kSpan, kS, kThreadsN, kPlain>(x, sign, in, OutShared{});
     }
   } else if constexpr (kLast) {
     if (half_output) {
-      radix_pass<R, kSpan, kS, kThreadsN, kNoTwiddle | kHalfOutput>(x, sign);
+      radix_pass<R, kSpan, kS, kThreadsN, kNoTwiddle | kHalfOutput>(x, sign, InShared{}, out);
     } else {
-      radix_pass<R, kSpan, kS, kThreadsN, kNoTwiddle>(x, sign);
+      radix_pass<R, kSpan, kS, kThreadsN, kNoTwiddle>(x, sign, InShared{}, out);
     }
   } else {
-    radix_pass<R, kSpan, kS, kThreadsN, kPlain>(x, sign);
+    radix_pass<R, kSpan, kS, kThreadsN, kPlain>(x, sign, InShared{}, OutShared{});
   }
-  if constexpr (!kLast) block_fft<kN, kBatch, kRestFirst, kStride * R>(x, sign, half_input, half_output);
+  if constexpr (!kLast) {
+    block_fft<kN, kBatch, kRestFirst, kStride * R>(x, sign, half_input, half_output, InShared{}, out);
+  }
 }
 
 // The product of the packed pair with filters 1 and 2 (a = (K1 + K2)/2, c = (K1 - K2)/2,
@@ -845,29 +873,21 @@ __device__ void rows_pass(const RunArgs& a, int64_t pair, int k1, float* sm, boo
   // Two interleaved slots (element c of slot w at 2c + w): row k1 and its partner. A row
   // paired with itself (k1 = 0, N1/2) is loaded twice so that every block has the same
   // shape; only its first slot is multiplied and stored.
-  // Thread t moves points t + j * kThreads (j < kSplitPerThread): all in slot t & 1, columns
-  // t / 2 + j * kThreads / 2 of its row; one shared-memory swizzle for all (Strided).
   const Points x{reinterpret_cast<float2*>(sm)};
   const int slot = threadIdx.x & 1, column = threadIdx.x >> 1;
   float2* row = a.work + pair * a.m + int64_t(slot ? partner : k1) * n2 + column;
-  const Strided<kThreads> at(x, threadIdx.x);
-#pragma unroll
-  for (int g = 0; g < kSplitPerThread; g += kSplitLoadGroup) {
-    float2 v[kSplitLoadGroup];
-#pragma unroll
-    for (int j = 0; j < kSplitLoadGroup; ++j) v[j] = row[(g + j) * (kThreads / 2)];
-#pragma unroll
-    for (int j = 0; j < kSplitLoadGroup; ++j) at(g + j) = v[j];
-  }
-  __syncthreads();
-  block_fft<kRowLength, 2, false>(x, -1.f, false, false);
+  // Thread t's point j (shared-memory index t + j * kThreads) is column t / 2 + j * kThreads / 2
+  // of the row in slot t & 1: the first forward pass loads, and the last inverse pass stores,
+  // the workspace itself (the row pass was bound by shared-memory bandwidth).
+  const auto load = [&](int j) { return row[j * (kThreads / 2)]; };
+  block_fft<kRowLength, 2, false>(x, -1.f, false, false, load);
   product(k1, partner, rows, x);
   __syncthreads();
   if (!inverse_after) return;
-  block_fft<kRowLength, 2, false>(x, 1.f, false, false);
-  if (slot >= rows) return;
-#pragma unroll
-  for (int j = 0; j < kSplitPerThread; ++j) row[j * (kThreads / 2)] = at(j);
+  const auto store = [&](int j, float2 v) {
+    if (slot < rows) row[j * (kThreads / 2)] = v;
+  };
+  block_fft<kRowLength, 2, false>(x, 1.f, false, false, InShared{}, store);
 }
 
 // The pairs {f, -f} within rows k1 and partner: pair idx < row_pair_count is (i, j, c), with
