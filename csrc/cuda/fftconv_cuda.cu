@@ -279,11 +279,12 @@ struct Strided {
   }
 };
 
-// Where a transform's first pass reads and its last pass writes: shared memory, or a
-// caller's function of j, the thread's point j (the value at threadIdx.x + kThreadsN * j).
-// The first pass reads, and the last pass (no twiddles) writes, exactly the thread's points,
-// so a caller that loads them from global memory (in(j)) or stores them there (out(j, v))
-// saves their trip through shared memory and the pass's barriers.
+// Where a transform's first pass reads and its last pass writes: shared memory, or the
+// thread's point j (the value at threadIdx.x + kThreadsN * j) by the caller's functions: in(j),
+// and out() giving the writer put(j, v) (made only where the last pass stores, so that what it
+// holds takes no registers during the transform). The first pass reads, and the last pass (no
+// twiddles) writes, exactly the thread's points, so a caller that loads them from global memory
+// or stores them there saves their trip through shared memory and the pass's barriers.
 struct InShared {};
 struct OutShared {};
 
@@ -321,8 +322,9 @@ __device__ __forceinline__ void radix_pass(Points x, float sign, In in, Out out_
     const int q = idx & (kS - 1), p = idx / kS;
     dft<R>(v[k], sign);
     if constexpr (!kToShared) {  // p = 0, q = idx: output i is the thread's point k + kPer * i
+      const auto put = out_fn();
 #pragma unroll
-      for (int i = 0; i < kStored; ++i) out_fn(k + kPer * i, v[k][i]);
+      for (int i = 0; i < kStored; ++i) put(k + kPer * i, v[k][i]);
       continue;
     }
     const Strided<kS> out(x, q + kS * R * p);
@@ -756,48 +758,51 @@ __global__ void __launch_bounds__(kFusedThreadsMax) fused_kernel(RunArgs a) {
 
 // block_fft of the column blocks of the split passes (N1 x column_count_of(N1) points), its
 // size picked at run time: one constant-size transform per column length.
-template <bool kRestFirst, int kLogN1 = kLogSmallestN1>
-__device__ __forceinline__ void column_fft(int n1, Points x, float sign, bool half_input, bool half_output) {
+template <bool kRestFirst, int kLogN1 = kLogSmallestN1, typename In, typename Out>
+__device__ __forceinline__ void column_fft(int n1, Points x, float sign, bool half_input, bool half_output, In in,
+                                           Out out) {
   if constexpr (kLogN1 <= kLogLargestN1) {
     if (n1 == 1 << kLogN1) {
-      block_fft<1 << kLogN1, column_count_of(kLogN1), kRestFirst>(x, sign, half_input, half_output);
+      block_fft<1 << kLogN1, column_count_of(kLogN1), kRestFirst>(x, sign, half_input, half_output, in, out);
     } else {
-      column_fft<kRestFirst, kLogN1 + 1>(n1, x, sign, half_input, half_output);
+      column_fft<kRestFirst, kLogN1 + 1>(n1, x, sign, half_input, half_output, in, out);
     }
   }
 }
 
-// The column passes' points of the workspace, thread by thread: fn(&work[k1 * N2 + column],
-// value, twiddle) with `value` the block's point idx = threadIdx.x + j * blockDim.x (row k1 =
-// idx / cols of column c0 + idx % cols) and twiddle = W_m^(sign * k1 * column). blockDim.x, a
-// power of two of at least 256 (blocks hold at least kSplitPoints points), is a multiple of cols
-// (N1 >= 16), so a thread keeps one column and steps over rows: one address and one
-// shared-memory swizzle per thread, not per point (a step that is a multiple of 256 leaves the
-// swizzle as it is). The twiddles, W^(k1 c) for k1 = r0 + j * step, are W^(r0 c) W^(4 g step c)
-// (one product per group of four) times W^(i step c), i < 4: three split_root per thread, not 16.
-template <typename Fn>
-__device__ __forceinline__ void for_column_points(const RunArgs& a, int64_t pair, int c0, int cols, Points x,
-                                                  float sign, Fn fn) {
-  const int log_cols = __ffs(cols) - 1, row_step = blockDim.x >> log_cols;
-  const int first_row = threadIdx.x >> log_cols;
-  const int64_t column = c0 + (threadIdx.x & (cols - 1));
-  float2* point = a.work + pair * a.m + int64_t(first_row) * a.n2 + column;
-  const int64_t point_step = int64_t(row_step) * a.n2;
-  float2* const value = &x[threadIdx.x];
-  float2 w[4];  // W^(i * row_step * column)
-  w[0] = make_float2(1.f, 0.f);
-  w[1] = split_root(sign, row_step * column, a.m);
-  w[2] = cmul(w[1], w[1]);
-  w[3] = cmul(w[2], w[1]);
-  const float2 group_step = split_root(sign, 4 * row_step * column, a.m);
-  float2 group = split_root(sign, first_row * column, a.m);
-  static_assert(kSplitPerThread % 4 == 0 && kSplitLoadGroup % 4 == 0, "whole groups of four");
-#pragma unroll kSplitLoadGroup
-  for (int j = 0; j < kSplitPerThread; ++j) {
-    fn(point + j * point_step, value[j * blockDim.x], cmul(group, w[j % 4]));
-    if (j % 4 == 3) group = cmul(group, group_step);
+// The column passes' points of the workspace, thread by thread: point j of a thread, the
+// block's point idx = threadIdx.x + j * blockDim.x (row k1 = idx / cols of column c0 + idx %
+// cols), lies at at(j) = &work[k1 * N2 + column] and takes twiddle(j) = W_m^(sign * k1 * column).
+// blockDim.x, a power of two of at least 256 (blocks hold at least kSplitPoints points), is a
+// multiple of cols (N1 >= 16), so a thread keeps one column and steps over rows: one address per
+// thread. These are the points the first and last passes of the block's transform take
+// (block_fft's In/Out hooks), so the workspace is read and written by those passes, not through
+// shared memory. The twiddles, W^(k1 c) for k1 = r0 + j * step, are W^(r0 c) W^(4 g step c) (g
+// = j / 4) times W^(i step c) (i = j % 4): three split_root per thread, not 16.
+struct ColumnPoints {
+  float2* first;
+  int64_t step;
+  float2 w[4];      // W^(i * step * column), w[0] unused
+  float2 group[4];  // W^((r0 + 4 g step) * column)
+
+  __device__ ColumnPoints(const RunArgs& a, int64_t pair, int c0, int cols, float sign) {
+    const int log_cols = __ffs(cols) - 1, row_step = blockDim.x >> log_cols;
+    const int first_row = threadIdx.x >> log_cols;
+    const int64_t column = c0 + (threadIdx.x & (cols - 1));
+    first = a.work + pair * a.m + int64_t(first_row) * a.n2 + column;
+    step = int64_t(row_step) * a.n2;
+    w[1] = split_root(sign, row_step * column, a.m);
+    w[2] = cmul(w[1], w[1]);
+    w[3] = cmul(w[2], w[1]);
+    const float2 group_step = split_root(sign, 4 * row_step * column, a.m);
+    group[0] = split_root(sign, first_row * column, a.m);
+#pragma unroll
+    for (int g = 1; g < 4; ++g) group[g] = cmul(group[g - 1], group_step);
   }
-}
+  __device__ __forceinline__ float2* at(int j) const { return first + j * step; }
+  __device__ __forceinline__ float2 twiddle(int j) const { return j % 4 ? cmul(group[j / 4], w[j % 4]) : group[j / 4]; }
+};
+static_assert(kSplitPerThread == 16, "ColumnPoints: four groups of four");
 
 // Split pass 1: block (pair, column block b): columns c0 = b * cols .. c0 + cols - 1 of the
 // N1 x N2 matrix of the packed pair (zero past L), transformed and twiddled.
@@ -835,9 +840,8 @@ __device__ bool columns_forward(const RunArgs& a, int64_t pair, int column_block
         });
   }
   __syncthreads();
-  column_fft<false>(n1, x, -1.f, prune & kHalfInput, false);
-  for_column_points(a, pair, c0, cols, x, -1.f, [&](float2* point, float2& value, float2 twiddle) {
-    *point = cmul(value, twiddle);
+  column_fft<false>(n1, x, -1.f, prune & kHalfInput, false, InShared{}, [&] {
+    return [points = ColumnPoints(a, pair, c0, cols, -1.f)](int j, float2 v) { *points.at(j) = cmul(v, points.twiddle(j)); };
   });
   return finite;
 }
@@ -887,7 +891,7 @@ __device__ void rows_pass(const RunArgs& a, int64_t pair, int k1, float* sm, boo
   const auto store = [&](int j, float2 v) {
     if (slot < rows) row[j * (kThreads / 2)] = v;
   };
-  block_fft<kRowLength, 2, false>(x, 1.f, false, false, InShared{}, store);
+  block_fft<kRowLength, 2, false>(x, 1.f, false, false, InShared{}, [&] { return store; });
 }
 
 // The pairs {f, -f} within rows k1 and partner: pair idx < row_pair_count is (i, j, c), with
@@ -977,11 +981,9 @@ __device__ void columns_inverse(const RunArgs& a, int64_t pair, int column_block
   const int c0 = column_block * cols;
   const int log_cols = __ffs(cols) - 1;  // cols is a power of two
   const Points x{reinterpret_cast<float2*>(sm)};
-  for_column_points(a, pair, c0, cols, x, 1.f, [&](float2* point, float2& value, float2 twiddle) {
-    value = cmul(*point, twiddle);
-  });
-  __syncthreads();
-  column_fft<true>(n1, x, 1.f, false, 2 * limit <= a.m);
+  const ColumnPoints points(a, pair, c0, cols, 1.f);
+  column_fft<true>(n1, x, 1.f, false, 2 * limit <= a.m, [&](int j) { return cmul(*points.at(j), points.twiddle(j)); },
+                   OutShared{});
   auto time = [&](int idx) { return int64_t(idx >> log_cols) * n2 + c0 + (idx & (cols - 1)); };
   if (chunked) {
     for (int idx = 8 * threadIdx.x; idx < n1 * cols; idx += 8 * blockDim.x) {
