@@ -58,7 +58,9 @@ void transpose(const void* in, void* out, int64_t batch, int64_t rows, int64_t c
 }
 
 // Bytes of one BHL copy, rounded up to 256 so that every copy starts aligned.
-int64_t copy_bytes(const fftconv_params& p) { return (p.B * p.H * p.L * int(element_bytes(p.dtype)) + 255) / 256 * 256; }
+int64_t copy_bytes(const fftconv_params& p) {
+  return (p.B * p.H * p.L * int(element_bytes(p.dtype)) + 255) / 256 * 256;
+}
 
 }  // namespace
 

@@ -841,7 +841,9 @@ __device__ bool columns_forward(const RunArgs& a, int64_t pair, int column_block
   }
   __syncthreads();
   column_fft<false>(n1, x, -1.f, prune & kHalfInput, false, InShared{}, [&] {
-    return [points = ColumnPoints(a, pair, c0, cols, -1.f)](int j, float2 v) { *points.at(j) = cmul(v, points.twiddle(j)); };
+    return [points = ColumnPoints(a, pair, c0, cols, -1.f)](int j, float2 v) {
+      *points.at(j) = cmul(v, points.twiddle(j));
+    };
   });
   return finite;
 }
@@ -1146,7 +1148,8 @@ __device__ bool pair_filters(const RunArgs& a, const FilterArgs& f, int64_t pair
 }
 
 template <bool kRerun>
-__global__ void __launch_bounds__(kColumnThreadsMax) columns_filter_kernel(RunArgs a, FilterArgs f, int cols, int mode) {
+__global__ void __launch_bounds__(kColumnThreadsMax)
+    columns_filter_kernel(RunArgs a, FilterArgs f, int cols, int mode) {
   extern __shared__ float sm[];
   for_grid_pairs<kRerun>(a, int(a.n2) / cols, [&](int64_t pair, int column_block) {
     int64_t h1, h2;
