@@ -11,7 +11,7 @@
 // m <= kFusedMax: one kernel does load, forward transform, product, inverse
 //   transform and the epilogue (skip term, gate, causal cut), several pairs per
 //   block for short sequences.
-// m > kFusedMax: the four-step split m = N1 x N2 (N2 = kRowLength) in three
+// m > kFusedMax: the four-step split m = N1 x N2 (N2 = row_length_of(m)) in three
 //   passes over a workspace of one complex sequence per pair:
 //   1. columns: load (zero-padded) rows, length-N1 transforms down the columns,
 //      twiddle W_m^(k1*n2), store;
@@ -57,9 +57,15 @@ using cuda::load_any;
 
 constexpr int64_t kFusedMax = 16384;  // largest transform done by the fused kernel (in place, 128 KiB)
 constexpr int kFusedThreadsMax = int(kFusedMax / 16);  // one thread per 16 points
-constexpr int64_t kRowLength = 2048;  // N2 of the split
-constexpr int kSplitPoints = 4096;    // complex points per block of the split passes (32 KiB)
-constexpr int kThreads = kSplitPoints / 16;  // one thread per 16 points, as every in-block transform
+constexpr int kSplitPoints = 4096;    // complex points per column block of the split passes (32 KiB)
+constexpr int kThreads = 256;  // blocks of the element-wise kernels (the circular fold, the band mask)
+// N2 of the split: 2048, or 4096 from m = 4M on. Then N1 stays at 1024 there, whose column blocks
+// (8 columns, 8K points) share an SM two at a time, where the 16K-point blocks of N1 = 2048 had
+// one SM each and nothing to overlap their workspace loads with.
+constexpr int64_t kShortRow = 2048, kLongRow = 4096, kLongRowsFrom = int64_t(1) << 22;
+__host__ __device__ constexpr int64_t row_length_of(int64_t m) { return m >= kLongRowsFrom ? kLongRow : kShortRow; }
+// Threads of a row block: two rows of kRowN points, one thread per 16.
+__host__ __device__ constexpr int row_threads_of(int row_n) { return row_n / 8; }
 // A column block holds at least 8 columns (16-byte loads, whole sectors) up to this many
 // points (128 KiB): long columns (N1 >= 1024) grow their blocks past kSplitPoints.
 constexpr int kColumnPointsMax = 16384;
@@ -67,11 +73,12 @@ constexpr int kColumnThreadsMax = kColumnPointsMax / 16;
 // Columns per block for N1 = 2^log_n1: kSplitPoints points, or at least 8 columns.
 __host__ __device__ constexpr int column_count_of(int log_n1) {
   const int by_points = std::max(1, kSplitPoints >> log_n1), at_least_8 = std::min(8, kColumnPointsMax >> log_n1);
-  return std::min(int(kRowLength), std::max(by_points, at_least_8));
+  return std::min(int(kShortRow), std::max(by_points, at_least_8));
 }
-// Column lengths N1 of the split: m from 2 x kFusedMax to kRowLength x kSplitPoints points.
-constexpr int kLogSmallestN1 = 4, kLogLargestN1 = 12;
-static_assert((int64_t(1) << kLogSmallestN1) * kRowLength == 2 * kFusedMax, "the split starts past the fused sizes");
+// Column lengths N1 of the split: m from 2 x kFusedMax to kLongRow x 2048 points.
+constexpr int kLogSmallestN1 = 4, kLogLargestN1 = 11;
+static_assert((int64_t(1) << kLogSmallestN1) * kShortRow == 2 * kFusedMax, "the split starts past the fused sizes");
+static_assert(kLongRowsFrom / kLongRow == 1024, "N1 = 1024 where the long rows start");
 // Build-time tunables: points whose loads a thread of a split pass issues together
 // (for_block_points; "output" groups load four values per point: the skip terms and gates
 // of a pair, or filter bins). Measured on an H200: 1 was 8-10 % slower than 8 and 4. (On
@@ -84,9 +91,8 @@ static_assert((int64_t(1) << kLogSmallestN1) * kRowLength == 2 * kFusedMax, "the
 #define FFTCONV_CUDA_SPLIT_OUTPUT_GROUP 4
 #endif
 constexpr int kSplitLoadGroup = FFTCONV_CUDA_SPLIT_LOAD_GROUP, kSplitOutputGroup = FFTCONV_CUDA_SPLIT_OUTPUT_GROUP;
-static_assert(2 * kRowLength == kSplitPoints, "a row pass holds two rows");
-static_assert(kRowLength % kThreads == 0, "the product visits a row in whole steps of the block");
-static_assert(kThreads % 256 == 0, "rows_pass: a step of kThreads keeps the shared-memory swizzle");
+static_assert(kShortRow % row_threads_of(kShortRow) == 0 && kLongRow % row_threads_of(kLongRow) == 0,
+              "the product visits a row in whole steps of the block");
 constexpr int kSplitPerThread = 16;  // points per thread of a split block
 
 // Where a row (a (b, h) sequence of u, y and the gates, BHL: BLH calls are transposed
@@ -849,8 +855,8 @@ __device__ bool columns_forward(const RunArgs& a, int64_t pair, int column_block
 }
 
 // The column kernels run blocks of up to 1024 threads (64 registers); the row kernels hold to
-// 64 registers (4 blocks of 256 threads per SM) in mode 0, and their reruns, which loop over
-// their few pairs, may take more instead of spilling.
+// 64 registers in mode 0 (four blocks of 256 threads per SM for 2048-point rows, two of 512 for
+// 4096), and their reruns, which loop over their few pairs, may take more instead of spilling.
 template <int DT, bool kRerun>
 __global__ void __launch_bounds__(kColumnThreadsMax) columns_forward_kernel(RunArgs a, int cols, int mode) {
   extern __shared__ float sm[];
@@ -871,8 +877,9 @@ __global__ void __launch_bounds__(kColumnThreadsMax) columns_forward_kernel(RunA
 // Split pass 2: block (pair, k1 in [0, N1/2]): rows k1 and N1 - k1 (one row when
 // they coincide) transformed, multiplied (or, for a filter, split into its two
 // spectra), transformed back. `product` gets the rows in shared memory.
-template <typename ProductFn>
+template <int kRowN, typename ProductFn>
 __device__ void rows_pass(const RunArgs& a, int64_t pair, int k1, float* sm, bool inverse_after, ProductFn product) {
+  constexpr int kRowThreads = row_threads_of(kRowN);
   const int n1 = int(a.n1), n2 = int(a.n2);
   const int partner = (n1 - k1) % n1;
   const int rows = partner == k1 ? 1 : 2;
@@ -882,18 +889,18 @@ __device__ void rows_pass(const RunArgs& a, int64_t pair, int k1, float* sm, boo
   const Points x{reinterpret_cast<float2*>(sm)};
   const int slot = threadIdx.x & 1, column = threadIdx.x >> 1;
   float2* row = a.work + pair * a.m + int64_t(slot ? partner : k1) * n2 + column;
-  // Thread t's point j (shared-memory index t + j * kThreads) is column t / 2 + j * kThreads / 2
-  // of the row in slot t & 1: the first forward pass loads, and the last inverse pass stores,
-  // the workspace itself (the row pass was bound by shared-memory bandwidth).
-  const auto load = [&](int j) { return row[j * (kThreads / 2)]; };
-  block_fft<kRowLength, 2, false>(x, -1.f, false, false, load);
+  // Thread t's point j (shared-memory index t + j * kRowThreads) is column t / 2 + j * kRowThreads
+  // / 2 of the row in slot t & 1: the first forward pass loads, and the last inverse pass
+  // stores, the workspace itself (the row pass was bound by shared-memory bandwidth).
+  const auto load = [&](int j) { return row[j * (kRowThreads / 2)]; };
+  block_fft<kRowN, 2, false>(x, -1.f, false, false, load);
   product(k1, partner, rows, x);
   __syncthreads();
   if (!inverse_after) return;
   const auto store = [&](int j, float2 v) {
-    if (slot < rows) row[j * (kThreads / 2)] = v;
+    if (slot < rows) row[j * (kRowThreads / 2)] = v;
   };
-  block_fft<kRowLength, 2, false>(x, 1.f, false, false, InShared{}, [&] { return store; });
+  block_fft<kRowN, 2, false>(x, 1.f, false, false, InShared{}, [&] { return store; });
 }
 
 // The pairs {f, -f} within rows k1 and partner: pair idx < row_pair_count is (i, j, c), with
@@ -908,8 +915,10 @@ __device__ __forceinline__ int3 row_pair(int k1, int rows, int n2, int c) {
   return make_int3(2 * c, 2 * (n2 - 1 - c), c);                          // row N1/2: column n2 - 1 - c
 }
 
-template <bool kRerun>
-__global__ void __launch_bounds__(kThreads, kRerun ? 1 : 4) rows_product_kernel(RunArgs a, int mode) {
+template <bool kRerun, int kRowN>
+__global__ void __launch_bounds__(row_threads_of(kRowN), kRerun ? 1 : 2048 * 4 / kRowN)
+    rows_product_kernel(RunArgs a, int mode) {
+  constexpr int kRowThreads = row_threads_of(kRowN);
   extern __shared__ float sm[];
   for_grid_pairs<kRerun>(a, int(a.n1) / 2 + 1, [&](int64_t pair, int part) {
     Row r1, r2;
@@ -918,24 +927,24 @@ __global__ void __launch_bounds__(kThreads, kRerun ? 1 : 4) rows_product_kernel(
     const float* k2s = r2.valid ? a.spectrum + r2.at.channel * 2 * a.bins : k1s;
     // a non-finite filter (its DC bin, the sum of its taps) would spread to the other row
     if (r2.valid && threadIdx.x == 0 && !(finite_sum(k1s[0]) && finite_sum(k2s[0]))) flag_pair(a, pair);
-    rows_pass(a, pair, part, sm, true, [&](int k1, int partner, int rows, Points x) {
+    rows_pass<kRowN>(a, pair, part, sm, true, [&](int k1, int partner, int rows, Points x) {
       const int n2 = int(a.n2);
       const int64_t base = int64_t(k1) * n2;  // canonical positions of row k1
       if (rows == 2 && a.freq_keep == 0) {
-        // Nearly every block: thread t takes the pairs c = t + j * kThreads at 2c and
-        // 2 (n2 - 1 - c) + 1: both Strided with steps of 2 * kThreads.
-        constexpr int kPairs = kRowLength / kThreads;
+        // Nearly every block: thread t takes the pairs c = t + j * kRowThreads at 2c and
+        // 2 (n2 - 1 - c) + 1: both Strided with steps of 2 * kRowThreads.
+        constexpr int kPairs = kRowN / kRowThreads;
         static_assert(kPairs % kSplitOutputGroup == 0, "whole groups");
         const int t = threadIdx.x;
         const float *f1 = k1s + base + t, *f2 = k2s + base + t;
-        const int last = 2 * (n2 - 1 - t) + 1 - 2 * kThreads * (kPairs - 1);  // slot of j = kPairs - 1
-        const Strided<2 * kThreads> fwd(x, 2 * t), back(x, last);
+        const int last = 2 * (n2 - 1 - t) + 1 - 2 * kRowThreads * (kPairs - 1);  // slot of j = kPairs - 1
+        const Strided<2 * kRowThreads> fwd(x, 2 * t), back(x, last);
 #pragma unroll
         for (int g = 0; g < kPairs; g += kSplitOutputGroup) {
           float4 k[kSplitOutputGroup];
 #pragma unroll
           for (int j = 0; j < kSplitOutputGroup; ++j) {
-            const int at = (g + j) * kThreads;
+            const int at = (g + j) * kRowThreads;
             k[j] = make_float4(f1[at], f1[a.bins + at], f2[at], f2[a.bins + at]);
           }
 #pragma unroll
@@ -950,7 +959,7 @@ __global__ void __launch_bounds__(kThreads, kRerun ? 1 : 4) rows_product_kernel(
       }
       // frequency k1 + N1*c outside the kept band: no filter read, no product
       auto masked = [&](int c) { return a.masked(k1 + int(a.n1) * c); };
-      for_block_points<kRowLength / kThreads, kSplitOutputGroup>(
+      for_block_points<kRowN / kRowThreads, kSplitOutputGroup>(
           row_pair_count(k1, rows, n2),
           [&](int c) {
             if (masked(c)) return make_float4(0.f, 0.f, 0.f, 0.f);
@@ -1168,14 +1177,15 @@ __global__ void __launch_bounds__(kColumnThreadsMax)
   });
 }
 
-template <bool kRerun>
-__global__ void __launch_bounds__(kThreads, kRerun ? 1 : 4) rows_filter_kernel(RunArgs a, FilterArgs f, int mode) {
+template <bool kRerun, int kRowN>
+__global__ void __launch_bounds__(row_threads_of(kRowN), kRerun ? 1 : 2048 * 4 / kRowN)
+    rows_filter_kernel(RunArgs a, FilterArgs f, int mode) {
   extern __shared__ float sm[];
   for_grid_pairs<kRerun>(a, int(a.n1) / 2 + 1, [&](int64_t pair, int part) {
     int64_t h1, h2;
     if (!pair_filters(a, f, pair, mode, &h1, &h2)) return;
     const float scale = 0.25f / float(a.m);
-    rows_pass(a, pair, part, sm, false, [&](int k1, int partner, int rows, Points x) {
+    rows_pass<kRowN>(a, pair, part, sm, false, [&](int k1, int partner, int rows, Points x) {
       const int64_t base = int64_t(k1) * a.n2;
       float* s1 = a.spectrum_out + h1 * 2 * a.bins;
       float* s2 = h2 >= 0 ? a.spectrum_out + h2 * 2 * a.bins : nullptr;
@@ -1224,7 +1234,7 @@ struct Plan {
 int column_shared(const Plan& plan) { return int(plan.n1 * plan.cols * int64_t(sizeof(float2))); }
 
 // Largest transform of the split: a column of N1 = m / N2 must fit a block's shared memory.
-constexpr int64_t kLargestTransform = kRowLength << kLogLargestN1;
+constexpr int64_t kLargestTransform = kLongRow << kLogLargestN1;
 
 // Overlap-save pieces of m points for a linear convolution whose filter is short against
 // the row (m = 4x the taps, at least 1024, and at most half the whole row's transform), or
@@ -1256,8 +1266,8 @@ Plan make_plan(const fftconv_params& p) {
     plan.bins = (plan.m / 2 + 1 + 3) / 4 * 4;
     plan.batch = fused_batch_of(log2_of(int(plan.m)));
   } else {
-    plan.n2 = kRowLength;
-    plan.n1 = plan.m / kRowLength;
+    plan.n2 = row_length_of(plan.m);
+    plan.n1 = plan.m / plan.n2;
     plan.bins = (plan.n1 / 2 + 1) * plan.n2;
     plan.cols = column_count_of(log2_of(int(plan.n1)));
   }
@@ -1397,11 +1407,21 @@ void with_fused_size(int log_m, Fn fn) {
   fail(FFTCONV_ERR_INTERNAL, "no fused kernel for a transform of 2^" + std::to_string(log_m) + " points");
 }
 
+// fn(std::integral_constant<int, N2>) for the split's row length.
+template <typename Fn>
+void with_row_length(const Plan& plan, Fn fn) {
+  if (plan.n2 == kLongRow) return fn(std::integral_constant<int, int(kLongRow)>{});
+  if (plan.n2 == kShortRow) return fn(std::integral_constant<int, int(kShortRow)>{});
+  fail(FFTCONV_ERR_INTERNAL, "no row kernels for rows of " + std::to_string(plan.n2) + " points");
+}
+
+// Shared memory of a row block of the split path (two rows).
+int row_shared(const Plan& plan) { return int(2 * plan.n2 * int64_t(sizeof(float2))); }
+
 template <int DT>
 void launch_forward(const fftconv_params& p, const Plan& plan, const RunArgs& a, cudaStream_t stream) {
   const int64_t pairs = (a.count + 1) / 2;
   check_grid(pairs);
-  const int shared = kSplitPoints * int(sizeof(float2));
   if (plan.fused) {
     const int64_t points = plan.m * plan.batch;
     const int fused_shared = int(points * sizeof(float2) + 2 * plan.batch * sizeof(Row));
@@ -1415,13 +1435,17 @@ void launch_forward(const fftconv_params& p, const Plan& plan, const RunArgs& a,
     run_split_modes(a, pairs, stream, [&](auto rerun, int mode, auto grid) {
       constexpr bool kRerun = decltype(rerun)::value;
       allow_shared(columns_forward_kernel<DT, kRerun>, column_shared(plan));
-      allow_shared(rows_product_kernel<kRerun>, shared);
       allow_shared(columns_inverse_kernel<DT, kRerun>, column_shared(plan));
       const dim3 column_grid = grid(plan.n2 / plan.cols);
       const unsigned column_threads = unsigned(column_shared(plan) / sizeof(float2) / 16);
       columns_forward_kernel<DT, kRerun><<<column_grid, column_threads, column_shared(plan), stream>>>(a, plan.cols,
                                                                                                       mode);
-      rows_product_kernel<kRerun><<<grid(plan.n1 / 2 + 1), kThreads, shared, stream>>>(a, mode);
+      with_row_length(plan, [&](auto row_n) {
+        constexpr int kRowN = decltype(row_n)::value;
+        allow_shared(rows_product_kernel<kRerun, kRowN>, row_shared(plan));
+        rows_product_kernel<kRerun, kRowN><<<grid(plan.n1 / 2 + 1), row_threads_of(kRowN), row_shared(plan), stream>>>(
+            a, mode);
+      });
       columns_inverse_kernel<DT, kRerun><<<column_grid, column_threads, column_shared(plan), stream>>>(a, plan.cols,
                                                                                                       mode);
       if (a.fft_size > 0) fold_kernel<DT, kRerun><<<grid(1), kThreads, 0, stream>>>(a, mode);
@@ -1493,7 +1517,6 @@ fftconv_status fftconv_cuda_prepare_filter(const fftconv_params* p, void* spectr
                  p->Lk % 8 == 0 && aligned16(p->k)};
     const int64_t pairs = (p->H + 1) / 2;
     check_grid(pairs);
-    const int shared = kSplitPoints * int(sizeof(float2));
     ensure_roots(stream);
     if (plan.fused) {
       const int fused_shared = int(plan.m * sizeof(float2));
@@ -1506,10 +1529,14 @@ fftconv_status fftconv_cuda_prepare_filter(const fftconv_params* p, void* spectr
       run_split_modes(a, pairs, stream, [&](auto rerun, int mode, auto grid) {
         constexpr bool kRerun = decltype(rerun)::value;
         allow_shared(columns_filter_kernel<kRerun>, column_shared(plan));
-        allow_shared(rows_filter_kernel<kRerun>, shared);
         columns_filter_kernel<kRerun><<<grid(plan.n2 / plan.cols), unsigned(column_shared(plan) / sizeof(float2) / 16),
                                         column_shared(plan), stream>>>(a, f, plan.cols, mode);
-        rows_filter_kernel<kRerun><<<grid(plan.n1 / 2 + 1), kThreads, shared, stream>>>(a, f, mode);
+        with_row_length(plan, [&](auto row_n) {
+          constexpr int kRowN = decltype(row_n)::value;
+          allow_shared(rows_filter_kernel<kRerun, kRowN>, row_shared(plan));
+          rows_filter_kernel<kRerun, kRowN><<<grid(plan.n1 / 2 + 1), row_threads_of(kRowN), row_shared(plan), stream>>>(
+              a, f, mode);
+        });
       });
     }
     if (p->freq_keep > 0) {
