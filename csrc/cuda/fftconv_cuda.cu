@@ -59,10 +59,12 @@ constexpr int64_t kFusedMax = 16384;  // largest transform done by the fused ker
 constexpr int kFusedThreadsMax = int(kFusedMax / 16);  // one thread per 16 points
 constexpr int kSplitPoints = 4096;    // complex points per column block of the split passes (32 KiB)
 constexpr int kThreads = 256;  // blocks of the element-wise kernels (the circular fold, the band mask)
-// N2 of the split: 2048, or 4096 from m = 4M on. Then N1 stays at 1024 there, whose column blocks
+// N2 of the split: 2048, or 4096 from m = 1M on (H200, fp16): at m = 1M, N1 = 256 takes two
+// passes where 512 took three (L = 512K 1.23 -> 1.10 ms); at 4M, N1 = 1024, whose column blocks
 // (8 columns, 8K points) share an SM two at a time, where the 16K-point blocks of N1 = 2048 had
-// one SM each and nothing to overlap their workspace loads with.
-constexpr int64_t kShortRow = 2048, kLongRow = 4096, kLongRowsFrom = int64_t(1) << 22;
+// one SM each and nothing to overlap their workspace loads with (2M 1.30, r21 1.40). Below 1M the
+// long rows were slower (L = 32K 0.99 -> 1.08 ms, 128K 1.02 -> 1.05).
+constexpr int64_t kShortRow = 2048, kLongRow = 4096, kLongRowsFrom = int64_t(1) << 20;
 __host__ __device__ constexpr int64_t row_length_of(int64_t m) { return m >= kLongRowsFrom ? kLongRow : kShortRow; }
 // Threads of a row block: two rows of kRowN points, one thread per 16.
 __host__ __device__ constexpr int row_threads_of(int row_n) { return row_n / 8; }
@@ -78,7 +80,7 @@ __host__ __device__ constexpr int column_count_of(int log_n1) {
 // Column lengths N1 of the split: m from 2 x kFusedMax to kLongRow x 2048 points.
 constexpr int kLogSmallestN1 = 4, kLogLargestN1 = 11;
 static_assert((int64_t(1) << kLogSmallestN1) * kShortRow == 2 * kFusedMax, "the split starts past the fused sizes");
-static_assert(kLongRowsFrom / kLongRow == 1024, "N1 = 1024 where the long rows start");
+static_assert(kLongRowsFrom / kLongRow >= (1 << kLogSmallestN1), "long rows leave columns of 16 points or more");
 // Build-time tunables: points whose loads a thread of a split pass issues together
 // (for_block_points; "output" groups load four values per point: the skip terms and gates
 // of a pair, or filter bins). Measured on an H200: 1 was 8-10 % slower than 8 and 4. (On
