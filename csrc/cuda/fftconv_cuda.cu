@@ -68,6 +68,7 @@ constexpr int64_t kShortRow = 2048, kLongRow = 4096, kLongRowsFrom = int64_t(1) 
 __host__ __device__ constexpr int64_t row_length_of(int64_t m) { return m >= kLongRowsFrom ? kLongRow : kShortRow; }
 // Threads of a row block: two rows of kRowN points, one thread per 16.
 __host__ __device__ constexpr int row_threads_of(int row_n) { return row_n / 8; }
+constexpr int kRowThreadsPerSM = 1024;  // the row kernels' blocks at 64 registers a thread
 // A column block holds at least 8 columns (16-byte loads, whole sectors) up to this many
 // points (128 KiB): long columns (N1 >= 1024) grow their blocks past kSplitPoints.
 constexpr int kColumnPointsMax = 16384;
@@ -918,7 +919,7 @@ __device__ __forceinline__ int3 row_pair(int k1, int rows, int n2, int c) {
 }
 
 template <bool kRerun, int kRowN>
-__global__ void __launch_bounds__(row_threads_of(kRowN), kRerun ? 1 : 2048 * 4 / kRowN)
+__global__ void __launch_bounds__(row_threads_of(kRowN), kRerun ? 1 : kRowThreadsPerSM / row_threads_of(kRowN))
     rows_product_kernel(RunArgs a, int mode) {
   constexpr int kRowThreads = row_threads_of(kRowN);
   extern __shared__ float sm[];
@@ -1180,7 +1181,7 @@ __global__ void __launch_bounds__(kColumnThreadsMax)
 }
 
 template <bool kRerun, int kRowN>
-__global__ void __launch_bounds__(row_threads_of(kRowN), kRerun ? 1 : 2048 * 4 / kRowN)
+__global__ void __launch_bounds__(row_threads_of(kRowN), kRerun ? 1 : kRowThreadsPerSM / row_threads_of(kRowN))
     rows_filter_kernel(RunArgs a, FilterArgs f, int mode) {
   extern __shared__ float sm[];
   for_grid_pairs<kRerun>(a, int(a.n1) / 2 + 1, [&](int64_t pair, int part) {
