@@ -150,21 +150,25 @@ def test_sixteen_million_steps_with_a_short_filter():
         assert relative_error(y[:, :, t0: t0 + 5000].cpu().numpy(), ref) <= tolerance("float16")
 
 
-@pytest.mark.parametrize("L,dtype,fft_size", [(1000, "float32", 0), (4096, "float32", 0), (1000, "float16", 0),
-                                              (3000, "bfloat16", 0), (20000, "float32", 0), (40000, "float16", 0),
-                                              (70001, "bfloat16", 0), (20000, "float32", 30000)])
-def test_non_finite_stays_in_its_row(rng, L, dtype, fft_size):
+@pytest.mark.parametrize("L,dtype,fft_size,freq_keep", [
+    (1000, "float32", 0, 0), (4096, "float32", 0, 0), (1000, "float16", 0, 0), (3000, "bfloat16", 0, 0),
+    (20000, "float32", 0, 0), (40000, "float16", 0, 0), (70001, "bfloat16", 0, 0), (20000, "float32", 30000, 0),
+    (8192, "float16", 0, 1000), (1 << 15, "float32", 0, 5000)])
+def test_non_finite_stays_in_its_row(rng, L, dtype, fft_size, freq_keep):
     """A NaN in one row of u and an infinity in one filter stay in their rows, on the
     tensor-core path, the fused path and the split path (transforms over 16K points, which
-    rerun the pairs they flag one row at a time), linear and circular."""
+    rerun the pairs they flag one row at a time), linear, circular and frequency-sparse."""
     u, k, _, _, _ = make_inputs(rng, 1, 4, L, L, dtype, ())
     u[0, 0, 7] = np.nan
     k[3, 2] = np.inf
-    y = fftconv(_cuda(u, TORCH_DTYPES[dtype]), _cuda(k, torch.float32), fft_size=fft_size).float().cpu().numpy()
+    y = fftconv(_cuda(u, TORCH_DTYPES[dtype]), _cuda(k, torch.float32), fft_size=fft_size,
+                freq_keep=freq_keep).float().cpu().numpy()
     finite_rows = [1, 2]
     assert np.isfinite(y[0, finite_rows]).all()
-    assert np.isnan(y[0, 0, 7:]).all() and not np.isfinite(y[0, 3, 2:]).any()
-    ref = fftconv_reference(u[:, finite_rows].astype(np.float32), k[finite_rows], fft_size=fft_size)
+    # a frequency-sparse row spreads the value over its whole period
+    assert np.isnan(y[0, 0, 0 if freq_keep else 7:]).all() and not np.isfinite(y[0, 3, 0 if freq_keep else 2:]).any()
+    ref = fftconv_reference(u[:, finite_rows].astype(np.float32), k[finite_rows], fft_size=fft_size,
+                            freq_keep=freq_keep)
     assert relative_error(y[:, finite_rows], ref) <= tolerance(dtype)
 
 

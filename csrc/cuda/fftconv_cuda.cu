@@ -57,6 +57,10 @@ using cuda::load_any;
 
 constexpr int64_t kFusedMax = 16384;  // largest transform done by the fused kernel (in place, 128 KiB)
 constexpr int kFusedThreadsMax = int(kFusedMax / 16);  // one thread per 16 points
+// Fused sizes from 2^13 points on have kernels that skip what a frequency-sparse band makes
+// zero; smaller ones multiply by its zeros (the sparse benchmark starts at 2^14, and every
+// fused kernel more costs CI compile time).
+constexpr int kLogFusedBandFrom = 13;
 constexpr int kSplitPoints = 4096;    // complex points per column block of the split passes (32 KiB)
 constexpr int kThreads = 256;  // blocks of the element-wise kernels (the circular fold, the band mask)
 // N2 of the split: 2048, or 4096 from m = 1M on (H200, fp16): at m = 1M, N1 = 256 takes two
@@ -296,6 +300,23 @@ struct Strided {
 // or stores them there saves their trip through shared memory and the pass's barriers.
 struct InShared {};
 struct OutShared {};
+// Shared memory too, but only the thread's points j where keep(j) holds: the others read as
+// zero, or are not written. A frequency-sparse call's product is zero outside its band, so the
+// forward transform need not write those points nor the inverse read them.
+template <typename Keep>
+struct InSharedWhere {
+  Keep keep;
+};
+template <typename Keep>
+struct OutSharedWhere {
+  Keep keep;
+};
+template <typename T>
+struct is_shared_where : std::false_type {};
+template <typename Keep>
+struct is_shared_where<InSharedWhere<Keep>> : std::true_type {};
+template <typename Keep>
+struct is_shared_where<OutSharedWhere<Keep>> : std::true_type {};
 
 // One radix-R Stockham pass over kSpan-point sub-transforms with stride kS (= stride *
 // batch), in place: butterfly (p, q) reads x[q + kS*(p + i*kSpan/R)] and writes
@@ -307,7 +328,8 @@ __device__ __forceinline__ void radix_pass(Points x, float sign, In in, Out out_
   constexpr int kPer = 16 / R;
   constexpr int kLoaded = (kFlags & kHalfInput) ? R / 2 : R;
   constexpr int kStored = (kFlags & kHalfOutput) ? R / 2 : R;
-  constexpr bool kFromShared = std::is_same_v<In, InShared>, kToShared = std::is_same_v<Out, OutShared>;
+  constexpr bool kInWhere = is_shared_where<In>::value, kOutWhere = is_shared_where<Out>::value;
+  constexpr bool kFromShared = std::is_same_v<In, InShared> || kInWhere, kToShared = std::is_same_v<Out, OutShared>;
   static_assert(kToShared || (kFlags & kNoTwiddle), "only a last pass writes the thread's own points");
   float2 v[kPer][R];
   const Strided<kThreadsN> at(x, threadIdx.x);
@@ -317,6 +339,8 @@ __device__ __forceinline__ void radix_pass(Points x, float sign, In in, Out out_
     for (int i = 0; i < R; ++i) {
       if (i >= kLoaded) {
         v[k][i] = make_float2(0.f, 0.f);
+      } else if constexpr (kInWhere) {
+        v[k][i] = in.keep(k + kPer * i) ? at(k + kPer * i) : make_float2(0.f, 0.f);
       } else if constexpr (kFromShared) {
         v[k][i] = at(k + kPer * i);
       } else {
@@ -330,7 +354,12 @@ __device__ __forceinline__ void radix_pass(Points x, float sign, In in, Out out_
     const int idx = threadIdx.x + k * kThreadsN;
     const int q = idx & (kS - 1), p = idx / kS;
     dft<R>(v[k], sign);
-    if constexpr (!kToShared) {  // p = 0, q = idx: output i is the thread's point k + kPer * i
+    if constexpr (kOutWhere) {  // p = 0, q = idx: output i is the thread's point k + kPer * i
+#pragma unroll
+      for (int i = 0; i < kStored; ++i)
+        if (out_fn.keep(k + kPer * i)) at(k + kPer * i) = v[k][i];
+      continue;
+    } else if constexpr (!kToShared) {
       const auto put = out_fn();
 #pragma unroll
       for (int i = 0; i < kStored; ++i) put(k + kPer * i, v[k][i]);
@@ -344,7 +373,7 @@ __device__ __forceinline__ void radix_pass(Points x, float sign, In in, Out out_
       store_twiddled<R>(v[k], p, kRootCount / kSpan, sign, out);
     }
   }
-  if constexpr (kToShared) __syncthreads();
+  if constexpr (kToShared || kOutWhere) __syncthreads();
 }
 
 __host__ __device__ constexpr int log2_of(int n) { return n > 1 ? 1 + log2_of(n / 2) : 0; }
@@ -355,8 +384,8 @@ __host__ __device__ constexpr int log2_of(int n) { return n > 1 ? 1 + log2_of(n 
 // in registers and one of radix 2, 4 or 8 for what is left, last or (kRestFirst) first.
 // half_input: the upper half of the input is zero (kHalfInput); half_output: only the lower
 // half of the output is used (kHalfOutput); a single pass prunes nothing. `in` and `out`: where
-// the first pass reads and the last writes (InShared, OutShared). Ends with a barrier when
-// the output is in shared memory.
+// the first pass reads and the last writes (InShared, OutShared, their ...Where forms, or the
+// caller's functions). Ends with a barrier when the output is in shared memory.
 // (kRestFirst measured faster for the fused inverse at 16K points, slower for the row pass.)
 template <int kN, int kBatch, bool kRestFirst, int kStride = 1, typename In = InShared, typename Out = OutShared>
 __device__ __forceinline__ void block_fft(Points x, float sign, bool half_input, bool half_output, In in = {},
@@ -607,7 +636,9 @@ __host__ __device__ constexpr int fused_batch_of(int log_m) { return 1 << (log_m
 // first_row + b only (imaginary part zero), so that a NaN or an infinity never
 // shares a transform with another row. Returns false (and does nothing else)
 // when a packed pair holds a non-finite value.
-template <int DT, int kLogM>
+// kBand (frequency-sparse): the points outside the band are neither written by the forward's
+// last pass nor read by the inverse's first pass (OutSharedWhere, InSharedWhere).
+template <int DT, int kLogM, bool kBand>
 __device__ __forceinline__ bool fused_block(const RunArgs& a, int64_t first_row, bool alone, float* sm) {
   constexpr int log_m = kLogM, m = 1 << kLogM, batch = fused_batch_of(kLogM);
   constexpr int points = m * batch;
@@ -640,7 +671,14 @@ __device__ __forceinline__ bool fused_block(const RunArgs& a, int64_t first_row,
     }
   }
   __syncthreads();
-  block_fft<m, batch, false>(x, -1.f, a.forward_prune() & kHalfInput, false);
+  // thread t's point j is frequency t / batch + j * m / 16 (of sequence t % batch)
+  const auto kept = [&](int j) { return !a.masked(int(threadIdx.x) / batch + j * (m / 16)); };
+  if constexpr (kBand) {
+    block_fft<m, batch, false>(x, -1.f, a.forward_prune() & kHalfInput, false, InShared{},
+                               OutSharedWhere<decltype(kept)>{kept});
+  } else {
+    block_fft<m, batch, false>(x, -1.f, a.forward_prune() & kHalfInput, false);
+  }
   if (!alone) {
     // The DC bin is the sum of its sequence: non-finite exactly when a value (or its filter's) is.
     int bad = 0;
@@ -669,7 +707,7 @@ __device__ __forceinline__ bool fused_block(const RunArgs& a, int64_t first_row,
   auto product = [&](int b, int fi, float4 k) {
     const int i = fi * batch + b, j = ((m - fi) & (m - 1)) * batch + b;
     if (a.masked(fi)) {
-      x[i] = x[j] = make_float2(0.f, 0.f);
+      if constexpr (!kBand) x[i] = x[j] = make_float2(0.f, 0.f);
       return;
     }
     float2 zf = x[i], zj = x[j];
@@ -708,7 +746,11 @@ __device__ __forceinline__ bool fused_block(const RunArgs& a, int64_t first_row,
     }
   }
   __syncthreads();
-  block_fft<m, batch, true>(x, 1.f, false, a.inverse_prune() & kHalfOutput);
+  if constexpr (kBand) {
+    block_fft<m, batch, true>(x, 1.f, false, a.inverse_prune() & kHalfOutput, InSharedWhere<decltype(kept)>{kept});
+  } else {
+    block_fft<m, batch, true>(x, 1.f, false, a.inverse_prune() & kHalfOutput);
+  }
   // t over the next power of two above the last output point (shifts, not divisions)
   const int outputs_end = int(a.pieces.lead + a.pieces.step);  // <= m
   const int log_lp = outputs_end > 1 ? 32 - __clz(outputs_end - 1) : 0;
@@ -751,7 +793,7 @@ __device__ __forceinline__ bool fused_block(const RunArgs& a, int64_t first_row,
   return true;
 }
 
-template <int DT, int kLogM>
+template <int DT, int kLogM, bool kBand>
 __global__ void __launch_bounds__(kFusedThreadsMax) fused_kernel(RunArgs a) {
   extern __shared__ float sm[];
   constexpr int batch = fused_batch_of(kLogM);
@@ -760,7 +802,7 @@ __global__ void __launch_bounds__(kFusedThreadsMax) fused_kernel(RunArgs a) {
   // 1 and 2 take every row on its own (a loop, so that the block's code is there once).
 #pragma unroll 1
   for (int attempt = 0; attempt < 3; ++attempt) {
-    const bool done = fused_block<DT, kLogM>(a, first_row + (attempt == 2 ? batch : 0), attempt > 0, sm);
+    const bool done = fused_block<DT, kLogM, kBand>(a, first_row + (attempt == 2 ? batch : 0), attempt > 0, sm);
     if (attempt == 0 && done) return;
   }
 }
@@ -1431,8 +1473,15 @@ void launch_forward(const fftconv_params& p, const Plan& plan, const RunArgs& a,
     const int64_t blocks = (pairs + plan.batch - 1) / plan.batch;
     with_fused_size(log2_of(int(plan.m)), [&](auto log_m) {
       constexpr int kLogM = decltype(log_m)::value;
-      allow_shared(fused_kernel<DT, kLogM>, fused_shared);
-      fused_kernel<DT, kLogM><<<dim3(unsigned(blocks)), unsigned(points / 16), fused_shared, stream>>>(a);
+      const auto launch_fused = [&](auto band) {
+        const auto kernel = fused_kernel<DT, kLogM, decltype(band)::value>;
+        allow_shared(kernel, fused_shared);
+        kernel<<<dim3(unsigned(blocks)), unsigned(points / 16), fused_shared, stream>>>(a);
+      };
+      if constexpr (kLogM >= kLogFusedBandFrom) {
+        if (a.freq_keep > 0) return launch_fused(std::true_type{});
+      }
+      launch_fused(std::false_type{});
     });
   } else {
     run_split_modes(a, pairs, stream, [&](auto rerun, int mode, auto grid) {
