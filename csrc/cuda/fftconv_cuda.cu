@@ -77,10 +77,13 @@ constexpr int kRowThreadsPerSM = 1024;  // the row kernels' blocks at 64 registe
 // points (128 KiB): long columns (N1 >= 1024) grow their blocks past kSplitPoints.
 constexpr int kColumnPointsMax = 16384;
 constexpr int kColumnThreadsMax = kColumnPointsMax / 16;
-// Columns per block for N1 = 2^log_n1: kSplitPoints points, or at least 8 columns.
+// Columns per block for N1 = 2^log_n1: kSplitPoints points, or at least 8 columns. (Conditional
+// expressions: std::min and std::max are host functions, which device code may not call.)
 __host__ __device__ constexpr int column_count_of(int log_n1) {
-  const int by_points = std::max(1, kSplitPoints >> log_n1), at_least_8 = std::min(8, kColumnPointsMax >> log_n1);
-  return std::min(int(kShortRow), std::max(by_points, at_least_8));
+  const int points = kSplitPoints >> log_n1, cap = kColumnPointsMax >> log_n1;
+  const int by_points = points > 1 ? points : 1, at_least_8 = cap < 8 ? cap : 8;
+  const int cols = by_points > at_least_8 ? by_points : at_least_8;
+  return cols < int(kShortRow) ? cols : int(kShortRow);
 }
 // Column lengths N1 of the split: m from 2 x kFusedMax to kLongRow x 2048 points.
 constexpr int kLogSmallestN1 = 4, kLogLargestN1 = 11;
