@@ -86,8 +86,8 @@ def test_ort_refuses_a_negative_attribute(rng):
         ort_run(session, {n: a for n, a in zip(NAMES, arrays) if a is not None})
 
 
-# The CUDA kernels skip the points outside the band from 8K-point transforms on: every bin, only
-# the DC bin, an odd row count, fused (16K points) and split transforms of both row lengths.
+# The band on the GPU: every bin, only the DC bin, odd row counts; the fused transforms of 8K and
+# 16K points, which skip the points outside it, and split transforms of both row lengths.
 CUDA_BAND_CASES = [(1, 2, 1 << 17, 1 << 17, 0, 1 << 14), (1, 2, 1 << 20, 4096, 0, 1 << 17),
                    (1, 2, 8192, 8192, 0, 8193), (2, 2, 8192, 3000, 0, 1), (1, 3, 8192, 8192, 0, 2000),
                    (1, 2, 1 << 15, 1 << 15, 0, 32769), (1, 3, 1 << 15, 1000, 0, 1), (1, 1, 1 << 19, 1 << 19, 0, 3)]
