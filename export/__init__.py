@@ -8,10 +8,11 @@ decompose.py is the reverse pass (FFTConv -> standard ONNX ops).
 import sys
 
 from .decompose import decompose, decompose_file
-from .exporter import ExportReport, LeftFFT, NoLongConvolutionError, Rewrite, export, rewrite_long_convolutions
+from .exporter import (DYNAMIC_DIMS, ExportError, ExportReport, LeftFFT, NoLongConvolutionError, Rewrite,
+                       StrictError, TraceError, export, rewrite_long_convolutions)
 
-__all__ = ["ExportReport", "LeftFFT", "NoLongConvolutionError", "Rewrite", "decompose", "decompose_file", "export",
-           "rewrite_long_convolutions"]
+__all__ = ["DYNAMIC_DIMS", "ExportError", "ExportReport", "LeftFFT", "NoLongConvolutionError", "Rewrite",
+           "StrictError", "TraceError", "decompose", "decompose_file", "export", "rewrite_long_convolutions"]
 
 
 class _CallableModule(type(sys.modules[__name__])):

@@ -10,6 +10,8 @@ import json
 import logging
 import operator
 import re
+import sys
+import traceback
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +24,7 @@ from fftconv_rt.onnx_translation import custom_translation_table
 from fftconv_rt.spec import DOMAIN, OP_NAME
 from fftconv_rt.torch_op import fftconv as _fftconv_op  # noqa: F401  (registers the op)
 
-from .graph import (ASSERT_TARGETS, aten, is_last_dim, meta_val, module_path, node_arg, only_user, real_users,
+from .graph import (ASSERT_TARGETS, aten, is_last_dim, module_path, node_arg, only_user, real_users,
                     same_size, tensor_val)
 from .channel_split import split_projections
 from .patterns import CONVOLUTIONS, DEFAULT_MIN_CONV_TAPS, INVERSE_FFTS, PATTERNS, Match, Options, Skip, fft_nodes
@@ -30,6 +32,24 @@ from .patterns import CONVOLUTIONS, DEFAULT_MIN_CONV_TAPS, INVERSE_FFTS, PATTERN
 
 class NoLongConvolutionError(ValueError):
     """The model has no long convolution the exporter recognises."""
+
+
+class ExportError(RuntimeError):
+    """The export failed for a reason its message states in one line; `detail` keeps the full
+    text of what torch raised (for a verbose mode)."""
+
+    def __init__(self, message: str, detail: str = ""):
+        super().__init__(message)
+        self.detail = detail
+
+
+class TraceError(ExportError, ValueError):
+    """torch.export cannot trace the model (data-dependent control flow, unsupported Python):
+    the message names where and why in one line."""
+
+
+class StrictError(ExportError, ValueError):
+    """strict=True and a long convolution (or an FFT that looks like one) could not be rewritten."""
 
 
 @dataclass
@@ -48,6 +68,9 @@ class Rewrite:
     partial_error: Optional[float] = None  # partial=N: max|y_cut - y| / max|y| of the node on the example inputs
     freq_keep: int = 0  # frequency-sparse: rfft bins of the filter kept (0: all)
     sparse_error: Optional[float] = None  # freq_keep: max|y_sparse - y| / max|y| of the node on the examples
+    max_length: int = 0  # the node refuses longer inputs (its filter is stored for this length); 0: no limit
+    period_scale: int = 0  # circular of period period_scale * L (a period tied to the length)
+    two_sided: bool = False  # anti-causal taps in the node's k_rev input
 
 
 @dataclass
@@ -65,6 +88,10 @@ class ExportReport:
     onnx_path: Optional[str] = None
     fftconv_nodes: int = 0
     split_projections: int = 0  # projections split by the channel groups of their output (channel_split.py)
+    inputs: list = field(default_factory=list)  # each input's shape, dynamic dimensions named (u.shape[2])
+    notes: list = field(default_factory=list)  # what the export fixed, chose or could not keep, in words
+    max_length: Optional[int] = None  # the length the length-dependent filters were stored for
+    max_length_source: str = ""  # where that length came from (given, the model's l_max, the examples)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,10 +108,20 @@ class ExportReport:
                          f"gates={r.gates or 'none'} layout={r.layout} filter={r.filter or '?'} ({r.scale})"
                          + ("" if r.partial_error is None else f" cut filter: error {r.partial_error:.2e}")
                          + ("" if r.sparse_error is None else
-                            f" freq_keep={r.freq_keep}: error {r.sparse_error:.2e}"))
+                            f" freq_keep={r.freq_keep}: error {r.sparse_error:.2e}")
+                         + (f" period={r.period_scale}L" if r.period_scale else "")
+                         + (" two-sided (k_rev)" if r.two_sided else "")
+                         + (f" max_length={r.max_length}" if r.max_length else ""))
         if self.split_projections:
             lines.append(f"projections split by their output's channel groups (no Split copy): "
                          f"{self.split_projections}")
+        if self.inputs:
+            lines.append(f"inputs: {', '.join(self.inputs)}")
+        if self.max_length:
+            lines.append(f"filters that depend on the length are stored for max_length = {self.max_length} "
+                         f"({self.max_length_source}); longer inputs are refused at run time: export with "
+                         f"max_length=N (fftconv-rt export --max-length N) to serve longer ones")
+        lines.extend(f"note: {note}" for note in self.notes)
         lines.append(f"FFT uses left as they were: {len(self.left)}")
         for f in self.left:
             lines.append(f"  {f.op:22s} {f.module or '<top>':30s} {f.reason}")
@@ -107,9 +144,178 @@ def _quiet_torch_onnx():
         logger.setLevel(level)
 
 
-def _default_dynamic_shapes(example_inputs: Sequence[Any]):
-    """Every dimension of every tensor input left for torch.export to decide (Dim.AUTO)."""
-    return tuple({d: torch.export.Dim.AUTO for d in range(x.dim())} if isinstance(x, torch.Tensor) else None
+DYNAMIC_DIMS = ("batch+length", "length", "all", "none")
+
+
+def _default_dynamic_shapes(example_inputs: Sequence[Any], dynamic_dims: str = "all"):
+    """Every dimension of every tensor input left for torch.export to decide (Dim.AUTO), or
+    none of them (dynamic_dims "none")."""
+    return tuple({d: (torch.export.Dim.AUTO if dynamic_dims != "none" else None) for d in range(x.dim())}
+                 if isinstance(x, torch.Tensor) else None for x in example_inputs)
+
+
+_TORCH_DIR = str(Path(torch.__file__).parent)
+_PACKAGE_DIRS = (_TORCH_DIR, str(Path(__file__).parent), str(Path(contextlib.__file__).parent))
+
+
+def _user_frame(exc: BaseException) -> Optional[str]:
+    """'file:line `code`' of the innermost frame of the traceback (or of torch's own record of
+    the failing call) that is the model's code, not torch's or this package's."""
+    found = re.search(r'The following call raised this error:\s*File "([^"]+)", line (\d+), in \S+\s*\n\s*(.+)',
+                      str(exc))
+    if found:
+        return f"{found.group(1)}:{found.group(2)} `{found.group(3).strip()}`"
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(_PACKAGE_DIRS)]
+    if not frames:
+        return None
+    f = frames[-1]
+    return f"{f.filename}:{f.lineno}" + (f" `{f.line.strip()}`" if f.line else "")
+
+
+def _trace_error(exc: BaseException) -> TraceError:
+    """One line for a model torch.export cannot trace: where (the model's line) and why."""
+    name = type(exc).__name__
+    text = str(exc).strip()
+    if "data-dependent" in text or name in ("GuardOnDataDependentSymNode", "DataDependentOutputException"):
+        why = ("a Python condition or size read from tensor values (data-dependent control flow); "
+               "use torch.where / torch.cond, or compute it outside forward")
+    else:
+        why = f"{name}: {text.splitlines()[0][:200] if text else 'no message'}"
+    where = _user_frame(exc)
+    return TraceError(f"fftconv-rt export: torch.export cannot trace the model{' at ' + where if where else ''}: "
+                      f"{why}", detail="".join(traceback.format_exception(exc)))
+
+
+@contextlib.contextmanager
+def _traceable_einsum():
+    """opt_einsum.contract plans its contraction from the operands' sizes in Python, which makes
+    torch.export fix every size it reads (safari's LongConv traced at the example's batch and
+    length only). While tracing, a call with an equation string and tensors goes to
+    torch.einsum, the same sum; the names bound to contract in loaded modules are swapped back
+    afterwards."""
+    opt_einsum = sys.modules.get("opt_einsum")
+    if opt_einsum is None:
+        yield
+        return
+    original = opt_einsum.contract
+
+    def contract(*operands, **kwargs):
+        if operands and isinstance(operands[0], str) and all(isinstance(t, torch.Tensor) for t in operands[1:]) \
+                and not kwargs.get("out"):
+            return torch.einsum(operands[0], *operands[1:])
+        return original(*operands, **kwargs)
+
+    bound = [(module, name) for module in list(sys.modules.values()) if module is not None
+             for name, value in list(getattr(module, "__dict__", {}).items()) if value is original]
+    for module, name in bound:
+        setattr(module, name, contract)
+    try:
+        yield
+    finally:
+        for module, name in bound:
+            setattr(module, name, original)
+
+
+@contextlib.contextmanager
+def _quiet_tracing():
+    """torch.export logs FX graph dumps and symbolic-shape warnings on a failed trace; the
+    exporter turns the failure into one line (TraceError) instead."""
+    loggers = [logging.getLogger(name) for name in ("torch.fx.experimental.symbolic_shapes", "torch._export",
+                                                    "torch.export", "torch._dynamo", "torch._subclasses")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def _trace(model: torch.nn.Module, example_inputs: tuple, dynamic_shapes) -> torch.export.ExportedProgram:
+    """torch.export of the model; a model it cannot trace raises TraceError (one line)."""
+    try:
+        with _quiet_tracing(), _traceable_einsum():
+            return torch.export.export(model, example_inputs, dynamic_shapes=dynamic_shapes)
+    except (torch._dynamo.exc.UserError, RuntimeError, TypeError, ValueError, AssertionError, NotImplementedError,
+            AttributeError, IndexError, KeyError) as e:
+        raise _trace_error(e) from e
+
+
+@contextlib.contextmanager
+def _inference_mode(model: torch.nn.Module):
+    """Every submodule in inference mode (dropout off) while exporting, the caller's modes
+    restored afterwards. Sets the flags directly: the module of a loaded .pt2 program refuses
+    eval(), and its graph is fixed anyway."""
+    modes = [(m, m.training) for m in model.modules()]
+    for m, _ in modes:
+        m.training = False
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def _symbol(size) -> Optional[Any]:
+    """The sympy symbol of a dynamic size that is a plain symbol, else None."""
+    return size.node.expr if isinstance(size, torch.SymInt) and size.node.expr.is_Symbol else None
+
+
+def _input_tensors(graph: fx.Graph) -> list:
+    """The traced tensors of the graph's inputs, in order (None for a non-tensor input)."""
+    return [tensor_val(n) for n in graph.nodes if n.op == "placeholder"]
+
+
+def _dynamic_dims(graph: fx.Graph) -> list[set]:
+    """For each input, the dimensions the graph keeps dynamic."""
+    return [set() if t is None else {d for d, size in enumerate(t.shape) if _symbol(size) is not None}
+            for t in _input_tensors(graph)]
+
+
+def _length_symbols(op_nodes: list) -> set:
+    """The size symbols the sequence lengths of the op nodes depend on."""
+    symbols = set()
+    for node in op_nodes:
+        length = _op_length(node)
+        if isinstance(length, torch.SymInt):
+            symbols |= length.node.expr.free_symbols
+    return symbols
+
+
+def _wanted_dynamic_dims(graph: fx.Graph, op_nodes: list, dynamic_dims: str) -> list[set]:
+    """Per input, the dimensions the policy keeps dynamic among those traced dynamic: the
+    batch (dimension 0 of a tensor of rank 2 or more) and the dimensions that are the sequence
+    length of a rewritten convolution."""
+    if not op_nodes:  # no sequence length known: the dimensions stay as traced
+        return _dynamic_dims(graph)
+    lengths = _length_symbols(op_nodes)
+    wanted = []
+    for t in _input_tensors(graph):
+        dims = set()
+        for d, size in enumerate(t.shape if t is not None else ()):
+            symbol = _symbol(size)
+            if symbol is None:
+                continue
+            is_batch = dynamic_dims == "batch+length" and d == 0 and t.dim() > 1
+            if dynamic_dims == "all" or symbol in lengths or is_batch:
+                dims.add(d)
+        wanted.append(dims)
+    return wanted
+
+
+def _shapes_with(example_inputs: tuple, dims: list[set]):
+    """dynamic_shapes for torch.export / torch.onnx: `dims` of each input Dim.AUTO, the rest static."""
+    return tuple({d: (torch.export.Dim.AUTO if d in wanted else None) for d in range(x.dim())}
+                 if isinstance(x, torch.Tensor) else None for x, wanted in zip(example_inputs, dims))
+
+
+def _batch_of_two(example_inputs: tuple) -> Optional[tuple]:
+    """The examples with every batch of 1 repeated to 2 (torch.export fixes dimensions of size 1,
+    which would fix the exported batch at 1), or None when no batch is 1."""
+    if not any(isinstance(x, torch.Tensor) and x.dim() > 1 and x.shape[0] == 1 for x in example_inputs):
+        return None
+    return tuple(torch.cat([x, x]) if isinstance(x, torch.Tensor) and x.dim() > 1 and x.shape[0] == 1 else x
                  for x in example_inputs)
 
 
@@ -128,6 +334,7 @@ def _remove_dead_code(graph: fx.Graph) -> None:
 
 
 _FFTCONV_OP = torch.ops.fftconv_rt.fftconv.default
+_OP_ARGUMENTS = {a.name for a in _FFTCONV_OP._schema.arguments}
 
 
 def _filter_of_match(graph: fx.Graph, m: Match, k: fx.Node) -> fx.Node:
@@ -183,6 +390,7 @@ def _apply(graph: fx.Graph, m: Match) -> fx.Node:
             out = graph.call_function(aten.to.dtype, (out, end_dtype))
     # the replacement computes the same tensor: later matches read its shape and type here
     out.meta["val"] = m.end.meta.get("val")
+    op.meta["fftconv_length"] = tensor_val(m.u).shape[-1]
     if op is out:
         op.meta["val"] = m.end.meta.get("val")
     m.end.replace_all_uses_with(out)
@@ -218,6 +426,8 @@ def _evaluate(gm: fx.GraphModule, node: fx.Node, given: Optional[dict] = None) -
 
 
 def _op_length(op_node: fx.Node):
+    if "fftconv_length" in op_node.meta:
+        return op_node.meta["fftconv_length"]
     u, layout = op_node.args[0], op_node.args[6]
     return tensor_val(u).shape[1 if layout == "BLH" else 2]
 
@@ -264,72 +474,104 @@ def _size_reads(gm: fx.GraphModule, k: fx.Node) -> Optional[list]:
     return sizes
 
 
-def _fold_at_length(gm: fx.GraphModule, op_node: fx.Node, max_length: int, index: int) -> Optional[str]:
-    """A filter that depends on the input only through the op's length L and is, at every L, the
-    first taps of one filter (Hyena's positional embedding cut to L: MLP(z[:L])) is computed once
-    at max_length and stored; on the linear causal op it then gives the same y for every
-    L <= max_length. The prefix property is checked on the graph's own ops at two lengths.
-    Returns the report's text, or None when the filter is not of this kind."""
-    k = op_node.args[1]
-    if not (_linear_causal(op_node) and isinstance(k, fx.Node)):
+def _filter_inputs(op_node: fx.Node) -> list[tuple[str, fx.Node]]:
+    """The op's filter inputs that are nodes: ("k", node) and ("k_rev", node) when present."""
+    found = [("k", op_node.args[1])]
+    if op_node.kwargs.get("k_rev") is not None:
+        found.append(("k_rev", op_node.kwargs["k_rev"]))
+    return [(name, node) for name, node in found if isinstance(node, fx.Node)]
+
+
+def _replace_filter(op_node: fx.Node, name: str, old: fx.Node, new: fx.Node) -> None:
+    if name == "k":
+        op_node.args = (op_node.args[0], new) + tuple(op_node.args[2:])
+    else:
+        op_node.kwargs = {**op_node.kwargs, name: new}
+
+
+def _fold_at_length(gm: fx.GraphModule, op_node: fx.Node, limit: "_LengthLimit", index: int
+                    ) -> Optional[tuple[str, int]]:
+    """Filters (k, and k_rev) that depend on the input only through the op's length L and are,
+    at every L, the first taps of one filter (Hyena's positional embedding cut to L, S4D's
+    Vandermonde product over arange(L), a modal filter over t = arange(L)) are computed once at
+    limit.value and stored; on the linear op they then give the same y for every L up to it,
+    and the node refuses longer inputs (its max_length). A filter that stops growing (a
+    positional table of l_max rows cut to L) is the same at every longer length: no limit then.
+    The prefix property is checked on the graph's own ops at two lengths. Returns the report's
+    text and the node's limit (0: none), or None when the filters are not of this kind."""
+    if not _linear_causal(op_node) or limit.value is None:
         return None
-    sizes = _size_reads(gm, k)
     length = _op_length(op_node)
-    if not sizes or not all(same_size(s, length) for s in sizes):
+    inputs = [(name, k, _size_reads(gm, k)) for name, k in _filter_inputs(op_node)]
+    if any(sizes is None or not all(same_size(x, length) for x in sizes) for _, _, sizes in inputs) or \
+            not any(sizes for _, _, sizes in inputs):
         return None
+    max_length = limit.value
 
-    def filter_at(L: int) -> torch.Tensor:
-        return _evaluate(gm, k, {s: L for s in sizes}).detach()
+    def filters_at(L: int) -> list:
+        return [_evaluate(gm, k, {x: L for x in sizes}).detach() if sizes else None for _, k, sizes in inputs]
 
-    example = meta_val(sizes[0])
-    hint = example.node.hint if isinstance(example, torch.SymInt) else None
+    hint = length.node.hint if isinstance(length, torch.SymInt) else None
     if hint and hint > max_length:  # the stored filter would be cut short at the example's own length
         raise ValueError(f"fftconv-rt export: max_length = {max_length} is shorter than the example inputs' "
                          f"sequence length {hint}; give the longest length the model will run")
     checks = sorted({int(hint) if hint else max(1, max_length // 2), max(1, max_length // 3)})
     try:
-        longest = filter_at(max_length)
-        filters = [(L, filter_at(L)) for L in checks if L <= max_length]
+        longest = filters_at(max_length)
+        shorter = [(L, filters_at(L)) for L in checks if L < max_length]
+        longer = filters_at(max_length + 1)
     except (RuntimeError, ValueError, IndexError):  # the graph's ops refuse one of the lengths
         return None
-    for L, k_L in filters:
-        taps = min(L, longest.shape[-1])
-        expected = torch.nn.functional.pad(k_L[..., :taps], (0, max(0, taps - k_L.shape[-1])))
+
+    def is_prefix(whole: torch.Tensor, part: torch.Tensor, L: int) -> bool:
+        taps = min(L, whole.shape[-1])
+        expected = torch.nn.functional.pad(part[..., :taps], (0, max(0, taps - part.shape[-1])))
         scale = float(expected.abs().max()) if expected.numel() else 0.0
-        if k_L.shape[:-1] != longest.shape[:-1] or not torch.allclose(
-                longest[..., :taps].double(), expected.double(), rtol=0.0, atol=1e-6 * max(scale, 1e-30)):
+        return part.shape[:-1] == whole.shape[:-1] and torch.allclose(
+            whole[..., :taps].double(), expected.double(), rtol=0.0, atol=1e-6 * max(scale, 1e-30))
+
+    for L, at_L in shorter:
+        if not all(whole is None or is_prefix(whole, part, L) for whole, part in zip(longest, at_L)):
             return None
-    name = f"_fftconv_filter_{index}_at_length"
-    gm.register_buffer(name, longest.clone())
-    with gm.graph.inserting_before(op_node):
-        folded = gm.graph.get_attr(name)
-    folded.meta["val"] = longest
-    op_node.replace_input_with(k, folded)
-    return f"folded at max_length = {max_length} ({longest.shape[-1]} taps; its cut to L is a prefix)"
+    saturated = all(whole is None or (part.shape == whole.shape and torch.equal(part, whole))
+                    for whole, part in zip(longest, longer))
+    if not saturated and "max_length" not in _OP_ARGUMENTS:  # the op could not refuse longer inputs
+        return None
+    for (name, k, sizes), value in zip(inputs, longest):
+        if value is None:
+            continue
+        buffer = f"_fftconv_{name}_{index}_at_length"
+        gm.register_buffer(buffer, value.clone())
+        with gm.graph.inserting_before(op_node):
+            folded = gm.graph.get_attr(buffer)
+        folded.meta["val"] = value
+        _replace_filter(op_node, name, k, folded)
+    taps = max(v.shape[-1] for v in longest if v is not None)
+    if saturated:
+        return f"folded whole ({taps} taps: the same filter at every longer length)", 0
+    op_node.kwargs = {**op_node.kwargs, "max_length": max_length}
+    return (f"folded at max_length = {max_length} ({taps} taps; its cut to L is a prefix; longer inputs "
+            f"refused)", max_length)
 
 
 def _fold_filter(gm: fx.GraphModule, op_node: fx.Node, fold: bool, index: int,
-                 max_length: Optional[int] = None) -> str:
-    """With fold, the part of the op's filter that depends on no input of the model (an
+                 limit: Optional["_LengthLimit"] = None) -> tuple[str, int]:
+    """With fold, the part of the op's filters that depends on no input of the model (an
     implicit MLP filter, an S4D Vandermonde product, a modal form: complex-valued generators
     included) is computed once here by the graph's own ops and stored as a buffer, which
     becomes an ONNX initializer (whose spectrum the runtime prepares once). A final cut of it
-    to L is dropped where that changes no output (_drop_cut_to_length); with max_length, a
-    filter that depends on L only as a prefix is folded whole (_fold_at_length). What else
-    depends on the input or its length stays in the graph. Returns how the filter reaches the
-    node, for the report."""
-    k = op_node.args[1]
-    if k.op == "get_attr":
-        return "constant"
+    to L is dropped where that changes no output (_drop_cut_to_length); a filter that depends
+    on L only as a prefix is stored for the length limit (_fold_at_length). What else depends
+    on the input stays in the graph. Returns how the filter reaches the node, for the report,
+    and the node's length limit (0: none)."""
+    inputs = _filter_inputs(op_node)
+    if all(k.op == "get_attr" for _, k in inputs):
+        return "constant", 0
     if not fold:
-        return "computed in the graph"
-    if max_length is not None:
-        folded_at_length = _fold_at_length(gm, op_node, max_length, index)
-        if folded_at_length:
-            return folded_at_length
+        return "computed in the graph", 0
     constant = _constant_nodes(gm.graph.nodes)
-    frontier, seen, stack = [], set(), [k]
-    while stack:  # the highest constant nodes on the way up from k
+    frontier, seen, stack = [], set(), [k for _, k in inputs]
+    while stack:  # the highest constant nodes on the way up from the filters
         n = stack.pop()
         if n in seen:
             continue
@@ -346,11 +588,14 @@ def _fold_filter(gm: fx.GraphModule, op_node: fx.Node, fold: bool, index: int,
             folded = gm.graph.get_attr(name)
         folded.meta["val"] = n.meta.get("val")
         n.replace_all_uses_with(folded)
-    if k in constant:
-        return "constant"
-    if _drop_cut_to_length(op_node):
-        return "constant (its cut to L dropped: taps past L reach no output)"
-    return "input-dependent, constant part folded" if frontier else "depends on the input or its length"
+    if all(k.op == "get_attr" for _, k in _filter_inputs(op_node)):
+        return "constant", 0
+    if _drop_cut_to_length(op_node) and all(k.op == "get_attr" for _, k in _filter_inputs(op_node)):
+        return "constant (its cut to L dropped: taps past L reach no output)", 0
+    folded_at_length = _fold_at_length(gm, op_node, limit, index) if limit is not None else None
+    if folded_at_length:
+        return folded_at_length
+    return ("input-dependent, constant part folded" if frontier else "depends on the input or its length"), 0
 
 
 class _OutputRecorder(fx.Interpreter):
@@ -501,24 +746,63 @@ def _size_names(graph: fx.Graph):
     return lambda text: pattern.sub(lambda m: names[m.group(1)], text) if pattern else text
 
 
-def rewrite_long_convolutions(model: torch.nn.Module, example_inputs: Sequence[Any],
-                              dynamic_shapes=None, min_conv_taps: int = DEFAULT_MIN_CONV_TAPS,
-                              fold_filters: bool = True, partial: Optional[int] = None,
-                              freq_keep=None, max_length: Optional[int] = None) -> tuple[fx.GraphModule, ExportReport]:
-    """The model as a GraphModule with every recognised long convolution replaced by the op."""
-    example_inputs = tuple(example_inputs)
-    if dynamic_shapes is None:
-        dynamic_shapes = _default_dynamic_shapes(example_inputs)
-    program = torch.export.export(model, example_inputs, dynamic_shapes=dynamic_shapes)
-    gm = program.module()
+_LENGTH_HINT_NAMES = ("l_max", "max_len", "max_length", "max_seq_len", "max_seqlen", "seq_len", "seqlen",
+                      "max_position_embeddings")
+
+
+def _module_length_hint(model: torch.nn.Module, paths: set) -> Optional[tuple[int, str]]:
+    """The model's own longest length for the modules at `paths` and their parents: an int
+    attribute (or config entry) named like l_max; (value, "module.attribute") or None."""
+    found = []
+    for path in paths:
+        parts = path.split(".") if path else []
+        for depth in range(len(parts), -1, -1):
+            prefix = ".".join(parts[:depth])
+            try:
+                module = model.get_submodule(prefix)
+            except AttributeError:
+                continue
+            config = getattr(module, "config", None)
+            for source, owner in ((prefix, module), (f"{prefix}.config" if prefix else "config", config)):
+                for name in _LENGTH_HINT_NAMES:
+                    value = owner.get(name) if isinstance(owner, dict) else getattr(owner, name, None) \
+                        if owner is not None and not isinstance(owner, (int, float, str)) else None
+                    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                        found.append((value, f"{source + '.' if source else ''}{name}"))
+    return max(found) if found else None
+
+
+@dataclass
+class _LengthLimit:
+    """max_length for filters that depend on the length: the user's, else a default."""
+    value: Optional[int]
+    source: str  # "given", "the model's <attribute>", "the example inputs' length"
+    given: bool
+
+
+def _length_limit(model, gm: fx.GraphModule, op_nodes: list, max_length: Optional[int]) -> _LengthLimit:
+    if max_length is not None:
+        return _LengthLimit(max_length, "given", True)
+    lengths = [_op_length(n) for n in op_nodes]
+    example = max((int(L.node.hint) if isinstance(L, torch.SymInt) else int(L) for L in lengths), default=None)
+    paths = {module_path(n) for n in gm.graph.nodes if n.op == "call_function"} if op_nodes else set()
+    hint = _module_length_hint(model, paths) if isinstance(model, torch.nn.Module) else None
+    if hint is not None and (example is None or hint[0] >= example):
+        return _LengthLimit(hint[0], f"the model's {hint[1]}", False)
+    return _LengthLimit(example, "the example inputs' length", False)
+
+
+def _rewrite_once(model, example_inputs: tuple, dynamic_shapes, options: Options, fold_filters: bool,
+                  partial, freq_keep, max_length) -> tuple[fx.GraphModule, ExportReport, list]:
+    """One trace and rewrite at the given dynamic shapes: (graph module, report, op nodes)."""
+    gm = _trace(model, example_inputs, dynamic_shapes).module()
     report = ExportReport()
     report.split_projections = split_projections(gm)
     if report.split_projections:  # traced again for the shapes of the new nodes
-        gm = torch.export.export(gm, example_inputs, dynamic_shapes=dynamic_shapes).module()
+        gm = _trace(gm, example_inputs, dynamic_shapes).module()
     graph = gm.graph
     skipped: dict[fx.Node, str] = {}
     readable = _size_names(graph)
-    options = Options(min_conv_taps=min_conv_taps)
     op_nodes: list[fx.Node] = []
     for node in list(graph.nodes):
         if node.op != "call_function" or node.target not in INVERSE_FFTS | CONVOLUTIONS:
@@ -545,8 +829,11 @@ def rewrite_long_convolutions(model: torch.nn.Module, example_inputs: Sequence[A
     if freq_keep is not None:
         for rewrite, (bins, error) in zip(report.rewrites, _sparsify(gm, op_nodes, freq_keep, example_inputs)):
             rewrite.freq_keep, rewrite.sparse_error = bins, error
+    limit = _length_limit(model, gm, op_nodes, max_length)
     for index, (rewrite, op_node) in enumerate(zip(report.rewrites, op_nodes)):
-        rewrite.filter = _fold_filter(gm, op_node, fold_filters, index, max_length)
+        rewrite.filter, rewrite.max_length = _fold_filter(gm, op_node, fold_filters, index, limit)
+    if any(r.max_length for r in report.rewrites):
+        report.max_length, report.max_length_source = limit.value, limit.source
     _remove_dead_code(graph)
     gm.recompile()
 
@@ -562,19 +849,93 @@ def rewrite_long_convolutions(model: torch.nn.Module, example_inputs: Sequence[A
             else:
                 reason = "not a convolution: its spectrum is not multiplied by a filter's spectrum"
         report.left.append(LeftFFT(node.name, str(node.target).replace("aten.", ""), module_path(node), reason))
+    return gm, report, op_nodes
+
+
+def _describe_dims(gm: fx.GraphModule, op_nodes: list, dynamic_dims: Optional[str], report: ExportReport) -> None:
+    """The report's account of the inputs' dynamic dimensions, and a note for each batch or
+    sequence length that the policy wanted dynamic but the model's code fixed."""
+    readable = _size_names(gm.graph)
+    names = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
+    for name, t, dims in zip(names, _input_tensors(gm.graph), _dynamic_dims(gm.graph)):
+        if t is not None:
+            sizes = [readable(str(size)) if d in dims else str(int(size)) for d, size in enumerate(t.shape)]
+            report.inputs.append(f"{name}({', '.join(sizes)})")
+            if dynamic_dims == "batch+length" and t.dim() > 1 and 0 not in dims:
+                report.notes.append(f"{name}.shape[0] (the batch) is fixed at {int(t.shape[0])}: torch.export "
+                                    "specialised it while tracing the model's code")
+    if dynamic_dims in ("batch+length", "length", "all"):
+        for rewrite, node in zip(report.rewrites, op_nodes):
+            length = _op_length(node)
+            if not isinstance(length, torch.SymInt) or length.node.expr.is_number:
+                report.notes.append(f"the sequence length of {rewrite.module or '<top>'} is fixed at {int(length)}: "
+                                    "torch.export specialised it while tracing the model's code (a length read "
+                                    "as a Python number); the ONNX model accepts only that length")
+
+
+def _rewrite(model, example_inputs: tuple, dynamic_shapes, dynamic_dims: str, settings: tuple):
+    """rewrite_long_convolutions, also returning the examples it traced with (a batch of 1
+    is traced as 2)."""
+    if dynamic_dims not in DYNAMIC_DIMS:
+        raise ValueError(f"fftconv-rt export: dynamic_dims must be one of {', '.join(DYNAMIC_DIMS)}, "
+                         f"got {dynamic_dims!r}")
+    if dynamic_shapes is not None:
+        gm, report, op_nodes = _rewrite_once(model, example_inputs, dynamic_shapes, *settings)
+        _describe_dims(gm, op_nodes, None, report)
+        return gm, report, example_inputs
+    traced = example_inputs
+    if dynamic_dims in ("batch+length", "all") and _batch_of_two(example_inputs) is not None:
+        traced = _batch_of_two(example_inputs)  # a batch of 1 would be fixed at 1
+    try:
+        gm, report, op_nodes = _rewrite_once(model, traced, _default_dynamic_shapes(traced, dynamic_dims), *settings)
+    except TraceError:
+        if traced is example_inputs:
+            raise
+        traced = example_inputs
+        gm, report, op_nodes = _rewrite_once(model, traced, _default_dynamic_shapes(traced, dynamic_dims), *settings)
+    wanted = _wanted_dynamic_dims(gm.graph, op_nodes, dynamic_dims)
+    if wanted != _dynamic_dims(gm.graph):  # traced again with only the wanted dimensions dynamic
+        gm, report, op_nodes = _rewrite_once(model, traced, _shapes_with(traced, wanted), *settings)
+    if traced is not example_inputs:
+        report.notes.append("traced with the example's batch of 1 repeated to 2, so that the batch stays dynamic")
+    _describe_dims(gm, op_nodes, dynamic_dims, report)
+    return gm, report, traced
+
+
+def rewrite_long_convolutions(model: torch.nn.Module, example_inputs: Sequence[Any],
+                              dynamic_shapes=None, min_conv_taps: int = DEFAULT_MIN_CONV_TAPS,
+                              fold_filters: bool = True, partial: Optional[int] = None,
+                              freq_keep=None, max_length: Optional[int] = None,
+                              dynamic_dims: str = "batch+length") -> tuple[fx.GraphModule, ExportReport]:
+    """The model as a GraphModule with every recognised long convolution replaced by the op.
+    Without dynamic_shapes, the inputs' dimensions that dynamic_dims names stay dynamic (where
+    the model's code allows it) and the others are fixed at the example's sizes."""
+    settings = (Options(min_conv_taps=min_conv_taps), fold_filters, partial, freq_keep, max_length)
+    gm, report, _ = _rewrite(model, tuple(example_inputs), dynamic_shapes, dynamic_dims, settings)
     return gm, report
 
 
-def export(model: torch.nn.Module, example_inputs: Sequence[Any], path: str | Path, *,
+def export(model, example_inputs: Optional[Sequence[Any]], path: str | Path, *,
            dynamic_shapes=None, opset_version: Optional[int] = None, input_names: Optional[list] = None,
            output_names: Optional[list] = None, require_rewrite: bool = True,
            min_conv_taps: int = DEFAULT_MIN_CONV_TAPS, fold_filters: bool = True, tensorrt: bool = False,
-           partial: Optional[int] = None, freq_keep=None, max_length: Optional[int] = None) -> ExportReport:
+           partial: Optional[int] = None, freq_keep=None, max_length: Optional[int] = None,
+           dynamic_dims: str = "batch+length", strict: bool = False) -> ExportReport:
     """Exports model to ONNX at path with its long convolutions as fftconv_rt::FFTConv nodes.
 
-    dynamic_shapes: as for torch.export (default: every dimension Dim.AUTO, so batch and
-    sequence length stay dynamic when the model allows it; use a batch of 2 or more in the
-    example, since torch.export specialises dimensions of size 1).
+    model: a torch.nn.Module, or a torch.export.ExportedProgram (as torch.export.load returns
+    from a .pt2 file; example_inputs may then be None: the program's own are used). The
+    model's train/eval modes are left as they were (it is exported in inference mode).
+    dynamic_dims: which input dimensions stay dynamic (default "batch+length": dimension 0 of
+    every input of rank 2 or more, and every dimension that is the sequence length of a
+    rewritten convolution; "length": the lengths only; "all": every dimension the model's
+    code allows; "none": every dimension fixed at the example's size). A batch of 1 in the
+    example is traced as 2 so that it stays dynamic. Dimensions the model's code fixes while
+    being traced are fixed in the ONNX model too (never a dynamic input over a fixed graph),
+    and the report's notes say which.
+    dynamic_shapes: as for torch.export, overriding dynamic_dims.
+    strict: raise StrictError when an FFT convolution is left unrewritten (default: it stays as
+    standard ONNX ops, with the reason in the report, and the rest is exported).
     opset_version: the ONNX opset; by default 20 (GELU is one op there, which ONNX Runtime fuses
     with its bias), or 18 when FFTs are left in the graph (ONNX Runtime 1.31-1.32 fails on some
     opset-20 DFT nodes: "Shape mismatch attempting to re-use buffer").
@@ -604,6 +965,14 @@ def export(model: torch.nn.Module, example_inputs: Sequence[Any], path: str | Pa
     """
     import onnx
 
+    if isinstance(model, torch.export.ExportedProgram):
+        if example_inputs is None:
+            args, kwargs = model.example_inputs or ((), {})
+            if kwargs:
+                raise TypeError("fftconv-rt export: the program has keyword example inputs; only positional "
+                                "ones are supported")
+            example_inputs = tuple(args)
+        model = model.module()
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
     if not isinstance(example_inputs, (tuple, list)):
@@ -618,27 +987,24 @@ def export(model: torch.nn.Module, example_inputs: Sequence[Any], path: str | Pa
                              "on the examples, so every dimension must be at least 1 (2 or more to stay dynamic)")
     if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
         raise ValueError(f"fftconv-rt export: max_length must be a sequence length >= 1, got {max_length!r}")
-    if dynamic_shapes is None:
-        dynamic_shapes = _default_dynamic_shapes(example_inputs)
-    model.eval()
-    with torch.no_grad(), warnings.catch_warnings():
+    settings = (Options(min_conv_taps=min_conv_taps), fold_filters, partial, freq_keep, max_length)
+    with _inference_mode(model), torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec.*")
-        gm, report = rewrite_long_convolutions(model, example_inputs, dynamic_shapes, min_conv_taps, fold_filters,
-                                               partial, freq_keep, max_length)
-    if require_rewrite and not report.rewrites:
-        raise NoLongConvolutionError(
-            "fftconv-rt export: no long convolution found in the model (expected the pattern "
-            "rfft(u, n) * rfft(k, n) -> irfft(n) -> [..., :L], optionally + u * D).\n" + str(report))
-    if opset_version is None:
-        opset_version = 18 if report.left else 20
-    with torch.no_grad(), warnings.catch_warnings(), _quiet_torch_onnx():
-        # ep.module() refuses eval() and is always "training"; the model itself was set to eval.
-        warnings.filterwarnings("ignore", message="Exporting a model while it is in training mode")
-        warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec.*")
-        program = torch.onnx.export(gm, example_inputs, dynamo=True, dynamic_shapes=dynamic_shapes,
-                                    custom_translation_table=custom_translation_table(),
-                                    opset_version=opset_version, input_names=input_names,
-                                    output_names=output_names, verbose=False, optimize=fold_filters)
+        gm, report, traced = _rewrite(model, example_inputs, dynamic_shapes, dynamic_dims, settings)
+        _check_rewrites(report, require_rewrite, strict)
+        try:
+            program = _to_onnx(gm, traced, opset_version, input_names, output_names, fold_filters, report)
+        except ExportError as e:
+            if dynamic_shapes is not None or not any(_dynamic_dims(gm.graph)) or not report.rewrites:
+                raise
+            # torch.onnx cannot convert an op at a dynamic length (a complex-valued filter generator
+            # that is no prefix of one filter): at fixed lengths the filters fold to constants
+            fixed = [dims & ({0} if dynamic_dims in ("batch+length", "all") and t is not None and t.dim() > 1
+                             else set()) for t, dims in zip(_input_tensors(gm.graph), _dynamic_dims(gm.graph))]
+            gm, report, _ = _rewrite(model, traced, _shapes_with(traced, fixed), dynamic_dims, settings)
+            _check_rewrites(report, require_rewrite, strict)
+            program = _to_onnx(gm, traced, opset_version, input_names, output_names, fold_filters, report)
+            report.notes.append(f"exported at the example's sequence length only: {e} at a dynamic length")
     path = Path(path)
     program.save(str(path))
     model_proto = onnx.load(str(path), load_external_data=False)
@@ -652,3 +1018,43 @@ def export(model: torch.nn.Module, example_inputs: Sequence[Any], path: str | Pa
         raise RuntimeError(f"fftconv-rt export: {len(report.rewrites)} convolutions rewritten but the ONNX "
                            f"model has {report.fftconv_nodes} {OP_NAME} nodes")
     return report
+
+
+def _check_rewrites(report: ExportReport, require_rewrite: bool, strict: bool) -> None:
+    if require_rewrite and not report.rewrites:
+        raise NoLongConvolutionError(
+            "fftconv-rt export: no long convolution found in the model (expected the pattern "
+            "rfft(u, n) * rfft(k, n) -> irfft(n) -> [..., :L], optionally + u * D).\n" + str(report))
+    unrewritten = [f for f in report.left if not f.reason.startswith("not a convolution")]
+    if strict and unrewritten:
+        raise StrictError(f"fftconv-rt export: strict: {len(unrewritten)} FFT convolution use(s) not rewritten; "
+                          f"first: {unrewritten[0].op} in {unrewritten[0].module or '<top>'}: {unrewritten[0].reason}",
+                          detail=str(report))
+
+
+def _to_onnx(gm: fx.GraphModule, example_inputs: tuple, opset_version, input_names, output_names,
+             fold_filters: bool, report: ExportReport):
+    """torch.onnx (dynamo) of the rewritten graph, its inputs dynamic exactly where the graph's
+    are; a failure raises ExportError naming the op torch.onnx could not convert."""
+    if opset_version is None:
+        opset_version = 18 if report.left else 20
+    try:
+        with warnings.catch_warnings(), _quiet_torch_onnx(), _quiet_tracing():
+            # ep.module() refuses eval() and is always "training"; the model itself is in inference mode.
+            warnings.filterwarnings("ignore", message="Exporting a model while it is in training mode")
+            return torch.onnx.export(gm, example_inputs, dynamo=True,
+                                     dynamic_shapes=_shapes_with(example_inputs, _dynamic_dims(gm.graph)),
+                                     custom_translation_table=custom_translation_table(),
+                                     opset_version=opset_version, input_names=input_names,
+                                     output_names=output_names, verbose=False, optimize=fold_filters)
+    except Exception as e:  # torch.onnx raises its own ConversionError, or whatever a translation raised
+        raise ExportError(f"torch.onnx cannot convert the rewritten model: {_conversion_reason(e)}",
+                          detail="".join(traceback.format_exception(e))) from e
+
+
+def _conversion_reason(exc: BaseException) -> str:
+    """The one line of a torch.onnx failure that names the op (or the first line)."""
+    text = "\n".join(str(e) for e in (exc, exc.__cause__) if e is not None)
+    found = re.search(r"(No decompositions registered for[^\n]*|[^\n]*aten\.[a-z_0-9]+\.[a-zA-Z_]+[^\n]*)", text)
+    line = found.group(1) if found else (text.strip().splitlines() or [type(exc).__name__])[0]
+    return line.strip()[:240]

@@ -697,10 +697,12 @@ def test_max_length_stores_a_filter_that_depends_on_the_length_as_a_prefix(tmp_p
     assert report.rewrites[0].filter == "depends on the input or its length"
     assert any(n.op_type == "Sin" for n in _nodes(path))
     report = export(model, (torch.randn(2, 4, 64),), path, max_length=512)
-    assert report.rewrites[0].filter.startswith("folded at max_length = 512 (512 taps")
+    # the positions stop at 512 rows, so the filter at any longer length is the one at 512: no limit
+    assert report.rewrites[0].filter == "folded whole (512 taps: the same filter at every longer length)"
+    assert report.rewrites[0].max_length == 0
     k_name, _, initializers = _filter_input(path)
     assert k_name in initializers and not any(n.op_type in ("Sin", "Slice", "MatMul") for n in _nodes(path))
-    _check_ort(model, path, [(2, 4, 64), (3, 4, 200), (1, 4, 512), (1, 4, 5)])
+    _check_ort(model, path, [(2, 4, 64), (3, 4, 200), (1, 4, 512), (1, 4, 5), (2, 4, 700)])
 
 
 def test_max_length_leaves_a_filter_that_is_not_a_prefix_in_the_graph(tmp_path):
@@ -718,19 +720,39 @@ def test_max_length_below_the_example_length_is_refused(tmp_path):
         export(PositionalMLPFilter().eval(), (torch.randn(2, 4, 64),), tmp_path / "m.onnx", max_length=32)
 
 
-@pytest.mark.parametrize("options", [{"freq_keep": 16}, {"max_length": 0}])
-def test_max_length_keeps_a_needed_cut_or_refuses_a_bad_value(tmp_path, options):
-    """A frequency-sparse op's filter must fit its period, so its cut to L stays; a max_length
-    that is not a length is refused before anything is traced."""
+class _SparsePositionalMLPFilter(PositionalMLPFilter):
+    """PositionalMLPFilter with its filter spectrum zeroed from bin `keep` on (what freq_keep does)."""
+
+    def __init__(self, keep):
+        super().__init__()
+        self.keep = keep
+
+    def forward(self, u):
+        L = u.shape[-1]
+        t = self.t[:L]
+        k = (torch.sin(self.mlp(t)) * torch.exp(-t * self.decay)).transpose(0, 1)
+        k_f = torch.fft.rfft(k, n=2 * L)
+        k_f[..., self.keep:] = 0
+        return torch.fft.irfft(torch.fft.rfft(u, n=2 * L) * k_f, n=2 * L)[..., :L]
+
+
+def test_max_length_keeps_the_cut_of_a_frequency_sparse_filter(tmp_path):
+    """A frequency-sparse op's filter must fit its period 2L, so its cut to L stays in the graph:
+    the exported model equals the PyTorch model that zeroes the filter's bins itself, at lengths
+    below and above the example's."""
     model = PositionalMLPFilter().eval()
     path = tmp_path / "m.onnx"
-    if options.get("max_length") == 0:
-        with pytest.raises(ValueError, match="max_length must be a sequence length >= 1, got 0"):
-            export(model, (torch.randn(2, 4, 64),), path, **options)
-        return
-    report = export(model, (torch.randn(2, 4, 64),), path, max_length=512, **options)
+    report = export(model, (torch.randn(2, 4, 64),), path, max_length=512, freq_keep=16)
     assert report.rewrites[0].filter == "depends on the input or its length"
-    assert report.rewrites[0].freq_keep == 16
+    assert report.rewrites[0].freq_keep == 16 and report.rewrites[0].sparse_error > 1e-3
+    sparse = _SparsePositionalMLPFilter(16).eval()
+    sparse.load_state_dict(model.state_dict())
+    _check_ort(sparse, path, [(2, 4, 64), (3, 4, 32), (1, 4, 256)])
+
+
+def test_max_length_that_is_not_a_length_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="max_length must be a sequence length >= 1, got 0"):
+        export(PositionalMLPFilter().eval(), (torch.randn(2, 4, 64),), tmp_path / "m.onnx", max_length=0)
 
 
 # ---- section B: two-sided, padded, offset and shifted forms (each with its own lag semantics) ----
@@ -935,7 +957,7 @@ def test_partial_filters_are_cut_and_their_error_reported(tmp_path):
     """partial=N cuts every filter to N taps: the exported model equals the PyTorch model with
     the cut filter, and the report gives the change it makes on the example input."""
     model = P1(Lmax=512).eval()
-    x = torch.randn(2, 4, 512)
+    x = torch.randn(2, 4, 400)  # not 512: k[:, :L] at L = 512 would make torch.export fix the length
     path = tmp_path / "m.onnx"
     report = export(model, (x,), path, partial=32)
     [rewrite] = report.rewrites
@@ -947,7 +969,7 @@ def test_partial_filters_are_cut_and_their_error_reported(tmp_path):
     assert rewrite.partial_error == pytest.approx(float((y_cut - y).abs().max() / y.abs().max()), rel=1e-3)
     assert 0 < rewrite.partial_error < 1
     assert "cut filter: error" in str(report)
-    _check_ort(cut, path, [(2, 4, 512), (3, 4, 1000)])
+    _check_ort(cut, path, [(2, 4, 400), (3, 4, 1000)])
     with pytest.raises(ValueError, match="partial must be >= 1"):
         export(model, (x,), tmp_path / "bad.onnx", partial=0)
 
