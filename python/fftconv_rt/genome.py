@@ -28,6 +28,70 @@ def _median_s(fn, repeats: int) -> float:
     return float(np.median(times))
 
 
+ORT_MEMORY_MEASURE = "cudaMemGetInfo before creating it and after its first run; input and output not counted"
+TORCH_MEMORY_MEASURE = "allocator peak of the forward above what was allocated before moving the model to the GPU"
+
+
+def _one_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:300]}" if lines else type(error).__name__
+
+
+def _run_ort_on_gpu(onnx_path, providers, device_tokens, logits, repeats: int):
+    """(session, seconds per sequence, device bytes the session holds after its first run)."""
+    import torch
+
+    from .ort import make_session, run_on_device
+
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    free_before = torch.cuda.mem_get_info()[0]
+    session = make_session(onnx_path, providers=providers)
+
+    def run():
+        run_on_device(session, {"tokens": device_tokens}, {"logits": logits})
+        torch.cuda.synchronize()
+
+    run()  # the first run sizes ORT's memory arena, which keeps its peak
+    held = free_before - torch.cuda.mem_get_info()[0]
+    return session, _median_s(run, repeats), held
+
+
+def _run_torch_on_gpu(model, tokens, ort_logits, repeats: int) -> str:
+    """The unmodified model in PyTorch eager on the GPU: time, allocator peak and how far the cut
+    model's logits are from it; or why it could not run (out of memory at this length)."""
+    import torch
+
+    device_tokens = tokens.cuda()
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    try:
+        model = model.cuda()
+
+        def run_torch():
+            with torch.no_grad():
+                result = model(device_tokens)
+            torch.cuda.synchronize()
+            return result
+
+        reference = run_torch()
+        peak = torch.cuda.max_memory_allocated() - before
+        seconds = _median_s(run_torch, repeats)
+    except torch.OutOfMemoryError as e:
+        peak = torch.cuda.max_memory_allocated() - before
+        model.cpu()
+        torch.cuda.empty_cache()
+        return (f"out of memory at {len(tokens[0]):,} tokens (allocator peak {peak / 2**30:.2f} GiB when it failed: "
+                f"{_one_line(e)[:160]})")
+    note = f"{seconds * 1e3:.1f} ms, peak device memory {peak / 2**30:.2f} GiB ({TORCH_MEMORY_MEASURE})"
+    if ort_logits is not None:
+        change = float((ort_logits - reference).abs().max() / reference.abs().max())
+        note += f"; the cut model's logits differ from it by {change:.2e} (max|diff| / max|ref|)"
+    return note
+
+
 def run_genome_demo(out_dir: str = "fftconv_genome", length: int = 2_300_000, taps: int = 4096,
                     d_model: int = 128, layers: int = 2, repeats: int = 3, seed: int = 0) -> bool:
     import onnxruntime
@@ -36,7 +100,7 @@ def run_genome_demo(out_dir: str = "fftconv_genome", length: int = 2_300_000, ta
 
     from .export import export
     from .models import HyenaLM
-    from .ort import make_session, run_on_device
+    from .ort import make_session
     from .validate import validate
 
     G_LOGGER.module_severity = G_LOGGER.WARNING
@@ -61,52 +125,38 @@ def run_genome_demo(out_dir: str = "fftconv_genome", length: int = 2_300_000, ta
     with steps.step(f"validating against the unmodified PyTorch model at L = {list(short)} (<= {taps} taps)"):
         validation = validate(model, str(onnx_path), [(torch.randint(0, VOCAB, (1, L)),) for L in short],
                               providers=providers)
-    session = make_session(onnx_path, providers=providers)
     tokens = torch.randint(0, VOCAB, (1, length))
     provider = "CUDAExecutionProvider" if on_gpu else "CPUExecutionProvider"
+    ort_note, logits = "not run", None
     with steps.step(f"running one sequence of {length:,} tokens in ONNX Runtime ({provider})"):
         if on_gpu:
             device_tokens = tokens.cuda()
             logits = torch.empty(1, length, VOCAB, device="cuda")
-            free_before, _ = torch.cuda.mem_get_info()
-
-            def run():
-                run_on_device(session, {"tokens": device_tokens}, {"logits": logits})
-                torch.cuda.synchronize()
-
-            run()  # the first run sizes ORT's memory arena, which keeps its peak
-            ort_bytes = free_before - torch.cuda.mem_get_info()[0]
-            seconds = _median_s(run, repeats)
+            try:
+                session, seconds, ort_bytes = _run_ort_on_gpu(onnx_path, providers, device_tokens, logits, repeats)
+                del session
+                ort_note = (f"{seconds * 1e3:.1f} ms per sequence (median of {repeats}), device memory held by the "
+                            f"session {ort_bytes / 2**30:.2f} GiB ({ORT_MEMORY_MEASURE})")
+            except Exception as e:  # noqa: BLE001 - out of memory at this length is the answer, not a crash
+                logits = None
+                ort_note = f"failed at {length:,} tokens: {_one_line(e)}"
         else:
+            session = make_session(onnx_path, providers=providers)
             feed = {"tokens": tokens.numpy()}
             logits = torch.from_numpy(session.run(None, feed)[0])
-            seconds, ort_bytes = _median_s(lambda: session.run(None, feed), repeats), None
+            seconds = _median_s(lambda: session.run(None, feed), repeats)
+            ort_note = f"{seconds * 1e3:.1f} ms per sequence (median of {repeats})"
     full_model_note = "not run (no GPU)"
     with steps.step("the unmodified model in PyTorch at full length (reference for what the cut changes)"):
         if on_gpu:
-            model, device_tokens = model.cuda(), tokens.cuda()
-            torch.cuda.reset_peak_memory_stats()
-
-            def run_torch():
-                with torch.no_grad():
-                    result = model(device_tokens)
-                torch.cuda.synchronize()
-                return result
-
-            reference = run_torch()
-            torch_seconds = _median_s(run_torch, repeats)
-            peak = torch.cuda.max_memory_allocated()
-            change = float((logits - reference).abs().max() / reference.abs().max())
-            full_model_note = (f"{torch_seconds * 1e3:.1f} ms, peak {peak / 2**30:.2f} GiB; the cut model's logits "
-                               f"differ from it by {change:.2e} (max|diff| / max|ref|)")
+            full_model_note = _run_torch_on_gpu(model, tokens, logits, repeats)
 
     print()
     print(f"fftconv-rt genome example: HyenaDNA-style model, filters cut to {taps} taps, one sequence of "
           f"{length:,} tokens")
     print(report)
     print(validation)
-    memory = f", device memory taken by ONNX Runtime {ort_bytes / 2**30:.2f} GiB" if ort_bytes is not None else ""
-    print(f"ONNX Runtime ({provider}): {seconds * 1e3:.1f} ms per sequence (median of {repeats}){memory}")
+    print(f"ONNX Runtime ({provider}): {ort_note}")
     print(f"PyTorch eager, unmodified model: {full_model_note}")
     print("result:", "PASSED" if validation.passed else "FAILED")
     return validation.passed
