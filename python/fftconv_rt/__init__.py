@@ -3,7 +3,7 @@
 Main entry points:
   fftconv_rt.export(model, example_inputs, path)   PyTorch -> ONNX with FFTConv nodes (fftconv_rt.export)
   fftconv_rt.make_session(path)                    an ONNX Runtime session with the op registered
-  fftconv_rt.validate(model, path, inputs)         PyTorch vs ONNX Runtime through Polygraphy
+  fftconv_rt.validate(model, path, inputs)         PyTorch vs ONNX Runtime through Polygraphy (fftconv_rt.validate)
   fftconv_rt.ort_library_path()                    the custom-op library, for your own sessions
   fftconv_rt.trt_plugin_path(), build_trt_engine() the TensorRT plugin library and engines (fftconv_rt.trt)
   torch.ops.fftconv_rt.fftconv / fftconv_rt.torch_op.FFTConv   the op in PyTorch (import fftconv_rt.torch_op)
@@ -13,6 +13,10 @@ __version__ = "0.1.0"
 
 from ._lib import FFTConvError, LibraryNotFoundError, ort_library_path  # noqa: E402
 from .reference import fftconv_reference  # noqa: E402
+
+# fftconv_rt.validate is the submodule, callable as validate.validate: a function of that name
+# here would be replaced by the submodule the first time anything imports fftconv_rt.validate.
+from . import validate  # noqa: E402
 
 
 def export(model, example_inputs, path, **kwargs):
@@ -27,13 +31,6 @@ def make_session(model, providers=None, options=None, intra_op_threads=None):
     from .ort import make_session as _make_session
 
     return _make_session(model, providers=providers, options=options, intra_op_threads=intra_op_threads)
-
-
-def validate(model, onnx_path, inputs, **kwargs):
-    """See fftconv_rt.validate.validate."""
-    from .validate import validate as _validate
-
-    return _validate(model, onnx_path, inputs, **kwargs)
 
 
 def trt_plugin_path() -> str:

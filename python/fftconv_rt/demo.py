@@ -4,22 +4,9 @@ PyTorch (Polygraphy), timed, with a printed report."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-import numpy as np
-
 from .progress import Steps
-
-
-def _median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1e3)
 
 
 def run_demo(out_dir: str = "fftconv_demo", batch: int = 2, lengths=(1024, 4096), d_model: int = 64,
@@ -30,7 +17,7 @@ def run_demo(out_dir: str = "fftconv_demo", batch: int = 2, lengths=(1024, 4096)
     from .export import export
     from .models import HyenaLM
     from .ort import make_session
-    from .validate import validate
+    from .validate import median_ms, validate
 
     G_LOGGER.module_severity = G_LOGGER.WARNING
     out = Path(out_dir)
@@ -48,14 +35,14 @@ def run_demo(out_dir: str = "fftconv_demo", batch: int = 2, lengths=(1024, 4096)
         session = make_session(onnx_path, providers=["CPUExecutionProvider"])
     inputs = [(torch.randint(0, 16, (batch, L)),) for L in lengths]
     with steps.step(f"validating ONNX Runtime against PyTorch (Polygraphy) at L = {list(lengths)}"):
-        validation = validate(model, str(onnx_path), inputs)
+        validation = validate(model, str(onnx_path), inputs, timing_repeats=0)  # timed below
     timings = []
     with steps.step("timing PyTorch eager and ONNX Runtime + FFTConv"):
         for (tokens,) in inputs:
             feed = {"tokens": tokens.numpy()}
             with torch.no_grad():
-                torch_ms = _median_ms(lambda: model(tokens), repeats)
-            ort_ms = _median_ms(lambda: session.run(None, feed), repeats)
+                torch_ms = median_ms(lambda: model(tokens), repeats)
+            ort_ms = median_ms(lambda: session.run(None, feed), repeats)
             timings.append((tokens.shape[1], torch_ms, ort_ms))
 
     print()
@@ -63,7 +50,7 @@ def run_demo(out_dir: str = "fftconv_demo", batch: int = 2, lengths=(1024, 4096)
     print(f"model: {onnx_path} ({onnx_path.stat().st_size / 1e6:.2f} MB)")
     print(report)
     print(validation)
-    print(f"timings (batch {batch}, CPU, median of {repeats}):")
+    print(f"timings (batch {batch}, CPU, median of {repeats} runs after a warm-up run):")
     print(f"  {'L':>7s} {'PyTorch eager':>14s} {'ORT + FFTConv':>14s} {'speed-up':>9s}")
     for L, torch_ms, ort_ms in timings:
         print(f"  {L:7d} {torch_ms:11.2f} ms {ort_ms:11.2f} ms {torch_ms / ort_ms:8.2f}x")

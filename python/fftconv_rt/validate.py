@@ -5,10 +5,13 @@ max|y - ref| / max|ref| per output."""
 from __future__ import annotations
 
 import copy
+import sys
 import time
+import types
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -26,6 +29,40 @@ def _to_numpy(t) -> np.ndarray:
             t = t.float()
         t = t.numpy()
     return np.ascontiguousarray(t)
+
+
+class ModelRunError(RuntimeError):
+    """A runtime could not run the ONNX model on the inputs given (the message says which inputs
+    were given and which the model declares)."""
+
+
+def median_ms(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
+    """Median wall time of fn() in milliseconds over `repeats` calls, after `warmup` calls that
+    are not timed (first-call allocations, lazy initialisation, prepared filter spectra)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1e3)
+
+
+@contextmanager
+def _eval_mode(model):
+    """The model in eval mode for the comparison, the caller's train/eval flags put back after.
+    A module loaded from a .pt2 (torch.export) has its mode fixed at export and refuses eval()."""
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+    except NotImplementedError:
+        pass
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 def _flatten_outputs(out) -> list:
@@ -81,10 +118,11 @@ def _torch_runner_class():
             if self.float_dtype is not None:
                 try:
                     return self._infer(inputs, self.float_dtype)
-                except RuntimeError:
+                except (RuntimeError, ValueError):
                     if not first:
                         raise
-                    # the model makes float32 tensors of its own (an explicit dtype): float32 reference
+                    # the model makes float32 tensors of its own (an explicit dtype), or calls an op that
+                    # has no float64 (fftconv_rt's own refuses it with FFTConvError): float32 reference
                     self.model, self.float_dtype = self.float32_model, None
             return self._infer(inputs, None)
 
@@ -101,7 +139,7 @@ def _torch_runner_class():
                 start = time.perf_counter()
                 with torch.no_grad():
                     outputs = _flatten_outputs(self.model(*inputs))
-                self.inference_time = time.perf_counter() - start
+                self.inference_time = time.perf_counter() - start  # Polygraphy sums it; the report times apart
             finally:
                 torch.set_default_dtype(default_dtype)
             if float_dtype is not None:
@@ -131,7 +169,8 @@ class OutputCheck:
 class ValidationReport:
     checks: list = field(default_factory=list)
     polygraphy_passed: bool = False
-    runner_times_ms: dict = field(default_factory=dict)
+    runner_times_ms: dict = field(default_factory=dict)  # runner -> median ms (timing below)
+    timing: str = ""  # how runner_times_ms was taken: runs, warm-up, which inputs
 
     @property
     def passed(self) -> bool:
@@ -144,8 +183,10 @@ class ValidationReport:
             own = "" if c.float32_error is None else f"; PyTorch float32 itself {c.float32_error:.1e}"
             lines.append(f"  {c.runner:24s} {c.name:16s} max|y-ref|/max|ref| = {c.relative_error:.3e} "
                          f"(tolerance {c.tolerance:.2g}{own}) {'ok' if c.passed else 'FAIL'}")
+        if self.runner_times_ms:
+            lines.append(f"  timing: {self.timing}")
         for runner, ms in self.runner_times_ms.items():
-            lines.append(f"  {runner:24s} median inference {ms:.2f} ms")
+            lines.append(f"  {runner:24s} {ms:.2f} ms")
         return "\n".join(lines)
 
 
@@ -201,8 +242,82 @@ def _provider_sets(providers) -> list[list[str]]:
     return sets
 
 
+def _declared_inputs(graph) -> list[tuple[str, Optional[np.dtype], Optional[list]]]:
+    """(name, NumPy dtype or None, dims or None) of the graph's inputs that are not initializers;
+    a dim is an int when static, else its symbolic name (or None)."""
+    from onnx import helper
+
+    initializers = {i.name for i in graph.initializer}
+    declared = []
+    for value in graph.input:
+        if value.name in initializers:
+            continue
+        t = value.type.tensor_type
+        try:
+            dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type)) if t.elem_type else None
+        except (KeyError, TypeError):
+            dtype = None
+        dims = None
+        if t.HasField("shape"):
+            dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
+        declared.append((value.name, dtype, dims))
+    return declared
+
+
+def _describe_declared(declared) -> str:
+    def dim(d):
+        return "?" if d is None else str(d)
+
+    return ", ".join(f"{name}: {dtype.name if dtype is not None else '?'} "
+                     f"{'[' + ', '.join(dim(d) for d in dims) + ']' if dims is not None else '(any shape)'}"
+                     for name, dtype, dims in declared)
+
+
+def _describe_feed(feed) -> str:
+    return ", ".join(f"{name}: {a.dtype.name} {tuple(a.shape)}" for name, a in feed.items())
+
+
+def _check_feeds(onnx_path, declared, feeds) -> None:
+    """Refuses inputs whose type, rank or static sizes differ from what the model declares."""
+    for index, feed in enumerate(feeds):
+        for (name, dtype, dims), value in zip(declared, feed.values()):
+            wrong = ((dtype is not None and value.dtype != dtype)
+                     or (dims is not None and (len(dims) != value.ndim
+                                               or any(isinstance(d, int) and d > 0 and d != n
+                                                      for d, n in zip(dims, value.shape)))))
+            if wrong:
+                raise ValueError(f"fftconv-rt validate: input set {index} does not match {onnx_path}: '{name}' is "
+                                 f"{value.dtype.name} {tuple(value.shape)}; the model's inputs are "
+                                 f"{_describe_declared(declared)}")
+
+
+def _runtime_errors() -> tuple:
+    """The exception types ONNX Runtime raises when it cannot load or run a model."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    return tuple(v for v in vars(state).values() if isinstance(v, type) and issubclass(v, Exception))
+
+
+def _time_runners(model, device, sessions: dict, other_runners: list, feed, repeats: int) -> dict:
+    """Median ms of PyTorch (the model as given, eval, no_grad) and of each session/runner on one
+    input set, after a warm-up."""
+    import torch
+
+    inputs = [torch.from_numpy(np.asarray(a)).to(device) for a in feed.values()]
+    times = {}
+    with torch.no_grad():
+        times["pytorch"] = median_ms(lambda: model(*inputs), repeats)
+    for name, session in sessions.items():
+        times[name] = median_ms(lambda: session.run(None, dict(feed)), repeats)
+    for runner in other_runners:
+        with runner:
+            times[runner.name] = median_ms(lambda: runner.infer(feed), repeats)
+    return times
+
+
 def validate(model, onnx_path: str, inputs: Iterable[Sequence[Any]], *, providers: Optional[Sequence] = None,
-             tolerance_value: Optional[float] = None, device: str = "cpu") -> ValidationReport:
+             tolerance_value: Optional[float] = None, device: str = "cpu",
+             timing_repeats: int = 5) -> ValidationReport:
     """Runs `model` (PyTorch) and the ONNX model under ONNX Runtime with the FFTConv library on
     each input tuple, compares them with Polygraphy's Comparator and with the op metric.
 
@@ -214,6 +329,11 @@ def validate(model, onnx_path: str, inputs: Iterable[Sequence[Any]], *, provider
     CPU and, where onnxruntime has the CUDA provider, one on CUDA, all in one Comparator run).
     Where TensorRT and the fftconv-rt plugin are present, a TensorRT engine (Polygraphy's
     TrtRunner, plugin loaded; the model exported with tensorrt=True) joins the comparison.
+    timing_repeats: after the comparison, PyTorch (the model as given) and each runtime are timed
+    on the largest input set, median of this many runs after one warm-up run; 0: no timing.
+    The model runs in eval mode; its own train/eval flags are left as they were.
+    Inputs whose type, rank or static sizes differ from the ONNX model's raise ValueError, and a
+    runtime failing on them ModelRunError, both naming the inputs given and those declared.
     """
     import onnx
     from polygraphy.backend.onnxrt import OnnxrtRunner
@@ -228,41 +348,57 @@ def validate(model, onnx_path: str, inputs: Iterable[Sequence[Any]], *, provider
 
     from .ort import make_session
 
+    if timing_repeats < 0:
+        raise ValueError(f"fftconv-rt validate: timing_repeats must be >= 0, got {timing_repeats}")
     onnx_model = onnx.load(onnx_path, load_external_data=False)
-    initializer_names = {i.name for i in onnx_model.graph.initializer}
-    input_names = [i.name for i in onnx_model.graph.input if i.name not in initializer_names]
+    declared = _declared_inputs(onnx_model.graph)
+    input_names = [name for name, _, _ in declared]
     output_names = [o.name for o in onnx_model.graph.output]
 
     feeds = []
     for args in inputs:
         args = args if isinstance(args, (list, tuple)) else (args,)
         if len(args) != len(input_names):
-            raise ValueError(f"fftconv-rt validate: the ONNX model takes {len(input_names)} inputs "
-                             f"{input_names}, got {len(args)}")
+            raise ValueError(f"fftconv-rt validate: {onnx_path} takes {len(input_names)} inputs "
+                             f"({_describe_declared(declared)}), got {len(args)}")
         feeds.append(OrderedDict((n, _to_numpy(a)) for n, a in zip(input_names, args)))
     if not feeds:
         raise ValueError("fftconv-rt validate: no inputs given")
+    _check_feeds(onnx_path, declared, feeds)
 
     from polygraphy.common import TensorMetadata
 
     metadata = TensorMetadata()
     for name, value in feeds[0].items():  # dynamic dimensions: any size
         metadata.add(name, dtype=value.dtype, shape=[None] * value.ndim)
-    torch_runner = _torch_runner_class()(model.eval(), metadata, output_names, device=device, name="pytorch")
-    ort_runners = []
-    for provider_list in _provider_sets(providers):
-        session = make_session(onnx_path, providers=provider_list)
-        ort_name = "onnxruntime+fftconv[" + ",".join(p.replace("ExecutionProvider", "")
-                                                     for p in session.get_providers()) + "]"
-        ort_runners.append(OnnxrtRunner(session, name=ort_name))
-    trt_runner = _tensorrt_runner(onnx_path, feeds)
-    results = Comparator.run([torch_runner] + ort_runners + ([trt_runner] if trt_runner else []), data_loader=feeds)
-    if trt_runner:
-        ort_runners.append(trt_runner)  # checked like the ONNX Runtime runners below
+    with _eval_mode(model):
+        torch_runner = _torch_runner_class()(model, metadata, output_names, device=device, name="pytorch")
+        sessions = {}
+        for provider_list in _provider_sets(providers):
+            session = make_session(onnx_path, providers=provider_list)
+            sessions["onnxruntime+fftconv[" + ",".join(p.replace("ExecutionProvider", "")
+                                                       for p in session.get_providers()) + "]"] = session
+        ort_runners = [OnnxrtRunner(session, name=name) for name, session in sessions.items()]
+        trt_runner = _tensorrt_runner(onnx_path, feeds)
+        try:
+            results = Comparator.run([torch_runner] + ort_runners + ([trt_runner] if trt_runner else []),
+                                     data_loader=feeds)
+        except _runtime_errors() as e:
+            raise ModelRunError(f"fftconv-rt validate: ONNX Runtime cannot run {onnx_path} on the inputs given "
+                                f"({'; '.join(_describe_feed(f) for f in feeds)}); the model's inputs are "
+                                f"{_describe_declared(declared)}: {e}") from e
+        if trt_runner:
+            ort_runners.append(trt_runner)  # checked like the ONNX Runtime runners below
 
-    report = ValidationReport()
-    ref_runs = dict(results)[torch_runner.name]
-    float32_errors = _float32_errors(model, torch_runner, feeds, output_names, ref_runs, device)
+        report = ValidationReport()
+        ref_runs = dict(results)[torch_runner.name]
+        float32_errors = _float32_errors(model, torch_runner, feeds, output_names, ref_runs, device)
+        if timing_repeats:
+            largest = max(range(len(feeds)), key=lambda i: sum(a.size for a in feeds[i].values()))
+            report.runner_times_ms = _time_runners(model, device, sessions, [trt_runner] if trt_runner else [],
+                                                   feeds[largest], timing_repeats)
+            report.timing = (f"median of {timing_repeats} runs after a warm-up run, input set {largest} "
+                             f"({_describe_feed(feeds[largest])})")
     atol = {}
     for name in output_names:
         for ort_runner in ort_runners:
@@ -283,8 +419,16 @@ def validate(model, onnx_path: str, inputs: Iterable[Sequence[Any]], *, provider
             atol[name] = tol * scale
     compare = simple_compare(atol=atol, rtol=0.0, check_error_stat="max")
     report.polygraphy_passed = bool(Comparator.compare_accuracy(results, compare_func=compare))
-    for runner_name, runs in results:
-        times = [r.runtime for r in runs if getattr(r, "runtime", None) is not None]
-        if times:
-            report.runner_times_ms[runner_name] = float(np.median(times) * 1e3)
     return report
+
+
+class _CallableModule(types.ModuleType):
+    """Importing this submodule binds the name fftconv_rt.validate to it, in place of the package's
+    validate() function; being callable, the module keeps fftconv_rt.validate(...) working however
+    often and in whichever order either is used."""
+
+    def __call__(self, *args, **kwargs):
+        return validate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
