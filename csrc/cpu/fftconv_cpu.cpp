@@ -10,6 +10,9 @@
 // Short filters on long rows (cpu_block_size) take overlap-save instead: blocks of
 // m points, each giving m - taps + 1 outputs from the inputs taps - 1 before them.
 // Filters of at most kCpuDirectMaxTaps taps are summed directly (cpu_direct).
+// Every call convolves with its effective filter (geometry.h, Conv): k, with the anti-causal
+// taps of k_rev at the end of the period; circular calls of a power-of-two period transform
+// at the period, others fold the linear result at it.
 #include <algorithm>
 #include <cstring>
 #include <exception>
@@ -151,23 +154,33 @@ void for_each_pair(const fftconv_params& p, const FftPlan& plan, int64_t count, 
 // A sum is non-finite iff a summand was (or it overflowed, which is handled the same way).
 bool finite_sum(float x) { return x - x == 0.f; }
 
+// The first `count` points of channel h's effective filter (geometry.h, Conv): the taps of k,
+// plus those of k_rev at the end of the period.
+void load_effective_filter(const fftconv_params& p, const Conv& c, int64_t h, int64_t count, float* dst) {
+  const int64_t k_taps = std::min(c.k_taps, count);
+  for (int64_t t = 0; t < k_taps; ++t) dst[t] = load_any(p.k, p.k_dtype, h * p.Lk + t);
+  std::fill(dst + k_taps, dst + count, 0.f);
+  for (int64_t j = 0; j < c.rev_taps; ++j) {
+    const int64_t at = reversed_position(j, c.fft_size);
+    if (at < count) dst[at] += load_any(p.k_rev, p.k_rev_dtype, h * p.Lk_rev + j);
+  }
+}
+
 void prepare_filter(const fftconv_params& p, float* spectrum) {
-  if (cpu_direct(p.L, p.Lk, p.fft_size, p.freq_keep)) {  // the prepared filter is its taps
-    const int64_t taps = used_taps(p.L, p.Lk, p.fft_size);
-    for (int64_t h = 0; h < p.H; ++h)
-      for (int64_t t = 0; t < taps; ++t) spectrum[h * taps + t] = load_any(p.k, p.k_dtype, h * p.Lk + t);
+  const Conv c = conv_of(p);
+  if (cpu_direct(c.L, c.Lk, c.fft_size, c.freq_keep)) {  // the prepared filter is its taps
+    const int64_t taps = used_taps(c.L, c.Lk, c.fft_size);
+    for (int64_t h = 0; h < p.H; ++h) load_effective_filter(p, c, h, taps, spectrum + h * taps);
     return;
   }
-  const int64_t m = cpu_transform_size(p.L, p.Lk, p.fft_size, p.freq_keep);
-  const int64_t taps = used_taps(p.L, p.Lk, p.fft_size, p.freq_keep);
+  const int64_t m = cpu_transform_size(c.L, c.Lk, c.fft_size, c.freq_keep);
+  const int64_t taps = used_taps(c.L, c.Lk, c.fft_size, c.freq_keep);
   const auto plan = FftPlan::get(m);
   const int64_t bins = plan->canonical_count();
   // 1/2 from separating the packed pair, 1/2 from the (K1 +- K2)/2 of the product,
   // 1/m of the inverse transform: all folded into the stored spectrum.
   const float scale = 0.25f / float(m);
-  auto load_filter = [&](int64_t h, float* dst) {
-    for (int64_t t = 0; t < taps; ++t) dst[t] = load_any(p.k, p.k_dtype, h * p.Lk + t);
-  };
+  auto load_filter = [&](int64_t h, float* dst) { load_effective_filter(p, c, h, taps, dst); };
   // Transforms the loaded pair and splits it into the spectra of `first` and
   // `second` (-1: none, the imaginary part is zero). Refuses (false) a pair
   // holding a NaN or an infinity, which the split would spread to both.
@@ -195,12 +208,12 @@ void prepare_filter(const fftconv_params& p, float* spectrum) {
     return true;
   };
   for_each_pair(p, *plan, p.H, taps, load_filter, transform, m);
-  if (p.freq_keep > 0) {  // frequency-sparse: the bins outside the kept band are zero
+  if (c.freq_keep > 0) {  // frequency-sparse: the bins outside the kept band are zero
     const int64_t R = plan->grid_rows(), C = plan->grid_cols();
     for (int64_t h = 0; h < p.H; ++h) {
       float* re = spectrum + h * 2 * bins;
       for (int64_t q = 0; q < bins; ++q)
-        if (masked_bin(R > 1 ? q / C + R * (q % C) : q, m, p.freq_keep)) re[q] = re[bins + q] = 0.f;
+        if (masked_bin(R > 1 ? q / C + R * (q % C) : q, m, c.freq_keep)) re[q] = re[bins + q] = 0.f;
     }
   }
 }
@@ -239,11 +252,12 @@ void spectral_product(int64_t p0, int64_t q0, int64_t count, const float* k1r, c
 template <int DT>
 void run_rows(const fftconv_params& p, const float* spectrum, const std::vector<float>& D) {
   using E = Elem<DT>;
-  const int64_t m = cpu_transform_size(p.L, p.Lk, p.fft_size, p.freq_keep);
-  const int64_t block = cpu_block_size(p.L, p.Lk, p.fft_size, p.freq_keep);
-  // a frequency-sparse call transforms at its period: its result needs no fold
-  const bool circular = p.freq_keep == 0 && is_circular(p.L, p.Lk, p.fft_size);
-  const int64_t n = p.fft_size;
+  const Conv c = conv_of(p);
+  const int64_t m = cpu_transform_size(c.L, c.Lk, c.fft_size, c.freq_keep);
+  const int64_t block = cpu_block_size(c.L, c.Lk, c.fft_size, c.freq_keep);
+  // a call transformed at its period (at_period) needs no fold
+  const bool circular = folds(m, c.L, c.Lk, c.fft_size, c.freq_keep);
+  const int64_t n = c.fft_size;
   const int64_t rows = p.B * p.H;
   const int64_t L = p.L;
 
@@ -283,9 +297,9 @@ void run_rows(const fftconv_params& p, const float* spectrum, const std::vector<
   };
   auto store_y = [&](int64_t row, const float* conv) { store_range(row, 0, L, conv); };
 
-  if (cpu_direct(p.L, p.Lk, p.fft_size, p.freq_keep)) {  // the taps (the prepared filter) summed directly
+  if (cpu_direct(c.L, c.Lk, c.fft_size, c.freq_keep)) {  // the taps (the prepared filter) summed directly
     constexpr int64_t kSpan = 4096;  // outputs per step: their inputs stay in the L1 cache
-    const int64_t taps = used_taps(p.L, p.Lk, p.fft_size);
+    const int64_t taps = used_taps(c.L, c.Lk, c.fft_size);
     parallel_for(p, rows, chunk_count(p, L * taps / 8, rows), [&](int64_t begin, int64_t end) {
       std::vector<float> v(static_cast<size_t>(kSpan + taps - 1)), conv(static_cast<size_t>(kSpan));
       for (int64_t row = begin; row < end; ++row)
@@ -332,7 +346,7 @@ void run_rows(const fftconv_params& p, const float* spectrum, const std::vector<
 
   // Overlap-save: block b transforms inputs [b*step - (taps - 1), b*step + step) and keeps
   // its last `step` outputs. The rows are read block by block (the load is a no-op).
-  const int64_t taps = used_taps(p.L, p.Lk, p.fft_size, p.freq_keep), step = block - taps + 1;
+  const int64_t taps = used_taps(c.L, c.Lk, c.fft_size, c.freq_keep), step = block - taps + 1;
   auto convolve_blocks = [&](Scratch& s, int64_t first, int64_t second) {
     float* zr = s.re.data();
     float* zi = s.im.data();
@@ -369,15 +383,30 @@ int64_t fftconv_cpu_transform_size(int64_t L, int64_t Lk, int64_t fft_size) {
 }
 
 int64_t fftconv_cpu_filter_floats(const fftconv_params* p) {
-  if (!p || p->H < 0 || p->L < 0 || p->Lk < 1 || p->fft_size < 0) return 0;
-  if (cpu_direct(p->L, p->Lk, p->fft_size, p->freq_keep)) return p->H * used_taps(p->L, p->Lk, p->fft_size);
-  return p->H * channel_floats(*FftPlan::get(cpu_transform_size(p->L, p->Lk, p->fft_size, p->freq_keep)));
+  if (!p || p->H < 0 || p->L < 0 || p->Lk < 1 || p->fft_size < 0 || p->Lk_rev < 0) return 0;
+  const Conv c = conv_of(*p);
+  if (cpu_direct(c.L, c.Lk, c.fft_size, c.freq_keep)) return p->H * used_taps(c.L, c.Lk, c.fft_size);
+  return p->H * channel_floats(*FftPlan::get(cpu_transform_size(c.L, c.Lk, c.fft_size, c.freq_keep)));
+}
+
+int32_t fftconv_cpu_path(const fftconv_params* p) {
+  int32_t path = -1;
+  const fftconv_status status = guarded_call([&] {
+    check_params(p);
+    const Conv c = conv_of(*p);
+    if (cpu_direct(c.L, c.Lk, c.fft_size, c.freq_keep)) path = FFTCONV_CPU_DIRECT_SUM;
+    else if (cpu_block_size(c.L, c.Lk, c.fft_size, c.freq_keep)) path = FFTCONV_CPU_BLOCKS;
+    else if (at_period(c.L, c.Lk, c.fft_size, c.freq_keep) && c.fft_size >= 4) path = FFTCONV_CPU_AT_PERIOD;
+    else path = FFTCONV_CPU_WHOLE_ROW;
+  });
+  return status == FFTCONV_OK ? path : -1;
 }
 
 fftconv_status fftconv_cpu_prepare_filter(const fftconv_params* p, float* spectrum) {
   return guarded_call([&] {
     check_params(p);
     if (!p->k || !spectrum) fail(FFTCONV_ERR_INVALID_ARGUMENT, "k and spectrum must not be null");
+    if (p->Lk_rev > 0 && !p->k_rev) fail(FFTCONV_ERR_INVALID_ARGUMENT, "k_rev must not be null when Lk_rev > 0");
     check_pointer_alignment(*p);
     check_aligned(spectrum, "spectrum", 4);
     prepare_filter(*p, spectrum);
@@ -390,6 +419,8 @@ fftconv_status fftconv_cpu_forward(const fftconv_params* p, const float* spectru
     if (p->B == 0 || p->H == 0 || p->L == 0) return;  // empty output
     if (!p->u || !p->y || (!spectrum && !p->k))
       fail(FFTCONV_ERR_INVALID_ARGUMENT, "u, y and k (or a prepared spectrum) must not be null");
+    if (!spectrum && p->Lk_rev > 0 && !p->k_rev)
+      fail(FFTCONV_ERR_INVALID_ARGUMENT, "k_rev must not be null when Lk_rev > 0 (or give a prepared spectrum)");
     check_pointer_alignment(*p);
     check_aligned(spectrum, "spectrum", 4);
     std::vector<float> own_spectrum;

@@ -1,9 +1,10 @@
-// ONNX Runtime custom-op library: fftconv_rt::FFTConv (version 1).
+// ONNX Runtime custom-op library: fftconv_rt::FFTConv (versions 1 and 2: a version-1 node is a
+// version-2 node without k_rev, period_scale and max_length).
 //
 // A thin adapter over the core C ABI: it reads the attributes, describes the
 // inputs to fftconv_resolve (which validates them), allocates the output and
-// calls the core. A constant filter (an initializer) has its spectrum prepared
-// once per transform size and kept for the session.
+// calls the core. A constant filter (k, and k_rev when given, initializers) has its spectrum
+// prepared once per transform size and kept for the session.
 //
 // Built with CUDA, the library also registers the op for CUDAExecutionProvider:
 // it runs on ORT's compute stream, takes its workspace (and the kept spectra of a
@@ -28,6 +29,7 @@ namespace {
 constexpr const char* kDomain = "fftconv_rt";
 constexpr const char* kOpName = "FFTConv";
 constexpr const char* kCudaProvider = "CUDAExecutionProvider";
+constexpr int kFirstVersion = 1, kLastVersion = 2;  // the op versions this library serves
 
 Ort::Status op_error(const std::string& message, OrtErrorCode code = ORT_INVALID_ARGUMENT) {
   return Ort::Status(message.c_str(), code);
@@ -83,24 +85,58 @@ void ort_parallel_for(void* host, fftconv_task_fn task, void* task_data, int64_t
   }
 }
 
-// The filter of a node whose 'k' is an initializer: raw bytes and description,
-// plus its spectra by what they depend on: the transform size and the taps that reach
-// the outputs (a linear convolution uses k[:L] only, so two lengths with one transform
-// size can need two spectra).
-struct ConstantFilter {
+// One constant input (an initializer): its description and raw bytes.
+struct ConstantInput {
   fftconv_tensor_desc desc{};
   std::vector<char> bytes;
+};
+
+// Whether an input of the node is a constant float tensor (false: not constant, absent, or of a
+// type fftconv_resolve refuses at the first run with its message); with `out`, copies it there
+// (host kernels only: a CUDA kernel's initializer may live on the device).
+bool read_constant(const Ort::ConstKernelInfo& info, int slot, ConstantInput* out) {
+  if (size_t(slot) >= info.GetInputCount()) return false;
+  int is_constant = 0;
+  Ort::ConstValue value = info.GetTensorConstantInput(size_t(slot), &is_constant);
+  if (!is_constant || !value) return false;
+  const auto type = value.GetTensorTypeAndShapeInfo().GetElementType();
+  if (type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT && type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 &&
+      type != ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16)
+    return false;
+  if (!out) return true;
+  out->desc = describe(value);
+  const size_t element_bytes = out->desc.dtype == FFTCONV_FLOAT32 ? 4 : 2;
+  const size_t bytes = value.GetTensorTypeAndShapeInfo().GetElementCount() * element_bytes;
+  out->bytes.resize(bytes);
+  std::memcpy(out->bytes.data(), value.GetTensorRawData(), bytes);
+  return true;
+}
+
+// Whether a node's input slot is given (not omitted, not past its last input).
+bool has_input(const Ort::ConstKernelInfo& info, int slot) {
+  if (size_t(slot) >= info.GetInputCount()) return false;
+  return !info.GetInputName(size_t(slot)).empty();
+}
+
+// The filter of a node whose 'k' (and 'k_rev', when given) are initializers: raw bytes and
+// descriptions, plus its spectra by what they depend on: the transform size and the taps that
+// reach the outputs (a linear convolution uses k[:L] and k_rev[:L] only, so two lengths with one
+// transform size can need two spectra).
+struct ConstantFilter {
+  ConstantInput k, k_rev;  // k_rev.desc.present = 0: none
   std::mutex mutex;
   std::map<std::vector<int64_t>, std::vector<float>> spectra;
 
   const float* spectrum_for(fftconv_params params) {
     const std::vector<int64_t> key{fftconv_cpu_filter_floats(&params), std::min(params.L, params.Lk),
-                                   params.fft_size, params.freq_keep};
+                                   std::min(params.L, params.Lk_rev), params.fft_size, params.freq_keep,
+                                   params.truncate_filter};
     std::lock_guard<std::mutex> lock(mutex);
     auto it = spectra.find(key);
     if (it != spectra.end()) return it->second.data();
     std::vector<float> spectrum(size_t(fftconv_cpu_filter_floats(&params)));
-    params.k = bytes.data();
+    params.k = k.bytes.data();
+    params.k_rev = k_rev.desc.present ? k_rev.bytes.data() : nullptr;
     if (fftconv_cpu_prepare_filter(&params, spectrum.data()) != FFTCONV_OK) return nullptr;
     return spectra.emplace(key, std::move(spectrum)).first->second.data();
   }
@@ -150,6 +186,8 @@ struct DeviceSpectra {
 struct FFTConvKernel {
   int64_t fft_size = 0;
   int64_t freq_keep = 0;  // frequency-sparse: rfft bins of the filter kept, 0 for all
+  int64_t period_scale = 0;
+  int64_t max_length = 0;
   std::string layout = "BHL";
   bool on_gpu = false;
   std::unique_ptr<ConstantFilter> constant_filter;  // CPU kernels
@@ -168,13 +206,18 @@ struct FFTConvKernel {
         static_cast<int32_t>(info.GetInputTypeInfo(FFTCONV_INPUT_U).GetTensorTypeAndShapeInfo().GetElementType());
     inputs[FFTCONV_INPUT_U].rank = 3;
     for (int i = 0; i < 3; ++i) inputs[FFTCONV_INPUT_U].dims[i] = shape[size_t(i)];
-    inputs[FFTCONV_INPUT_K] = constant_filter->desc;
+    inputs[FFTCONV_INPUT_K] = constant_filter->k.desc;
+    inputs[FFTCONV_INPUT_K_REV] = constant_filter->k_rev.desc;
     fftconv_params params{};
     int64_t out_shape[3];
+    const fftconv_attributes attributes = node_attributes();
     // An invalid combination is left for the first run to report with its message.
-    if (fftconv_resolve_sparse(inputs, fft_size, layout.c_str(), freq_keep, &params, out_shape) == FFTCONV_OK &&
-        params.L > 0)
+    if (fftconv_resolve(inputs, FFTCONV_NUM_INPUTS, &attributes, &params, out_shape) == FFTCONV_OK && params.L > 0)
       constant_filter->spectrum_for(params);
+  }
+
+  fftconv_attributes node_attributes() const {
+    return fftconv_attributes{fft_size, layout.c_str(), freq_keep, period_scale, max_length};
   }
 
   OrtStatusPtr ComputeV2(OrtKernelContext* raw_context) {
@@ -190,7 +233,8 @@ struct FFTConvKernel {
       }
       fftconv_params params{};
       int64_t out_shape[3];
-      if (fftconv_resolve_sparse(inputs, fft_size, layout.c_str(), freq_keep, &params, out_shape) != FFTCONV_OK)
+      const fftconv_attributes attributes = node_attributes();
+      if (fftconv_resolve(inputs, FFTCONV_NUM_INPUTS, &attributes, &params, out_shape) != FFTCONV_OK)
         return core_error(FFTCONV_ERR_INVALID_ARGUMENT).release();
       Ort::UnownedValue output = context.GetOutput(0, out_shape, 3);
       if (params.B == 0 || params.H == 0 || params.L == 0) return nullptr;  // empty output
@@ -200,6 +244,7 @@ struct FFTConvKernel {
       params.D = data[FFTCONV_INPUT_D];
       params.pregate = data[FFTCONV_INPUT_PREGATE];
       params.postgate = data[FFTCONV_INPUT_POSTGATE];
+      params.k_rev = data[FFTCONV_INPUT_K_REV];
       params.y = output.GetTensorMutableRawData();
 #ifdef FFTCONV_ORT_CUDA
       if (on_gpu) return run_on_gpu(context, output, params);
@@ -238,8 +283,9 @@ struct FFTConvKernel {
     DeviceBuffer per_call;
     const void* spectrum = nullptr;
     if (device_spectra) {
-      const std::vector<int64_t> key{params.H,     params.L,       params.Lk,      params.fft_size,
-                                     params.dtype, params.k_dtype, params.freq_keep};
+      const std::vector<int64_t> key{params.H,        params.L,           params.Lk,        params.fft_size,
+                                     params.dtype,    params.k_dtype,     params.freq_keep, params.Lk_rev,
+                                     params.k_rev_dtype, params.truncate_filter};
       std::lock_guard<std::mutex> lock(device_spectra->mutex);
       auto it = device_spectra->spectra.find(key);
       if (it == device_spectra->spectra.end()) {
@@ -265,6 +311,8 @@ struct FFTConvOp : Ort::CustomOpBase<FFTConvOp, FFTConvKernel, /*WithStatus=*/tr
     // The output has u's element type and shape. The C++ ShapeInferContext
     // cannot read input types, so the inference works on the C API directly.
     OrtCustomOp::InferOutputShapeFn = &InferOutput;
+    start_ver_ = kFirstVersion;
+    end_ver_ = kLastVersion;
   }
 
   OrtStatusPtr CreateKernelV2(const OrtApi& /*api*/, const OrtKernelInfo* raw_info,
@@ -276,6 +324,8 @@ struct FFTConvOp : Ort::CustomOpBase<FFTConvOp, FFTConvKernel, /*WithStatus=*/tr
       kernel->fft_size = attribute_or<int64_t>(info, "fft_size", 0);
       kernel->layout = attribute_or<std::string>(info, "layout", "BHL");
       kernel->freq_keep = attribute_or<int64_t>(info, "freq_keep", 0);
+      kernel->period_scale = attribute_or<int64_t>(info, "period_scale", 0);
+      kernel->max_length = attribute_or<int64_t>(info, "max_length", 0);
       if (kernel->layout != "BHL" && kernel->layout != "BLH")
         return op_error("FFTConv: attribute 'layout' must be \"BHL\" or \"BLH\", got \"" +
                         kernel->layout + "\"").release();
@@ -285,26 +335,28 @@ struct FFTConvOp : Ort::CustomOpBase<FFTConvOp, FFTConvKernel, /*WithStatus=*/tr
       if (kernel->freq_keep < 0)
         return op_error("FFTConv: attribute 'freq_keep' must be >= 0 (0 keeps every bin), got " +
                         std::to_string(kernel->freq_keep)).release();
-      int is_constant = 0;
-      Ort::ConstValue k = info.GetTensorConstantInput(FFTCONV_INPUT_K, &is_constant);
+      if (kernel->period_scale < 0)
+        return op_error("FFTConv: attribute 'period_scale' must be >= 0 (0: off; s > 0: period n = s * L), got " +
+                        std::to_string(kernel->period_scale)).release();
+      if (kernel->period_scale > 0 && kernel->fft_size > 0)
+        return op_error("FFTConv: attributes 'period_scale' = " + std::to_string(kernel->period_scale) +
+                        " and 'fft_size' = " + std::to_string(kernel->fft_size) +
+                        " both set the period; give one of them (the other 0)").release();
+      if (kernel->max_length < 0)
+        return op_error("FFTConv: attribute 'max_length' must be >= 0 (0: any length), got " +
+                        std::to_string(kernel->max_length)).release();
+      // The filter is constant when k is an initializer and so is k_rev, if given.
+      auto filter = std::make_unique<ConstantFilter>();
+      const bool on_host = !kernel->on_gpu;
+      const bool constant = read_constant(info, FFTCONV_INPUT_K, on_host ? &filter->k : nullptr) &&
+                            (!has_input(info, FFTCONV_INPUT_K_REV) ||
+                             read_constant(info, FFTCONV_INPUT_K_REV, on_host ? &filter->k_rev : nullptr));
       if (kernel->on_gpu) {  // the filter lives on the device: its spectra are made at the first runs
-        if (is_constant && k) kernel->device_spectra = std::make_unique<DeviceSpectra>();
+        if (constant) kernel->device_spectra = std::make_unique<DeviceSpectra>();
         *kernel_out = kernel.release();
         return nullptr;
       }
-      if (is_constant && k) {
-        const auto k_type = k.GetTensorTypeAndShapeInfo().GetElementType();
-        if (k_type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT && k_type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 &&
-            k_type != ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16)
-          is_constant = 0;  // refused with a clear message by fftconv_resolve at the first run
-      }
-      if (is_constant && k) {
-        auto filter = std::make_unique<ConstantFilter>();
-        filter->desc = describe(k);
-        const size_t element_bytes = filter->desc.dtype == FFTCONV_FLOAT32 ? 4 : 2;
-        const size_t bytes = k.GetTensorTypeAndShapeInfo().GetElementCount() * element_bytes;
-        filter->bytes.resize(bytes);
-        std::memcpy(filter->bytes.data(), k.GetTensorRawData(), bytes);
+      if (constant) {
         kernel->constant_filter = std::move(filter);
         kernel->prepare_for_static_shape(info);
       }

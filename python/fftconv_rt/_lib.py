@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 FLOAT32, FLOAT16, BFLOAT16 = 1, 10, 16
-INPUT_NAMES = ("u", "k", "D", "pregate", "postgate")
+INPUT_NAMES = ("u", "k", "D", "pregate", "postgate", "k_rev")
 MAX_RANK = 8
 
 CORE_LIBRARY = "libfftconv_rt.so"
@@ -88,7 +88,7 @@ def ort_library_path() -> str:
 
 
 # The version of fftconv.h that TensorDesc and Params mirror (FFTCONV_ABI_VERSION).
-ABI_VERSION = 2
+ABI_VERSION = 3
 
 
 class TensorDesc(ctypes.Structure):
@@ -122,7 +122,25 @@ class Params(ctypes.Structure):
         ("parallel_for", ctypes.c_void_p),  # NULL: the core's own threads
         ("parallel_host", ctypes.c_void_p),
         ("freq_keep", ctypes.c_int64),
+        ("k_rev", ctypes.c_void_p),
+        ("Lk_rev", ctypes.c_int64),
+        ("k_rev_dtype", ctypes.c_int32),
+        ("truncate_filter", ctypes.c_int32),
     ]
+
+
+class Attributes(ctypes.Structure):
+    _fields_ = [
+        ("fft_size", ctypes.c_int64),
+        ("layout", ctypes.c_char_p),
+        ("freq_keep", ctypes.c_int64),
+        ("period_scale", ctypes.c_int64),
+        ("max_length", ctypes.c_int64),
+    ]
+
+
+# fftconv_cpu_path_kind of fftconv.h, by value.
+CPU_PATHS = {0: "direct_sum", 1: "blocks", 2: "whole_row", 3: "at_period"}
 
 
 _core = None
@@ -138,10 +156,11 @@ def core() -> ctypes.CDLL:
         if lib.fftconv_abi_version() != ABI_VERSION:  # Params below would not match its struct
             raise FFTConvError(f"FFTConv: {lib._name} has C ABI version {lib.fftconv_abi_version()}; this package "
                                f"needs version {ABI_VERSION}: rebuild the native libraries (pip install .)")
-        lib.fftconv_resolve_sparse.restype = ctypes.c_int
-        lib.fftconv_resolve_sparse.argtypes = [
-            ctypes.POINTER(TensorDesc), ctypes.c_int64, ctypes.c_char_p, ctypes.c_int64,
-            ctypes.POINTER(Params), ctypes.POINTER(ctypes.c_int64)]
+        lib.fftconv_resolve.restype = ctypes.c_int
+        lib.fftconv_resolve.argtypes = [ctypes.POINTER(TensorDesc), ctypes.c_int32, ctypes.POINTER(Attributes),
+                                        ctypes.POINTER(Params), ctypes.POINTER(ctypes.c_int64)]
+        lib.fftconv_cpu_path.restype = ctypes.c_int32
+        lib.fftconv_cpu_path.argtypes = [ctypes.POINTER(Params)]
         lib.fftconv_cpu_forward.restype = ctypes.c_int
         lib.fftconv_cpu_forward.argtypes = [ctypes.POINTER(Params), ctypes.c_void_p]
         lib.fftconv_cpu_prepare_filter.restype = ctypes.c_int
@@ -190,16 +209,26 @@ def describe(shape, dtype_code: int | None) -> TensorDesc:
     return desc
 
 
-def resolve(descs, fft_size: int, layout: str, freq_keep: int = 0) -> tuple[Params, tuple[int, int, int]]:
-    """Validates the inputs against the op contract (the core's messages) and returns the params."""
-    array = (TensorDesc * len(INPUT_NAMES))(*descs)
+def resolve(descs, fft_size: int, layout: str, freq_keep: int = 0, period_scale: int = 0,
+            max_length: int = 0) -> tuple[Params, tuple[int, int, int]]:
+    """Validates the inputs (one TensorDesc per input of INPUT_NAMES, or the first five) and the
+    attributes against the op contract (the core's messages) and returns the params."""
+    array = (TensorDesc * len(descs))(*descs)
     params = Params()
     out_shape = (ctypes.c_int64 * 3)()
     if not isinstance(layout, str):
         raise FFTConvError(f"FFTConv: attribute 'layout' must be a string \"BHL\" or \"BLH\", got {layout!r}")
-    check(core().fftconv_resolve_sparse(array, int(fft_size), layout.encode(), int(freq_keep), ctypes.byref(params),
-                                        out_shape))
+    attributes = Attributes(int(fft_size), layout.encode(), int(freq_keep), int(period_scale), int(max_length))
+    check(core().fftconv_resolve(array, len(descs), ctypes.byref(attributes), ctypes.byref(params), out_shape))
     return params, tuple(out_shape)
+
+
+def cpu_path(params: Params) -> str:
+    """How the CPU core computes a call with these params: "direct_sum", "blocks", "whole_row" or "at_period"."""
+    path = core().fftconv_cpu_path(ctypes.byref(params))
+    if path < 0:
+        raise FFTConvError(core().fftconv_last_error().decode())
+    return CPU_PATHS[path]
 
 
 # ONNX TensorProto type numbers by dtype name (NumPy's and torch's names agree); 0 for
@@ -219,21 +248,31 @@ def numpy_dtype_code(a: np.ndarray) -> int:
 
 
 def set_pointers(params: Params, inputs, y) -> None:
-    """Sets the five input addresses (None for omitted inputs) and the output address."""
+    """Sets the input addresses (by INPUT_NAMES; None for omitted inputs) and the output address."""
     for name, address in zip(INPUT_NAMES, inputs):
         setattr(params, name, address)
     params.y = y
 
 
 def fftconv_numpy(u, k, D=None, pregate=None, postgate=None, fft_size: int = 0, layout: str = "BHL",
-                  num_threads: int = 0, freq_keep: int = 0) -> np.ndarray:
+                  num_threads: int = 0, freq_keep: int = 0, k_rev=None, period_scale: int = 0,
+                  max_length: int = 0) -> np.ndarray:
     """Runs the CPU core on NumPy arrays (a direct test of the C ABI)."""
-    arrays = [u, k, D, pregate, postgate]
-    descs = [describe(a.shape, numpy_dtype_code(a)) if a is not None else describe((), None) for a in arrays]
-    params, out_shape = resolve(descs, fft_size, layout, freq_keep)
-    arrays = [np.ascontiguousarray(a) if a is not None else None for a in arrays]
-    y = np.empty(out_shape, dtype=arrays[0].dtype)
-    set_pointers(params, [a.ctypes.data if a is not None else None for a in arrays], y.ctypes.data)
+    params, arrays, y = numpy_params(u, k, D, pregate, postgate, fft_size, layout, freq_keep, k_rev, period_scale,
+                                     max_length)
     params.num_threads = num_threads
     check(core().fftconv_cpu_forward(ctypes.byref(params), None))
     return y
+
+
+def numpy_params(u, k, D=None, pregate=None, postgate=None, fft_size: int = 0, layout: str = "BHL",
+                 freq_keep: int = 0, k_rev=None, period_scale: int = 0, max_length: int = 0):
+    """The params of a call on NumPy arrays (resolved, pointers set), the contiguous arrays they point
+    at (keep them alive), and the output array."""
+    arrays = [u, k, D, pregate, postgate, k_rev]
+    descs = [describe(a.shape, numpy_dtype_code(a)) if a is not None else describe((), None) for a in arrays]
+    params, out_shape = resolve(descs, fft_size, layout, freq_keep, period_scale, max_length)
+    arrays = [np.ascontiguousarray(a) if a is not None else None for a in arrays]
+    y = np.empty(out_shape, dtype=arrays[0].dtype)
+    set_pointers(params, [a.ctypes.data if a is not None else None for a in arrays], y.ctypes.data)
+    return params, arrays, y

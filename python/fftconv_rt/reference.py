@@ -9,22 +9,41 @@ def _f64(a):
     return None if a is None else np.asarray(a).astype(np.float64)
 
 
-def fftconv_reference(u, k, D=None, pregate=None, postgate=None, fft_size: int = 0,
-                      layout: str = "BHL", freq_keep: int = 0) -> np.ndarray:
-    """y = postgate * (irfft(rfft(v, n) * rfft(k, n), n)[..., :L] + D * v), v = pregate * u, in float64;
-    freq_keep > 0: rfft(k, n) zeroed at the bins >= freq_keep, n = fft_size or 2L."""
-    u, k, D, pregate, postgate = map(_f64, (u, k, D, pregate, postgate))
+def period_of(L: int, Lk: int, Lk_rev: int = 0, fft_size: int = 0, freq_keep: int = 0,
+              period_scale: int = 0) -> tuple[int, bool]:
+    """The period n of a call and whether its filter spectrum is masked (op_spec.toml): fft_size, or
+    period_scale * L, or (both 0) the linear size L + max(Lk, Lk_rev) - 1; a freq_keep that removes
+    bins is defined at that period, or at 2L when both are 0."""
+    n = period_scale * L if period_scale > 0 else fft_size
+    masked_n = n if n > 0 else 2 * L
+    if 0 < freq_keep < masked_n // 2 + 1:
+        return masked_n, True
+    return (n if n > 0 else L + max(Lk, Lk_rev) - 1), False
+
+
+def fftconv_reference(u, k, D=None, pregate=None, postgate=None, fft_size: int = 0, layout: str = "BHL",
+                      freq_keep: int = 0, k_rev=None, period_scale: int = 0, max_length: int = 0) -> np.ndarray:
+    """In float64, with n the period (period_of):
+        v = pregate * u
+        K = rfft(k[:n], n) + conj(rfft(k_rev[:n], n))      (no k_rev: K = rfft(k, n))
+        y = postgate * (irfft(rfft(v, n) * K, n)[..., :L] + D * v)
+    freq_keep > 0: K zeroed at the bins >= freq_keep. L > max_length > 0 raises ValueError."""
+    u, k, D, pregate, postgate, k_rev = map(_f64, (u, k, D, pregate, postgate, k_rev))
     if layout == "BLH":  # compute in (B, H, L)
         u, pregate, postgate = (None if a is None else a.transpose(0, 2, 1) for a in (u, pregate, postgate))
     v = u if pregate is None else u * pregate
     L, Lk = v.shape[-1], k.shape[-1]
-    if freq_keep > 0:
-        n = fft_size if fft_size > 0 else 2 * L
-        k_f = np.fft.rfft(k, n)
+    if max_length > 0 and L > max_length:
+        raise ValueError(f"FFTConv: sequence length L = {L} exceeds the attribute 'max_length' = {max_length}")
+    if L == 0:
+        y = np.zeros_like(v)
+        return y.transpose(0, 2, 1) if layout == "BLH" else y
+    n, masked = period_of(L, Lk, 0 if k_rev is None else k_rev.shape[-1], fft_size, freq_keep, period_scale)
+    k_f = np.fft.rfft(k[..., :n], n)  # taps past n dropped, as rfft(k, n) does
+    if k_rev is not None:
+        k_f = k_f + np.conj(np.fft.rfft(k_rev[..., :n], n))
+    if masked:
         k_f[..., freq_keep:] = 0
-    else:
-        n = fft_size if fft_size > 0 else L + Lk - 1
-        k_f = np.fft.rfft(k, n)
     y = np.fft.irfft(np.fft.rfft(v, n) * k_f, n)[..., :L]
     if D is not None:
         y = y + D[:, None] * v
