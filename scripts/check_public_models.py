@@ -13,6 +13,7 @@ none of their code belongs in this project). Last run on these commits (owner/na
     HazyResearch/hyena-dna          hyena-dna       d553021b483b82980aa4b868b37ec2d4332e198a
     HazyResearch/H3                 H3              5c4d06b5795405170387c80998b58d76179a8a1a
     ctlllll/SGConv                  SGConv          97862df5b42507da0c6920b180ee2a250a1f8968
+    raminmh/liquid-s4               liquid-s4       06031dc770975d364f7d5b2fbf77b41b2c4bddd1
 
 e.g. `git clone <repository> third_party_fetched/s4 && git -C third_party_fetched/s4 checkout e757cef57d`.
 The modules import einops, opt_einsum, scipy, hydra-core and rich besides torch: `pip install einops opt_einsum
@@ -258,11 +259,11 @@ def _s4_fftconv_bidirectional(root):
     return Subject(FirstOutput(model), channels_first(WIDTH), 64, 37, 128)
 
 
-@case("s4/FFTConv diag channels-last", "s4", "models/s4/s4.py FFTConv(mode='diag', transposed=False)", 1,
+@case("s4/FFTConv diag channels-last", "s4", "models/s4/s4.py FFTConv(mode='diag', transposed=False, l_max=128)", 1,
       S4_FFTCONV + "; (B, L, H) input transposed around the convolution (s4.py:1706, 1757)",
       stand_ins=("pytorch_lightning", "pytorch_lightning.utilities"))
 def _s4_fftconv_channels_last(root):
-    model = _s4_fftconv(root, mode="diag", d_state=16, transposed=False)
+    model = _s4_fftconv(root, mode="diag", d_state=16, transposed=False, l_max=128)
     return Subject(FirstOutput(model), channels_last(WIDTH), 64, 37, 128)
 
 
@@ -349,6 +350,16 @@ def _sgconv(root):
     model = mod.GConv(WIDTH, l_max=128, kernel_dim=16)
     with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():  # the first call stores the kernel norm
         model(_randn(BATCH, WIDTH, 64, seed=0))
+    return Subject(FirstOutput(model), channels_first(WIDTH), 64, 37, 128)
+
+
+@case("liquid-s4/S4 polyb", "liquid-s4", "src/models/sequence/ss/s4.py S4(liquid_kernel='polyb', l_max=128)", 1,
+      "ss/s4.py:280-307 rfft(k, n=L_kernel+L), einsum 'bhl,chl->bchl', irfft (P3, P4); liquid terms: products of "
+      "shifted inputs, no FFT (ss/s4.py:312-339); filter: SSKernelNPLR, Cauchy kernel + irfft (ss/kernel.py:356)",
+      stand_ins=("pytorch_lightning", "pytorch_lightning.utilities"))
+def _liquid_s4(root):
+    mod = import_from(root, "src.models.sequence.ss.s4")
+    model = mod.S4(WIDTH, d_state=16, l_max=128, liquid_kernel="polyb")
     return Subject(FirstOutput(model), channels_first(WIDTH), 64, 37, 128)
 
 
@@ -552,7 +563,8 @@ def run_case_process(name: str, repos: Path, verbose: bool) -> Row:
     if not rows:
         last = (done.stderr.strip().splitlines() or ["(nothing on stderr)"])[-1]
         return Row(case_.name, case_.module, case_.folder, long_convs=case_.long_convs,
-                   short_convs=case_.short_convs, error=f"the check's process exited with code {done.returncode}: {last}")
+                   short_convs=case_.short_convs,
+                   error=f"the check's process exited with code {done.returncode}: {last}")
     return Row(**json.loads(rows[-1]))
 
 
