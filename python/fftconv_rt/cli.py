@@ -1,38 +1,54 @@
-"""The `fftconv-rt` command: demo, export, validate, bench, info."""
+"""The `fftconv-rt` command: demo, export, validate, decompose, triton-repo, bench, plot, info.
+
+An error the user can act on (a missing or unreadable file, a refused option, a model that
+torch.export cannot trace, inputs that do not match the model, a library that does not load)
+prints one line, "fftconv-rt <command>: error: <message>", and exits with status 2; --verbose
+shows the full traceback instead.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from pathlib import Path
 
 
 def load_model(spec: str):
-    """(model, example_inputs) from "package.module:factory" (a callable returning both) or
-    from a .pt2 file written by torch.export.save."""
+    """(model, example_inputs) from "package.module:factory" (a callable returning both, imported
+    from the current folder or sys.path) or from a .pt2 file written by torch.export.save (its
+    module and the example inputs saved with it)."""
     if spec.endswith(".pt2"):
         import torch
 
         path = Path(spec)
         if not path.is_file():
-            raise SystemExit(f"fftconv-rt: model file {spec} does not exist")
+            raise FileNotFoundError(f"model file {spec} does not exist")
         program = torch.export.load(str(path))
+        if not program.example_inputs:
+            raise ValueError(f"{spec} holds no example inputs (save it from torch.export.export(model, args))")
         args, kwargs = program.example_inputs
         if kwargs:
-            raise SystemExit(f"fftconv-rt: {spec} has keyword example inputs; only positional ones are supported")
+            raise ValueError(f"{spec} has keyword example inputs; only positional ones are supported")
         return program.module(), tuple(args)
     module_name, sep, attr = spec.partition(":")
-    if not sep or not attr:
-        raise SystemExit(f"fftconv-rt: --model must be 'package.module:factory' or a .pt2 file, got {spec!r}")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"the model must be 'package.module:factory' or a .pt2 file, got {spec!r}")
     sys.path.insert(0, str(Path.cwd()))
     try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as e:
-        raise SystemExit(f"fftconv-rt: cannot load {spec!r}: {e}")
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name is None or not module_name.startswith(e.name):
+            raise  # the module itself imports something missing: its own traceback
+        raise ModuleNotFoundError(f"cannot import {module_name!r} for {spec!r} (looked in {Path.cwd()} and on "
+                                  f"sys.path): {e}", name=e.name) from e
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ValueError(f"{module_name} has no callable {attr!r} (from {spec!r}, in {module.__file__})")
     result = factory()
     if not (isinstance(result, tuple) and len(result) == 2):
-        raise SystemExit(f"fftconv-rt: {spec} must return (model, example_inputs)")
+        raise ValueError(f"{spec} must return (model, example_inputs), got {type(result).__name__}")
     model, example = result
     return model, tuple(example) if isinstance(example, (list, tuple)) else (example,)
 
@@ -52,23 +68,25 @@ def _cmd_demo(args) -> int:
     return 0 if ok else 1
 
 
+def _names(text):
+    return None if text is None else [n.strip() for n in text.split(",") if n.strip()]
+
+
 def _cmd_export(args) -> int:
-    from .export import NoLongConvolutionError, export
+    from .export import export
     from .progress import Steps
 
     steps = Steps(2)
     with steps.step(f"loading {args.model}"):
         model, example = load_model(args.model)
-    try:
-        with steps.step(f"exporting to {args.output}"):
-            threshold = {} if args.min_conv_taps is None else {"min_conv_taps": args.min_conv_taps}
-            report = export(model, example, args.output, opset_version=args.opset,
-                            require_rewrite=not args.allow_none, fold_filters=not args.keep_filter_ops,
-                            tensorrt=args.tensorrt, partial=args.partial, freq_keep=args.freq_keep,
-                            max_length=args.max_length, **threshold)
-    except NoLongConvolutionError as e:
-        print(e, file=sys.stderr)
-        return 2
+    with steps.step(f"exporting to {args.output}"):
+        threshold = {} if args.min_conv_taps is None else {"min_conv_taps": args.min_conv_taps}
+        report = export(model, example, args.output, opset_version=args.opset,
+                        require_rewrite=not args.allow_none, fold_filters=not args.keep_filter_ops,
+                        tensorrt=args.tensorrt, partial=args.partial, freq_keep=args.freq_keep,
+                        max_length=args.max_length, dynamic_dims=args.dynamic_dims, strict=args.strict,
+                        input_names=_names(args.input_names), output_names=_names(args.output_names),
+                        **threshold)
     if args.report_json:
         print(report.to_json())
     elif args.report:
@@ -106,48 +124,22 @@ def _cmd_validate(args) -> int:
     if not args.verbose:
         G_LOGGER.module_severity = G_LOGGER.WARNING
     model, example = load_model(args.model)
-    report = validate(model, args.onnx, [example], tolerance_value=args.tolerance)
+    report = validate(model, args.onnx, [example], tolerance_value=args.tolerance, timing_repeats=args.repeats)
     print(report)
     return 0 if report.passed else 1
 
 
 def _cmd_bench(args) -> int:
-    from .bench import GPU_LENGTHS, run_cpu_bench, run_gpu_bench
+    from .bench import run_bench_command
 
-    if args.model:
-        from .bench import MODEL_LENGTHS, run_model_bench
-
-        lengths = tuple(int(x) for x in args.lengths.split(",")) if args.lengths else MODEL_LENGTHS
-        run_model_bench(lengths=lengths, out_path=args.out)
-        return 0
-    if args.sparse:
-        from .bench import SPARSE_LENGTHS, run_sparse_bench
-
-        lengths = tuple(int(x) for x in args.lengths.split(",")) if args.lengths else SPARSE_LENGTHS
-        run_sparse_bench(lengths=lengths, out_path=args.out)
-        return 0
-    if args.partial:
-        from .bench import PARTIAL_LENGTHS, PARTIAL_TAPS, run_partial_bench
-
-        lengths = tuple(int(x) for x in args.lengths.split(",")) if args.lengths else PARTIAL_LENGTHS
-        run_partial_bench(lengths=lengths, taps=PARTIAL_TAPS, out_path=args.out)
-        return 0
-    if args.gpu:
-        lengths = tuple(int(x) for x in args.lengths.split(",")) if args.lengths else GPU_LENGTHS
-        run_gpu_bench(lengths=lengths, dtypes=tuple(args.dtypes.split(",")), elements=args.elements or 1 << 26,
-                      out_path=args.out, layout=args.layout)
-        return 0
-    lengths = tuple(int(x) for x in (args.lengths or "1024,4096,16384,65536").split(","))
-    run_cpu_bench(lengths=lengths, elements=args.elements or 1 << 21, repeats=args.repeats, threads=args.threads,
-                  out_path=args.out)
-    return 0
+    return run_bench_command(args)
 
 
 def _cmd_plot(args) -> int:
-    from .bench import plot_gpu_results
+    from .bench import plot_results
 
-    plot_gpu_results(args.results, args.png)
-    print(f"wrote {args.png}")
+    drawn = plot_results(args.results, args.png)
+    print(f"wrote {args.png} ({drawn})")
     return 0
 
 
@@ -160,13 +152,20 @@ def _cmd_info(args) -> int:
 
 def _bins_or_fraction(text: str):
     """--freq-keep: an integer number of bins, or a fraction written with a point."""
-    return float(text) if "." in text else int(text)
+    try:
+        return float(text) if "." in text else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of bins (an integer) or a fraction such as 0.25, "
+                                         f"got {text!r}") from None
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="fftconv-rt", description="Long-convolution models from PyTorch to "
                                      "ONNX Runtime / TensorRT with one fused FFTConv op.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", action="store_true",
+                        help="on an error, the full traceback instead of one line (validate: also Polygraphy's log)")
+    sub = _Subcommands(parser.add_subparsers(dest="command", required=True), common)
 
     p = sub.add_parser("demo", help="export a small Hyena-style model, run it in ONNX Runtime, validate, report")
     p.add_argument("--out", default="fftconv_demo", help="folder for the .onnx (default: %(default)s)")
@@ -210,6 +209,15 @@ def main(argv=None) -> int:
     p.add_argument("--max-length", type=int, default=None, metavar="L",
                    help="the longest sequence the model will run: a filter that depends on the length only as a "
                         "prefix (Hyena's positional embedding cut to L) is computed once at L taps and stored")
+    p.add_argument("--dynamic-dims", default="batch+length", metavar="WHICH",
+                   help="input dimensions left dynamic: batch+length (default: dimension 0 and the sequence "
+                        "length), length, all (every one the model allows), none (static shapes, which "
+                        "--freq-keep with a fraction needs)")
+    p.add_argument("--strict", action="store_true",
+                   help="fail when an FFT convolution cannot be rewritten (default: it stays as standard ONNX ops "
+                        "and the report says why)")
+    p.add_argument("--input-names", default=None, metavar="A,B", help="names of the ONNX inputs, in order")
+    p.add_argument("--output-names", default=None, metavar="Y,Z", help="names of the ONNX outputs, in order")
     p.set_defaults(fn=_cmd_export)
 
     p = sub.add_parser("triton-repo", help="write a Triton Inference Server model repository for an .onnx with "
@@ -233,29 +241,19 @@ def main(argv=None) -> int:
     p.add_argument("onnx", help="the exported .onnx")
     p.add_argument("--tolerance", type=float, default=None,
                    help="max|y-ref|/max|ref| allowed (default: the op spec's for the output dtype)")
-    p.add_argument("--verbose", action="store_true", help="show Polygraphy's own log")
+    p.add_argument("--repeats", type=int, default=5,
+                   help="time PyTorch and ONNX Runtime: median of this many runs after a warm-up (0: no timing)")
     p.set_defaults(fn=_cmd_validate)
 
     p = sub.add_parser("bench", help="benchmark: CPU (vs torch.fft conv and the default ONNX export) or --gpu "
                                      "(vs a device copy and cuFFT)")
-    p.add_argument("--gpu", action="store_true", help="the CUDA benchmark")
-    p.add_argument("--model", action="store_true",
-                   help="end to end on the GPU: a Hyena stack in PyTorch eager vs ONNX Runtime CUDA (fftconv-rt "
-                        "export and the default DFT export)")
-    p.add_argument("--sparse", action="store_true",
-                   help="GPU, fp16: frequency-sparse (keep 1/2, 1/4, 1/8 of the bins) against dense, L = 8K .. 2M")
-    p.add_argument("--partial", action="store_true",
-                   help="GPU, fp16: filters cut to 1K, 4K, 16K taps against the full filter at L = 128K, 2M, 16M")
-    p.add_argument("--lengths", default=None, help="comma-separated L (default: 1K..64K on CPU, 128..2M on GPU)")
-    p.add_argument("--dtypes", default="float16,bfloat16,float32", help="GPU I/O types")
-    p.add_argument("--layout", choices=["BHL", "BLH"], default="BHL", help="GPU: storage of u and y")
-    p.add_argument("--elements", type=int, default=None, help="B*H*L per call (default: 2^21 CPU, 2^26 GPU)")
-    p.add_argument("--repeats", type=int, default=21)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", default=None, help="append JSON lines to this file")
+    from .bench import add_bench_arguments
+
+    add_bench_arguments(p)
     p.set_defaults(fn=_cmd_bench)
 
-    p = sub.add_parser("plot", help="PNG plot of GPU benchmark results (JSON lines of `bench --gpu`)")
+    p = sub.add_parser("plot", help="PNG plot of benchmark results (JSON lines of `bench`, `bench --gpu`, "
+                                    "`bench --model`)")
     p.add_argument("results")
     p.add_argument("png")
     p.set_defaults(fn=_cmd_plot)
@@ -264,30 +262,66 @@ def main(argv=None) -> int:
     p.set_defaults(fn=_cmd_info)
 
     args = parser.parse_args(argv)
-    from ._lib import LibraryLoadError
-
-    user_errors: tuple = (FileNotFoundError, IsADirectoryError, ValueError, TypeError, ImportError,
-                          LibraryLoadError)
-    try:
-        from google.protobuf.message import DecodeError  # an unreadable .onnx
-
-        user_errors += (DecodeError,)
-    except ImportError:
-        pass
     try:
         return args.fn(args)
-    except user_errors as e:
-        # bad input from the user (a missing or unreadable file, a refused argument, a missing
-        # optional module): the message, not a traceback
+    except Exception as e:
+        if args.verbose or not _is_user_error(e):
+            detail = getattr(e, "detail", "")
+            if args.verbose and detail:
+                print(detail, file=sys.stderr)
+            raise
         print(f"fftconv-rt {args.command}: error: {_describe(e)}", file=sys.stderr)
         return 2
 
 
+class _Subcommands:
+    """add_parser with the options every subcommand has (--verbose)."""
+
+    def __init__(self, subparsers, common):
+        self.subparsers, self.common = subparsers, common
+
+    def add_parser(self, name, **kwargs):
+        return self.subparsers.add_parser(name, parents=[self.common], **kwargs)
+
+
+def _is_user_error(error: Exception) -> bool:
+    """Errors the user can act on from their message: a missing or unreadable file, a refused
+    argument or input, a model torch.export cannot trace, a library or model that does not load,
+    a missing optional module. Anything else is a bug and keeps its traceback."""
+    from ._lib import FFTConvError, LibraryLoadError, LibraryNotFoundError
+
+    known = [ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, ImportError,
+             FFTConvError, LibraryNotFoundError, LibraryLoadError]
+    # the modules whose errors can have been raised are those already imported
+    if "fftconv_rt.export" in sys.modules:
+        known.append(sys.modules["fftconv_rt.export"].ExportError)
+    if "fftconv_rt.validate" in sys.modules:
+        known.append(sys.modules["fftconv_rt.validate"].ModelRunError)
+    if "google.protobuf.message" in sys.modules:
+        known.append(sys.modules["google.protobuf.message"].DecodeError)  # an unreadable .onnx
+    if "onnx.checker" in sys.modules:
+        known.append(sys.modules["onnx.checker"].ValidationError)
+    if "onnxruntime" in sys.modules:
+        from .validate import _runtime_errors
+
+        known.extend(_runtime_errors())
+    if "polygraphy.exception" in sys.modules:
+        known.append(sys.modules["polygraphy.exception"].PolygraphyException)
+    return isinstance(error, tuple(known))
+
+
 def _describe(error: Exception) -> str:
-    """A user-facing message; a protobuf parse failure of an .onnx says what it means."""
-    text = str(error)
+    """The message without the "fftconv-rt <command>: " our own errors start with (main adds it);
+    a protobuf parse failure of an .onnx and ONNX Runtime's status codes said in words."""
+    text = re.sub(r"^fftconv-rt(?: [\w-]+)?: ", "", str(error))
+    # an error raised inside a traced graph comes with torch.fx's node dump appended
+    text = text.split("\n\nWhile executing %", 1)[0]
     if type(error).__name__ == "DecodeError":
         return f"the file is not a readable ONNX model (truncated, or not ONNX): {text}"
+    if type(error).__module__.startswith("onnxruntime"):
+        return re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "ONNX Runtime: ", text)
+    if isinstance(error, ModuleNotFoundError) and error.name and not text.startswith("cannot import"):
+        return f"{text} (an optional dependency: pip install 'fftconv-rt[all]')"
     return text
 
 

@@ -8,6 +8,7 @@ import copy
 import sys
 import time
 import types
+import warnings
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -85,7 +86,9 @@ def _float64_reference(model):
     floats = [t for t in list(model.parameters()) + list(model.buffers()) if t.is_floating_point()]
     if not floats or any(t.dtype != torch.float32 for t in floats):
         return model, None
-    return copy.deepcopy(model).double(), torch.float64
+    with warnings.catch_warnings():  # copying a torch.export module: torch's own deprecation notice
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec.*")
+        return copy.deepcopy(model).double(), torch.float64
 
 
 def _torch_runner_class():
@@ -298,6 +301,12 @@ def _runtime_errors() -> tuple:
     return tuple(v for v in vars(state).values() if isinstance(v, type) and issubclass(v, Exception))
 
 
+def _runtime_message(error: Exception) -> str:
+    """ONNX Runtime's message without its "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : " code."""
+    text = str(error)
+    return text.split(" : ", 3)[-1] if text.startswith("[ONNXRuntimeError]") else text
+
+
 def _time_runners(model, device, sessions: dict, other_runners: list, feed, repeats: int) -> dict:
     """Median ms of PyTorch (the model as given, eval, no_grad) and of each session/runner on one
     input set, after a warm-up."""
@@ -386,7 +395,7 @@ def validate(model, onnx_path: str, inputs: Iterable[Sequence[Any]], *, provider
         except _runtime_errors() as e:
             raise ModelRunError(f"fftconv-rt validate: ONNX Runtime cannot run {onnx_path} on the inputs given "
                                 f"({'; '.join(_describe_feed(f) for f in feeds)}); the model's inputs are "
-                                f"{_describe_declared(declared)}: {e}") from e
+                                f"{_describe_declared(declared)}: {_runtime_message(e)}") from e
         if trt_runner:
             ort_runners.append(trt_runner)  # checked like the ONNX Runtime runners below
 
