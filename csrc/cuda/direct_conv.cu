@@ -804,7 +804,8 @@ int64_t direct_max_taps() {
 }
 
 bool direct_applies(const fftconv_params& p) {
-  if (p.freq_keep > 0 || is_circular(p.L, p.Lk, p.fft_size)) return false;  // not a causal FIR then
+  // not a causal FIR then (two-sided calls take the FFT path)
+  if (p.freq_keep > 0 || p.Lk_rev > 0 || is_circular(p.L, p.Lk, p.fft_size)) return false;
   const int64_t taps = used_taps(p.L, p.Lk, p.fft_size);
   const int64_t largest = p.dtype == FFTCONV_FLOAT32    ? kFloat32MaxTaps
                           : p.dtype == FFTCONV_BFLOAT16 ? kBfloat16MaxTaps

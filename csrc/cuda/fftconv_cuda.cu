@@ -1108,12 +1108,29 @@ __global__ void fold_kernel(RunArgs a, int mode) {
 
 // ---- the filter spectrum -------------------------------------------------------
 
+// The effective filter of a call (geometry.h, Conv): c[t] = k[t] (t < taps) plus, for two-sided
+// calls, k_rev[j] at t = (period - j) mod period (j < rev_taps), for t < extent (zero past it).
 struct FilterArgs {
   const void* k;
   int32_t k_dtype;
   int64_t H, Lk, taps;
-  bool vector_k;  // Lk a multiple of 8 and k 16-byte aligned (load_filter_chunk)
+  const void* k_rev;  // null with rev_taps = 0 (causal)
+  int32_t k_rev_dtype;
+  int64_t Lk_rev, rev_taps, period;
+  int64_t extent;  // points of c that reach the outputs
+  bool vector_k;   // causal, Lk a multiple of 8 and k 16-byte aligned (load_filter_chunk)
 };
+
+// Point t of channel h's effective filter (h < 0: zero).
+__device__ float filter_point(const FilterArgs& f, int64_t h, int64_t t) {
+  if (h < 0 || t >= f.extent) return 0.f;
+  float value = t < f.taps ? load_any(f.k, f.k_dtype, h * f.Lk + t) : 0.f;
+  if (f.rev_taps > 0 && t < f.period) {
+    const int64_t j = t == 0 ? 0 : f.period - t;  // the k_rev tap at lag -j lies at (n - j) mod n
+    if (j < f.rev_taps) value += load_any(f.k_rev, f.k_rev_dtype, h * f.Lk_rev + j);
+  }
+  return value;
+}
 
 // Taps t .. t + 7 of filter h (t a multiple of 8; zero past the taps used, or for h < 0).
 __device__ void load_filter_chunk(const FilterArgs& f, int64_t h, int64_t t, float (&v)[8]) {
@@ -1150,7 +1167,7 @@ __device__ __forceinline__ bool fused_filter_pair(const RunArgs& a, const Filter
                                                   float* sm) {
   constexpr int m = 1 << kLogM;
   const Points x{reinterpret_cast<float2*>(sm)};  // in place: blockDim.x = m / 16
-  const int prune = 2 * f.taps <= m ? kHalfInput : kPlain;
+  const int prune = 2 * f.extent <= m ? kHalfInput : kPlain;
   if (f.vector_k) {
     for (int t = 8 * threadIdx.x; t < (skips_upper_input(m, prune) ? m / 2 : m); t += 8 * blockDim.x) {
       float v1[8], v2[8];
@@ -1160,10 +1177,8 @@ __device__ __forceinline__ bool fused_filter_pair(const RunArgs& a, const Filter
       for (int j = 0; j < 8; ++j) x[t + j] = make_float2(v1[j], v2[j]);
     }
   } else {
-    for (int t = threadIdx.x; t < m; t += blockDim.x) {
-      x[t].x = t < f.taps ? load_any(f.k, f.k_dtype, first * f.Lk + t) : 0.f;
-      x[t].y = (t < f.taps && second >= 0) ? load_any(f.k, f.k_dtype, second * f.Lk + t) : 0.f;
-    }
+    for (int t = threadIdx.x; t < m; t += blockDim.x)
+      x[t] = make_float2(filter_point(f, first, t), filter_point(f, second, t));
   }
   __syncthreads();
   block_fft<m, 1, false>(x, -1.f, prune & kHalfInput, false);
@@ -1212,11 +1227,8 @@ __global__ void __launch_bounds__(kColumnThreadsMax)
     int64_t h1, h2;
     if (!pair_filters(a, f, pair, mode, &h1, &h2)) return;
     const bool finite = columns_forward(
-        a, pair, column_block, cols, 2 * f.taps <= a.m ? kHalfInput : kPlain, sm,
-        [&](int64_t t) {
-          return make_float2(t < f.taps ? load_any(f.k, f.k_dtype, h1 * f.Lk + t) : 0.f,
-                             (t < f.taps && h2 >= 0) ? load_any(f.k, f.k_dtype, h2 * f.Lk + t) : 0.f);
-        },
+        a, pair, column_block, cols, 2 * f.extent <= a.m ? kHalfInput : kPlain, sm,
+        [&](int64_t t) { return make_float2(filter_point(f, h1, t), filter_point(f, h2, t)); },
         f.vector_k && cols >= 8, [&](int64_t t, float(&v1)[8], float(&v2)[8]) {
           load_filter_chunk(f, h1, t, v1);
           load_filter_chunk(f, h2, t, v2);
@@ -1287,22 +1299,23 @@ constexpr int64_t kLargestTransform = kLongRow << kLogLargestN1;
 // Overlap-save pieces of m points for a linear convolution whose filter is short against
 // the row (m = 4x the taps, at least 1024, and at most half the whole row's transform), or
 // 0: one transform per row.
-int64_t piece_size(const fftconv_params& p) {
-  if (p.freq_keep > 0 || is_circular(p.L, p.Lk, p.fft_size)) return 0;
-  const int64_t m = std::max<int64_t>(1024, next_pow2(4 * used_taps(p.L, p.Lk, p.fft_size)));
-  return 2 * m <= transform_size(p.L, p.Lk, p.fft_size) ? m : 0;
+int64_t piece_size(const Conv& c) {
+  if (c.freq_keep > 0 || is_circular(c.L, c.Lk, c.fft_size)) return 0;
+  const int64_t m = std::max<int64_t>(1024, next_pow2(4 * used_taps(c.L, c.Lk, c.fft_size)));
+  return 2 * m <= transform_size(c.L, c.Lk, c.fft_size) ? m : 0;
 }
 
 Plan make_plan(const fftconv_params& p) {
+  const Conv c = conv_of(p);
   Plan plan{};
   // At least 16 points: the in-place transforms give each thread 16 (a larger power of
   // two gives the same convolution, and the circular fold works for any m >= L + Lk - 1).
-  plan.m = std::max<int64_t>(16, transform_size(p.L, p.Lk, p.fft_size, p.freq_keep));
+  plan.m = std::max<int64_t>(16, transform_size(c.L, c.Lk, c.fft_size, c.freq_keep));
   plan.pieces = {1, p.L, 0};
-  if (const int64_t piece = piece_size(p)) {
+  if (const int64_t piece = piece_size(c)) {
     // inputs from at least taps - 1 before the piece; a multiple of 8, like the step when L
     // is one, so that pieces take the 16-byte accesses of whole rows
-    const int64_t lead = (used_taps(p.L, p.Lk, p.fft_size) - 1 + 7) / 8 * 8, step = piece - lead;
+    const int64_t lead = (used_taps(c.L, c.Lk, c.fft_size) - 1 + 7) / 8 * 8, step = piece - lead;
     plan.m = piece;
     plan.pieces = {(p.L + step - 1) / step, step, lead};
   }
@@ -1406,8 +1419,9 @@ RunArgs run_args(const fftconv_params& p, const Plan& plan, const float* spectru
   a.count = p.B * p.H * plan.pieces.count;
   set_pair_flags(a, workspace, plan, a.count);
   a.m = plan.m, a.n1 = plan.n1, a.n2 = plan.n2, a.bins = plan.bins;
-  // a frequency-sparse call transforms at its period: its result needs no fold
-  a.fft_size = (p.freq_keep == 0 && is_circular(p.L, p.Lk, p.fft_size)) ? p.fft_size : 0;
+  // calls transformed at their period (frequency-sparse, or circular of a power-of-two period) need no fold
+  const Conv c = conv_of(p);
+  a.fft_size = folds(plan.m, c.L, c.Lk, c.fft_size, c.freq_keep) ? c.fft_size : 0;
   a.freq_keep = p.freq_keep;
   a.D_dtype = p.D_dtype;
   a.vector_spectrum = plan.fused && aligned16(spectrum);
@@ -1434,7 +1448,8 @@ int64_t rows_workspace_bytes(const fftconv_params& p) {
 
 void check_size(const Plan& plan, const fftconv_params& p) {
   if (plan.m > kLargestTransform)
-    fail(FFTCONV_ERR_UNSUPPORTED, "L = " + std::to_string(p.L) + " with Lk = " + std::to_string(p.Lk) +
+    fail(FFTCONV_ERR_UNSUPPORTED, "L = " + std::to_string(p.L) + " with Lk = " +
+                                      std::to_string(std::max(p.Lk, p.Lk_rev)) +
                                       " needs a transform of " + std::to_string(plan.m) +
                                       " points; the CUDA kernels go up to " + std::to_string(kLargestTransform));
 }
@@ -1539,13 +1554,13 @@ int32_t fftconv_cuda_available(void) {
 }
 
 int64_t fftconv_cuda_filter_bytes(const fftconv_params* p) {
-  if (!p || p->H < 0 || p->L < 0 || p->Lk < 1 || p->fft_size < 0) return 0;
+  if (!p || p->H < 0 || p->L < 0 || p->Lk < 1 || p->fft_size < 0 || p->Lk_rev < 0) return 0;
   if (cuda::direct_applies(*p)) return cuda::direct_filter_bytes(*p);
   return p->H * 2 * make_plan(*p).bins * int64_t(sizeof(float));
 }
 
 int64_t fftconv_cuda_workspace_bytes(const fftconv_params* p) {
-  if (!p || p->B < 0 || p->H < 0 || p->L < 0 || p->Lk < 1 || p->fft_size < 0) return 0;
+  if (!p || p->B < 0 || p->H < 0 || p->L < 0 || p->Lk < 1 || p->fft_size < 0 || p->Lk_rev < 0) return 0;
   const int64_t filter = cuda::direct_applies(*p) ? 0 : workspace_bytes(make_plan(*p), p->H);
   return std::max(cuda::channels_last_bytes(*p) + rows_workspace_bytes(*p), filter);
 }
@@ -1555,8 +1570,10 @@ fftconv_status fftconv_cuda_prepare_filter(const fftconv_params* p, void* spectr
   return guarded_call([&] {
     check_params(p);
     if (!p->k || !spectrum) fail(FFTCONV_ERR_INVALID_ARGUMENT, "k and spectrum must not be null");
+    if (p->Lk_rev > 0 && !p->k_rev) fail(FFTCONV_ERR_INVALID_ARGUMENT, "k_rev must not be null when Lk_rev > 0");
     if (p->H == 0) return;
     check_device_pointer(p->k, "k", element_bytes(p->k_dtype));
+    if (p->Lk_rev > 0) check_device_pointer(p->k_rev, "k_rev", element_bytes(p->k_rev_dtype));
     const bool direct = cuda::direct_applies(*p);
     check_device_pointer(spectrum, "spectrum", direct ? 16 : 4);
     cudaStream_t stream = static_cast<cudaStream_t>(p->stream);
@@ -1568,8 +1585,12 @@ fftconv_status fftconv_cuda_prepare_filter(const fftconv_params* p, void* spectr
     a.spectrum_out = static_cast<float*>(spectrum);
     a.count = p->H;
     set_pair_flags(a, workspace, plan, p->H);
-    FilterArgs f{p->k, p->k_dtype, p->H, p->Lk, used_taps(p->L, p->Lk, p->fft_size, p->freq_keep),
-                 p->Lk % 8 == 0 && aligned16(p->k)};
+    const Conv c = conv_of(*p);
+    const int64_t extent = used_taps(c.L, c.Lk, c.fft_size, c.freq_keep);
+    const bool two_sided = c.rev_taps > 0;
+    const FilterArgs f{p->k,       p->k_dtype, p->H,    p->Lk,      std::min(c.k_taps, extent),
+                       p->k_rev,   p->k_rev_dtype, p->Lk_rev, c.rev_taps, c.fft_size,
+                       extent,     !two_sided && p->Lk % 8 == 0 && aligned16(p->k)};
     const int64_t pairs = (p->H + 1) / 2;
     check_grid(pairs);
     ensure_roots(stream);
