@@ -64,8 +64,8 @@ def test_circular_rows_on_the_cpu(tmp_path):
     out = tmp_path / "gpu.jsonl"
     rows = bench.run_gpu_bench(lengths=(256, 1024), dtypes=("float32", "bfloat16"), elements=1 << 14, repeats=2,
                                mode="circular", channels=8, device="cpu", out_path=str(out), log=lambda _: None)
-    assert [(r["dtype"], r["L"]) for r in rows] == [("float32", 256), ("float32", 1024), ("bfloat16", 256),
-                                                    ("bfloat16", 1024)]
+    assert [(r["L"], r["dtype"]) for r in rows] == [(256, "float32"), (256, "bfloat16"), (1024, "float32"),
+                                                    (1024, "bfloat16")]
     assert _read_jsonl(out) == json.loads(json.dumps(rows))
     for row in rows:
         assert row["mode"] == "circular" and row["fft_size"] == row["L"]
@@ -126,7 +126,7 @@ def test_peer_measured_beside_ours(tmp_path, monkeypatch):
     _fake_flashfftconv(tmp_path, monkeypatch, max_size=512)
     rows = bench.run_gpu_bench(lengths=(128, 512), dtypes=("float16", "float32"), elements=1 << 13, repeats=2,
                                device="cpu", peers=("flashfftconv",), log=lambda _: None)
-    fp16_128, fp16_512, fp32_128, _ = rows
+    fp16_128, fp32_128, fp16_512, _ = rows
     assert fp16_128["flashfftconv_failure"] is None
     assert fp16_128["flashfftconv_rel_error"] < 1e-3  # its own convolution (no skip term) against float64
     assert fp16_128["flashfftconv_over_ours"] == pytest.approx(fp16_128["flashfftconv_ms"] / fp16_128["fftconv_rt_ms"],
@@ -182,6 +182,30 @@ def fftconv(u, k_f, n):
 def clean_imports(monkeypatch):
     monkeypatch.setattr(sys, "path", list(sys.path))
     monkeypatch.delitem(sys.modules, "_C", raising=False)
+
+
+def test_peer_with_a_wrong_result_is_not_timed(tmp_path, monkeypatch):
+    _fake_flashfftconv(tmp_path, monkeypatch)
+    source = (tmp_path / "fake_peers" / "flashfftconv" / "__init__.py")
+    source.write_text(source.read_text().replace("return y.to(u.dtype)", "return (2 * y).to(u.dtype)"))
+    (row,) = bench.run_gpu_bench(lengths=(128,), dtypes=("float16",), elements=1 << 12, repeats=2, device="cpu",
+                                 peers=("flashfftconv",), log=lambda _: None)
+    assert row["flashfftconv_ms"] is None and row["flashfftconv_rel_error"] > 0.5
+    assert row["flashfftconv_failure"].startswith("wrong result: error 1.00e+00 against float64")
+
+
+def test_peer_that_loses_the_cuda_context_ends_the_run_after_writing_its_row(tmp_path, monkeypatch):
+    _fake_flashfftconv(tmp_path, monkeypatch, fail_calls=True)
+    monkeypatch.setattr(bench, "_cuda_error", lambda dev: "AcceleratorError: an illegal memory access")
+    out = tmp_path / "gpu.jsonl"
+    with pytest.raises(RuntimeError, match="run the remaining lengths again"):
+        bench.run_gpu_bench(lengths=(128, 256), dtypes=("float16", "bfloat16"), elements=1 << 12, repeats=1,
+                            device="cpu", peers=("flashfftconv", "thunderkittens"), out_path=str(out),
+                            log=lambda _: None)
+    (row,) = _read_jsonl(out)  # the case where it happened, then nothing
+    assert row["L"] == 128 and row["dtype"] == "float16" and row["fftconv_rt_ms"] > 0
+    assert "left the CUDA context unusable (AcceleratorError: an illegal memory access)" in row["flashfftconv_failure"]
+    assert row["thunderkittens_failure"].startswith("not run: flashfftconv failed at L=128")
 
 
 def test_thunderkittens_from_a_checkout_path(tmp_path, clean_imports):
@@ -269,6 +293,10 @@ def test_model_row_speedups_floor_and_line():
     line = bench._model_line(row)
     assert "fails" in line and "2.50x" in line and "3.00, -, -, 1.00, -" in line
     assert "floor = GEMMs 0.30 ms (4 alone) + FFTConv 0.10 ms (2 nodes alone)" in line
+    unfloored = bench._model_row(meta, 2048, times, {}, {}, {}, {"floor_failure": "FFTConvError: no CUDA kernels"},
+                                 {})
+    assert unfloored["floor_ms"] is None and unfloored["ort_over_floor"] is None
+    assert "floor not measured: FFTConvError: no CUDA kernels" in bench._model_line(unfloored)
 
 
 def test_fftconv_nodes_read_from_an_export(tmp_path):

@@ -390,23 +390,36 @@ def _gpu_shape(L: int, elements: int, batch: int, channels: Optional[int]) -> tu
     return B, max(1, elements // (B * L))
 
 
-def _ensure_cuda_usable(dev, after: str) -> None:
-    """A peer's crash may leave a sticky CUDA error; then nothing after it can be measured."""
+def _cuda_error(dev) -> Optional[str]:
+    """Why the CUDA context can no longer run anything (a sticky error a crashed kernel left), or None."""
     import torch
 
     if dev.type != "cuda":
-        return
+        return None
     try:
         torch.cuda.synchronize(dev)
-    except Exception as e:  # noqa: BLE001 - re-raised with what to do
-        raise RuntimeError(f"the CUDA context is unusable after {after} ({_failure(e)}); the rows measured so far "
-                           "are written; leave that peer (--peers) or length (--lengths) out and run the rest "
-                           "again") from e
+    except Exception as e:  # noqa: BLE001 - returned as the reason
+        return _failure(e)
+    return None
+
+
+def _ensure_cuda_usable(dev, after: str) -> None:
+    """Raises, saying what to do, when `after` (a failure) left the CUDA context unusable."""
+    lost = _cuda_error(dev)
+    if lost:
+        raise RuntimeError(f"the CUDA context is unusable after {after} ({lost}); the rows measured so far are "
+                           "written; leave that variant or length (--lengths) out and run the rest again")
+
+
+# A peer whose output is this far from float64 computed something else (a kernel that failed without
+# raising); its time is not comparable. The loosest tolerance of the op is 8e-3 (bf16).
+WRONG_RESULT_ERROR = 0.05
 
 
 def _measure_peer(peers: _Peers, name: str, case: dict, timer, ours_ms: float, checked: dict) -> dict:
     """The row fields of one peer: <name>_ms, _rel_error (its own convolution, no skip term, against
-    float64 on the checked rows), _over_ours, and _failure (null, or why it was not measured)."""
+    float64 on the checked rows), _over_ours, and _failure (null, or why it was not measured). A
+    failure that loses the CUDA context sets case["context_lost"]."""
     import torch
 
     fields = {f"{name}_ms": None, f"{name}_rel_error": None, f"{name}_over_ours": None, f"{name}_failure": None}
@@ -420,13 +433,19 @@ def _measure_peer(peers: _Peers, name: str, case: dict, timer, ours_ms: float, c
             rows = checked["rows"]
             error = _float64_error(y.reshape(-1, u.shape[-1])[:rows], u.reshape(-1, u.shape[-1])[:rows],
                                    case["k"][checked["channels"]], case["fft_size"])
+            if not error <= WRONG_RESULT_ERROR:  # NaN included
+                fields[f"{name}_rel_error"] = error
+                raise PeerUnavailable(f"wrong result: error {error:.2e} against float64 (over {WRONG_RESULT_ERROR})")
             ms = timer(run)
     except PeerUnavailable as e:
         fields[f"{name}_failure"] = str(e)
         return fields
     except Exception as e:  # noqa: BLE001 - a peer failing (as FlashFFTConv does at 2M) is a result
         fields[f"{name}_failure"] = _failure(e)
-        _ensure_cuda_usable(case["device"], f"{name} failed at L={u.shape[-1]}")
+        lost = _cuda_error(case["device"])
+        if lost:
+            fields[f"{name}_failure"] += f"; it left the CUDA context unusable ({lost})"
+            case["context_lost"] = f"{name} failed at L={u.shape[-1]} and left the CUDA context unusable ({lost})"
         return fields
     fields.update({f"{name}_ms": round(ms, 4), f"{name}_rel_error": error, f"{name}_over_ours": round(ms / ours_ms, 3)})
     return fields
@@ -474,7 +493,12 @@ def _gpu_case(setup: dict, dtype: str, tdt, L: int, B: int, H: int) -> dict:
     case = {"device": dev, "layout": layout, "mode": setup["mode"], "dtype": dtype, "fft_size": n, "u": u, "k": k}
     peer_fields = {}
     for peer in setup["peers"].names:
-        peer_fields.update(_measure_peer(setup["peers"], peer, case, timer, t_ours, checked))
+        if "context_lost" in case:
+            peer_fields.update({f"{peer}_ms": None, f"{peer}_rel_error": None, f"{peer}_over_ours": None,
+                                f"{peer}_failure": "not run: " + case["context_lost"]})
+        else:
+            peer_fields.update(_measure_peer(setup["peers"], peer, case, timer, t_ours, checked))
+    setup["context_lost"] = case.get("context_lost")
     workspace_bytes = int(workspace.numel()) if workspace is not None and workspace.numel() > 1 else 0
     return dict(setup["meta"], dtype=dtype, L=L, B=B, H=H, fft_size=n, copy_ms=round(t_copy, 4),
                 cufft_cached_ms=round(t_cufft, 4), fftconv_rt_ms=round(t_ours, 4),
@@ -529,8 +553,9 @@ def run_gpu_bench(lengths=None, dtypes=("float16", "bfloat16", "float32"), eleme
         f"{'ours/copy':>9s} {'cuFFT/ours':>10s} | " + "".join(f"{p[:10]:>10s} " for p in peer_set.names)
         + "| rel.err (tol)")
     setup = {"device": dev, "layout": layout, "mode": mode, "timer": timer, "peers": peer_set, "meta": meta}
-    for dtype in dtypes:
-        for L in lengths:
+    # length-major: a peer that crashes the CUDA context at one length loses no other length's rows
+    for L in lengths:
+        for dtype in dtypes:
             B, H = _gpu_shape(L, elements, batch, channels)
             row = _gpu_case(setup, dtype, torch_dtypes[dtype], L, B, H)
             rows.append(row)
@@ -545,6 +570,10 @@ def run_gpu_bench(lengths=None, dtypes=("float16", "bfloat16", "float32"), eleme
                 if reason and (peer, reason) not in logged_failures:  # each reason once
                     logged_failures.add((peer, reason))
                     log(f"{'':>8s} {peer} not measured: {reason}")
+            if setup["context_lost"]:
+                raise RuntimeError(f"{setup['context_lost']}; the rows so far are written" +
+                                   (f" to {out_path}" if out_path else "") + "; run the remaining lengths again "
+                                   "(--lengths) without that peer (--peers)")
             if on_gpu:
                 torch.cuda.empty_cache()
     if out_path:
@@ -666,6 +695,9 @@ def _floor_ms(half_model, onnx_path: str, batch: int, length: int, d_model: int,
             "floor_fftconv_nodes": len(nodes), "floor_gemms": len(linears), "floor_ms": round(gemm_ms + fftconv_ms, 3)}
 
 
+FLOOR_FIELDS = ("floor_gemm_ms", "floor_fftconv_ms", "floor_fftconv_nodes", "floor_gemms", "floor_ms", "floor_failure")
+
+
 def _model_row(meta: dict, L: int, times: dict, memory: dict, errors: dict, failures: dict, floor: dict,
                dft: dict) -> dict:
     """One row of bench --model: per variant <v>_ms, <v>_peak_bytes (PyTorch) or <v>_device_bytes (ORT),
@@ -687,7 +719,7 @@ def _model_row(meta: dict, L: int, times: dict, memory: dict, errors: dict, fail
         row[f"speedup{suffix}_over_torch"] = (round(times["torch_eager"] / ms, 3)
                                               if ms and times.get("torch_eager") else None)
         row[f"speedup{suffix}_over_fastest_torch"] = round(fastest_torch / ms, 3) if ms and fastest_torch else None
-    row.update(floor)
+    row.update(dict.fromkeys(FLOOR_FIELDS), **floor)
     best_ort = min((times[v] for v in ("ort_fftconv", "ort_fftconv_cuda_graph") if times.get(v)), default=None)
     row["ort_over_floor"] = round(best_ort / floor["floor_ms"], 3) if best_ort and floor.get("floor_ms") else None
     row.update(dft)
@@ -764,8 +796,12 @@ def _model_case(setup: dict, L: int) -> dict:
         for name in times:
             errors[name] = _reference_error(outputs[name] if name.startswith("ort") else callables[name](), expected)
         del callables, expected  # the ORT sessions go with their callables
-        floor = _floor_ms(half, setup["path"], setup["batch"], L, setup["d_model"],
-                          lambda fn: _cuda_ms(fn, setup["repeats"]), dev)
+        try:
+            floor = _floor_ms(half, setup["path"], setup["batch"], L, setup["d_model"],
+                              lambda fn: _cuda_ms(fn, setup["repeats"]), dev)
+        except Exception as e:  # noqa: BLE001 - the floor failing leaves the measured variants standing
+            floor = {"floor_failure": _failure(e)}
+            _ensure_cuda_usable(dev, f"the floor's measurement at L={L}")
     dft = {"ort_default_export_ms": None, "ort_default_export_failure": None}
     dft_session = setup["dft_session"]
     if dft_session is not None and L == setup["dft_length"]:
@@ -867,11 +903,15 @@ def _model_line(row: dict) -> str:
     best = max((row[key] for key in ("speedup_over_fastest_torch", "speedup_cuda_graph_over_fastest_torch")
                 if row[key] is not None), default=None)
     best_text = f"{best:12.2f}x" if best else f"{'-':>13s}"
+    if row["floor_ms"] is not None:
+        floor = (f"floor = GEMMs {row['floor_gemm_ms']:.2f} ms ({row['floor_gemms']} alone) + FFTConv "
+                 f"{row['floor_fftconv_ms']:.2f} ms ({row['floor_fftconv_nodes']} nodes alone)")
+    else:
+        floor = f"floor not measured: {row['floor_failure']}"
     return (f"{row['L']:8d} | {ms(row['torch_eager_ms'])} {ms(row['torch_compile_ms'])} "
             f"{ms(row['torch_compile_cudagraph_ms'])} {ms(row['ort_fftconv_ms'])} "
             f"{ms(row['ort_fftconv_cuda_graph_ms'], 9)} | {ms(row['floor_ms'])} {ratio} | {best_text} | {memory}\n"
-            f"{'':>8s}   floor = GEMMs {row['floor_gemm_ms']:.2f} ms ({row['floor_gemms']} alone) + FFTConv "
-            f"{row['floor_fftconv_ms']:.2f} ms ({row['floor_fftconv_nodes']} nodes alone)")
+            f"{'':>8s}   {floor}")
 
 
 PARTIAL_LENGTHS = (1 << 17, 1 << 21, 1 << 24)
