@@ -51,7 +51,9 @@ def factory_module(tmp_path):
 def test_info():
     out = cli("info").stdout
     assert "libfftconv_ort.so" in out and "onnxruntime providers" in out
-    assert re.search(r"core ABI version\s+2", out)
+    from fftconv_rt._lib import ABI_VERSION
+
+    assert re.search(rf"core ABI version\s+{ABI_VERSION}\b", out)
 
 
 def test_export_and_validate(factory_module):
