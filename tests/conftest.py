@@ -47,7 +47,7 @@ def pytest_collection_modifyitems(config, items):
     cache = {}
     for item in items:
         for name, probe in _CAPABILITIES.items():
-            if name in item.keywords:
+            if item.get_closest_marker(name) is not None:  # the marker, not a parametrize id that contains it
                 if name not in cache:
                     cache[name] = probe()
                 ok, reason = cache[name]
