@@ -397,18 +397,26 @@ class Row:
 
 
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+# ONNX Runtime's wording around the message of the node that failed
+ORT_PREFIX = re.compile(r"\[ONNXRuntimeError\] : \d+ : \w+ : (Non-zero status code returned while running (\w+) node\. "
+                        r"Name:'([^']*)' Status Message: )?")
 
 
 def _one_line(exc: BaseException) -> str:
     """The exception and, for a wrapped one (torch.onnx's ConversionError), its root cause, on one line."""
     def text(e):
-        words = ANSI_ESCAPE.sub("", f"{type(e).__name__}: {e}").strip().splitlines()
-        return words[0] if words else type(e).__name__
+        message = ORT_PREFIX.sub(lambda m: f"{m.group(2)} node {m.group(3)}: " if m.group(1) else "", str(e))
+        return " ".join(ANSI_ESCAPE.sub("", f"{type(e).__name__}: {message}").split())
     root = exc
     while root.__cause__ is not None:
         root = root.__cause__
-    line = text(exc) if root is exc else f"{type(exc).__name__} <- {text(root)}"
-    return line if len(line) <= 240 else line[:237] + "..."
+    if root is exc:
+        line = text(exc)
+    elif type(exc).__module__.startswith("fftconv_rt"):  # the exporter's own words, then what torch said
+        line = f"{text(exc)} <- {text(root)}"
+    else:  # torch.onnx's wrappers say only which step failed
+        line = f"{type(exc).__name__} <- {text(root)}"
+    return line if len(line) <= 320 else line[:317] + "..."
 
 
 def _commit(checkout: Path) -> str:
