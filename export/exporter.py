@@ -232,10 +232,27 @@ def _quiet_tracing():
             logger.setLevel(level)
 
 
+@contextlib.contextmanager
+def _module_attributes_kept(model: torch.nn.Module):
+    """Attributes a forward sets on its modules while traced (StripedHyena caches its time
+    vector in self.t) would keep tensors of the trace: each module's attributes are put back as
+    they were, and those the trace added removed."""
+    saved = [(m, dict(m.__dict__)) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for m, attributes in saved:
+            for name in [n for n in m.__dict__ if n not in attributes]:
+                del m.__dict__[name]
+            for name, value in attributes.items():
+                if m.__dict__.get(name) is not value:
+                    m.__dict__[name] = value
+
+
 def _trace(model: torch.nn.Module, example_inputs: tuple, dynamic_shapes) -> torch.export.ExportedProgram:
     """torch.export of the model; a model it cannot trace raises TraceError (one line)."""
     try:
-        with _quiet_tracing(), _traceable_einsum():
+        with _quiet_tracing(), _traceable_einsum(), _module_attributes_kept(model):
             return torch.export.export(model, example_inputs, dynamic_shapes=dynamic_shapes)
     except (torch._dynamo.exc.UserError, RuntimeError, TypeError, ValueError, AssertionError, NotImplementedError,
             AttributeError, IndexError, KeyError) as e:
@@ -335,6 +352,8 @@ def _remove_dead_code(graph: fx.Graph) -> None:
 
 _FFTCONV_OP = torch.ops.fftconv_rt.fftconv.default
 _OP_ARGUMENTS = {a.name for a in _FFTCONV_OP._schema.arguments}
+# fftconv_rt::FFTConv version 2: anti-causal taps, a period tied to L, a longest length
+_TWO_SIDED_OP = {"k_rev", "period_scale", "max_length"} <= _OP_ARGUMENTS
 
 
 def _filter_of_match(graph: fx.Graph, m: Match, k: fx.Node) -> fx.Node:
@@ -366,6 +385,8 @@ def _apply(graph: fx.Graph, m: Match) -> fx.Node:
                 graph.call_function(aten.expand.default, (graph.call_function(aten.unsqueeze.default, (u, 1)),
                                                           [-1, m.heads, -1, -1])), 1, 2))
             k = graph.call_function(aten.flatten.using_ints, (k, 0, 1))
+        if m.k_batch_of_one:
+            k = graph.call_function(aten.select.int, (k, 0, 0))
         if m.k_is_conv_weight:  # Conv1d correlates: the causal filter is the weight reversed
             k = graph.call_function(aten.flip.default, (graph.call_function(aten.squeeze.dim, (k, 1)), [-1]))
         k = _filter_of_match(graph, m, k)
@@ -379,7 +400,15 @@ def _apply(graph: fx.Graph, m: Match) -> fx.Node:
                 D = graph.call_function(aten.reshape.default, (D, [-1]))
             if tensor_val(m.D).dtype not in (torch.float32, u_dtype):
                 D = graph.call_function(aten.to.dtype, (D, torch.float32))
-        op = out = graph.call_function(_FFTCONV_OP, (u, k, D, None, None, m.fft_size, "BHL"))
+        kwargs = {}
+        if m.k_rev is not None:
+            k_rev = m.k_rev
+            if tensor_val(k_rev).dtype not in (torch.float32, u_dtype):
+                k_rev = graph.call_function(aten.to.dtype, (k_rev, torch.float32))
+            kwargs["k_rev"] = k_rev
+        if m.period_scale:
+            kwargs["period_scale"] = m.period_scale
+        op = out = graph.call_function(_FFTCONV_OP, (u, k, D, None, None, m.fft_size, "BHL"), kwargs)
         if m.heads:  # back to (B, C, H, L)
             out = graph.call_function(aten.unflatten.int, (out, 1, [m.heads, -1]))
         if m.bias is not None:
@@ -433,9 +462,10 @@ def _op_length(op_node: fx.Node):
 
 
 def _linear_causal(op_node: fx.Node) -> bool:
-    """fft_size automatic and no kept band: the op is a linear causal convolution, where taps
-    past L never reach an output, so a filter that agrees on the first L taps gives the same y."""
-    return op_node.args[5] == 0 and not op_node.kwargs.get("freq_keep")
+    """fft_size automatic, no period tied to L and no kept band: the op is a linear convolution
+    (causal, plus anti-causal taps k_rev), where taps past L never reach an output, so filters
+    that agree on their first L taps give the same y."""
+    return op_node.args[5] == 0 and not op_node.kwargs.get("freq_keep") and not op_node.kwargs.get("period_scale")
 
 
 def _drop_cut_to_length(op_node: fx.Node) -> bool:
@@ -489,6 +519,22 @@ def _replace_filter(op_node: fx.Node, name: str, old: fx.Node, new: fx.Node) -> 
         op_node.kwargs = {**op_node.kwargs, name: new}
 
 
+def _computes_complex(k: fx.Node) -> bool:
+    """Whether a complex-valued tensor is computed on the way to k (torch.onnx converts no
+    complex exp, log or pow)."""
+    seen, stack = set(), [k]
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        t = tensor_val(n)
+        if t is not None and t.is_complex():
+            return True
+        stack.extend(n.all_input_nodes)
+    return False
+
+
 def _fold_at_length(gm: fx.GraphModule, op_node: fx.Node, limit: "_LengthLimit", index: int
                     ) -> Optional[tuple[str, int]]:
     """Filters (k, and k_rev) that depend on the input only through the op's length L and are,
@@ -505,6 +551,8 @@ def _fold_at_length(gm: fx.GraphModule, op_node: fx.Node, limit: "_LengthLimit",
     inputs = [(name, k, _size_reads(gm, k)) for name, k in _filter_inputs(op_node)]
     if any(sizes is None or not all(same_size(x, length) for x in sizes) for _, _, sizes in inputs) or \
             not any(sizes for _, _, sizes in inputs):
+        return None
+    if limit.only_if_needed and not any(_computes_complex(k) for _, k, _ in inputs):
         return None
     max_length = limit.value
 
@@ -778,6 +826,9 @@ class _LengthLimit:
     value: Optional[int]
     source: str  # "given", "the model's <attribute>", "the example inputs' length"
     given: bool
+    # The example's length is a last resort: filters that ONNX can compute at every length stay in
+    # the graph then; only those torch.onnx cannot convert (complex-valued) are stored for it.
+    only_if_needed: bool = False
 
 
 def _length_limit(model, gm: fx.GraphModule, op_nodes: list, max_length: Optional[int]) -> _LengthLimit:
@@ -789,7 +840,7 @@ def _length_limit(model, gm: fx.GraphModule, op_nodes: list, max_length: Optiona
     hint = _module_length_hint(model, paths) if isinstance(model, torch.nn.Module) else None
     if hint is not None and (example is None or hint[0] >= example):
         return _LengthLimit(hint[0], f"the model's {hint[1]}", False)
-    return _LengthLimit(example, "the example inputs' length", False)
+    return _LengthLimit(example, "the example inputs' length", False, only_if_needed=True)
 
 
 def _rewrite_once(model, example_inputs: tuple, dynamic_shapes, options: Options, fold_filters: bool,
@@ -814,7 +865,8 @@ def _rewrite_once(model, example_inputs: tuple, dynamic_shapes, options: Options
                 d = result.details
                 report.rewrites.append(Rewrite(result.pattern, d["module"], [readable(x) for x in d["u_shape"]],
                                                [readable(x) for x in d["k_shape"]], result.fft_size, d["skip"],
-                                               readable(d["n"]), d["scale"]))
+                                               readable(d["n"]), d["scale"], period_scale=result.period_scale,
+                                               two_sided=result.k_rev is not None))
                 skipped.pop(node, None)
                 break
             if isinstance(result, Skip):
@@ -910,7 +962,8 @@ def rewrite_long_convolutions(model: torch.nn.Module, example_inputs: Sequence[A
     """The model as a GraphModule with every recognised long convolution replaced by the op.
     Without dynamic_shapes, the inputs' dimensions that dynamic_dims names stay dynamic (where
     the model's code allows it) and the others are fixed at the example's sizes."""
-    settings = (Options(min_conv_taps=min_conv_taps), fold_filters, partial, freq_keep, max_length)
+    settings = (Options(min_conv_taps=min_conv_taps, two_sided_op=_TWO_SIDED_OP), fold_filters, partial, freq_keep,
+                max_length)
     gm, report, _ = _rewrite(model, tuple(example_inputs), dynamic_shapes, dynamic_dims, settings)
     return gm, report
 
@@ -987,7 +1040,8 @@ def export(model, example_inputs: Optional[Sequence[Any]], path: str | Path, *,
                              "on the examples, so every dimension must be at least 1 (2 or more to stay dynamic)")
     if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
         raise ValueError(f"fftconv-rt export: max_length must be a sequence length >= 1, got {max_length!r}")
-    settings = (Options(min_conv_taps=min_conv_taps), fold_filters, partial, freq_keep, max_length)
+    settings = (Options(min_conv_taps=min_conv_taps, two_sided_op=_TWO_SIDED_OP), fold_filters, partial, freq_keep,
+                max_length)
     with _inference_mode(model), torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec.*")
         gm, report, traced = _rewrite(model, example_inputs, dynamic_shapes, dynamic_dims, settings)

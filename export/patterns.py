@@ -29,7 +29,9 @@ class Match:
     D: Optional[fx.Node] = None
     D_needs_flatten: bool = False
     fft_size: int = 0
+    period_scale: int = 0            # op version 2: circular of period period_scale * L (fft_size 0)
     k_is_conv_weight: bool = False   # k is a depthwise Conv1d weight (H, 1, K): flip it into a filter
+    k_batch_of_one: bool = False     # k is (1, H, Lk), broadcast over the batch: take k[0]
     heads: int = 0                   # P4: k is (C, H, Lk), u (B, H, L) is shared by the C heads, y is (B, C, H, L)
     bias: Optional[fx.Node] = None   # (H,) added to the output (a Conv1d's bias)
     # How the node's filter is made from k (see _apply): delayed by filter_delay taps; or, for
@@ -39,6 +41,8 @@ class Match:
     filter_period: int = 0
     filter_shift: int = 0
     k_reverse: Optional[fx.Node] = None
+    k_rev: Optional[fx.Node] = None  # op version 2: the node's anti-causal taps (its k_rev input)
+    layout: str = "BHL"              # "BLH": u (B, L, H) transformed along dim 1, k given as (Lk, H)
     details: dict = field(default_factory=dict)
 
 
@@ -56,6 +60,8 @@ class Options:
     min_conv_taps taps are rewritten (P13)."""
 
     min_conv_taps: int = DEFAULT_MIN_CONV_TAPS
+    # The op takes k_rev and period_scale (fftconv_rt::FFTConv version 2).
+    two_sided_op: bool = False
 
 
 @dataclass
@@ -277,15 +283,22 @@ def _sizes_and_scale_refusal(node: fx.Node, n, u_spec: _Spectrum, k_spec: _Spect
     return None
 
 
-def _fft_size_attribute(n_expr, L, Lk, env):
-    """The node's fft_size for a transform of n points: 0 when the convolution is linear for
-    every allowed length, n when n is fixed (circular, kept exactly); else the reason (a str)."""
-    if provably_nonnegative(n_expr - L - Lk + 1, env):
-        return 0
-    if n_expr.is_number and provably_nonnegative(n_expr - L, env) and provably_nonnegative(n_expr - Lk, env):
-        return int(n_expr)
-    return (f"cannot prove n = {n_expr} >= L + Lk - 1 = {L + Lk - 1} for every allowed length; export with "
-            "static shapes or a filter as long as the input")
+def _fft_size_attribute(n_expr, L, Lk, env, options: Options):
+    """The node's (fft_size, period_scale) for a transform of n points: (0, 0) when the
+    convolution is linear for every allowed length, (n, 0) when n is fixed (circular, kept
+    exactly), (0, s) when n = s * L for a whole s (op version 2: a period tied to the length,
+    taps past n dropped as rfft(k, n) drops them); else the reason (a str)."""
+    lengths = Lk if isinstance(Lk, list) else [Lk]
+    if all(provably_nonnegative(n_expr - L - x + 1, env) for x in lengths):
+        return 0, 0
+    if n_expr.is_number and provably_nonnegative(n_expr - L, env) and \
+            all(provably_nonnegative(n_expr - x, env) for x in lengths):
+        return int(n_expr), 0
+    ratio = sympy.simplify(n_expr / L)
+    if options.two_sided_op and ratio.is_Integer and int(ratio) >= 1:
+        return 0, int(ratio)
+    return (f"cannot prove n = {n_expr} >= L + Lk - 1 = {L + lengths[0] - 1} for every allowed length; export "
+            "with static shapes or a filter as long as the input")
 
 
 # ---- P1 / P2 / P6: FFT(u, n) * FFT(k, n) -> inverse FFT(n) -> [..., :L] (+ u * D) --
@@ -294,7 +307,7 @@ def _fft_size_attribute(n_expr, L, Lk, env):
 def rfft_product_conv(node: fx.Node, options: Options):
     if node.op != "call_function" or node.target not in _IRFFT:
         return None
-    return _spectral_product_conv(node, _RFFT, _causal_slice,
+    return _spectral_product_conv(node, _RFFT, _causal_slice, options,
                                   named=lambda explicit, half: "P5" if half else ("P1" if explicit else "P2"))
 
 
@@ -302,7 +315,7 @@ def rfft_product_conv(node: fx.Node, options: Options):
 def fft_product_conv(node: fx.Node, options: Options):
     if node.op != "call_function" or node.target not in _IFFT:
         return None
-    return _spectral_product_conv(node, _FFT, _real_causal_cut, named=lambda explicit, half: "P6")
+    return _spectral_product_conv(node, _FFT, _real_causal_cut, options, named=lambda explicit, half: "P6")
 
 
 def _inverse_of_product(node: fx.Node, product_target):
@@ -318,16 +331,16 @@ def _inverse_of_product(node: fx.Node, product_target):
     return n, product, factors
 
 
-def _causal_cut_and_size(node: fx.Node, causal_end, n, L, Lk, u, k):
-    """(the end of the causal cut [..., :L], the node's fft_size), or the Skip saying why not."""
+def _causal_cut_and_size(node: fx.Node, causal_end, n, L, Lk, u, k, options: Options):
+    """(the end of the causal cut [..., :L], (fft_size, period_scale)), or the Skip saying why not."""
     end = causal_end(node, L)
     if end is None:
         return Skip(node, "the inverse FFT is not followed by a causal slice [..., :L] (of its real part)")
-    fft_size = _fft_size_attribute(n, L, Lk, shape_env(u) or shape_env(k))
-    return Skip(node, fft_size) if isinstance(fft_size, str) else (end, fft_size)
+    size = _fft_size_attribute(n, L, Lk, shape_env(u) or shape_env(k), options)
+    return Skip(node, size) if isinstance(size, str) else (end, size)
 
 
-def _spectral_product_conv(node: fx.Node, forward_targets, causal_end, named):
+def _spectral_product_conv(node: fx.Node, forward_targets, causal_end, options: Options, named):
     """The shared matcher: `node` is the inverse transform; forward_targets the transforms
     that must produce both spectra; causal_end(node, L) finds the end of the causal cut."""
     found = _inverse_of_product(node, aten.mul.Tensor)
@@ -346,11 +359,15 @@ def _spectral_product_conv(node: fx.Node, forward_targets, causal_end, named):
             factors.extend(scale)
         spectra.append(spectrum)
 
-    # u is the (B, H, L) operand, k the (H, Lk) one.
+    # u is the (B, H, L) operand, k the (H, Lk) one, or (1, H, Lk) broadcast over the batch (StripedHyena)
     ranks = [len(shape_exprs(s.source) or []) for s in spectra]
+    batch_of_one = [r == 3 and shape_exprs(s.source)[0] == 1 for r, s in zip(ranks, spectra)]
+    if sorted(ranks) == [3, 3] and batch_of_one.count(True) == 1:
+        ranks[batch_of_one.index(True)] = 2
     if sorted(ranks) != [2, 3]:
         return Skip(node, f"rfft operands have ranks {ranks}; this pattern needs (B, H, L) and (H, Lk)")
     u_spec, k_spec = (spectra[0], spectra[1]) if ranks[0] == 3 else (spectra[1], spectra[0])
+    k_batch_of_one = len(shape_exprs(k_spec.source)) == 3
     if u_spec.reverse is not None:
         return Skip(node, "the input's spectrum has a conjugate part: not a convolution of the input")
     refusal = _sizes_and_scale_refusal(node, n, u_spec, k_spec, factors)
@@ -371,26 +388,35 @@ def _spectral_product_conv(node: fx.Node, forward_targets, causal_end, named):
     B, H, L = shape_exprs(u)
     if reversed_input:
         return _reversed_shift_conv(node, u, k, n_expr, front, (B, H, L))
-    Hk, Lk = shape_exprs(k)
+    Hk, Lk = shape_exprs(k)[-2:]
     if sympy.simplify(H - Hk) != 0:
         return Skip(node, "filter channels do not match the input's")
 
     u_dtype = tensor_val(u).dtype
     if u_dtype not in (torch.float32, torch.float16, torch.bfloat16):
         return Skip(node, f"input dtype {u_dtype} is not float32, float16 or bfloat16")
-    match = Match(pattern="", anchor=node, end=node, u=u, k=k)
+    match = Match(pattern="", anchor=node, end=node, u=u, k=k, k_batch_of_one=k_batch_of_one)
     found = _output_slice(node, L, n)
     offset = found is not None and found[1] != 0
-    if forward_targets is _RFFT and (front != 0 or offset or k_spec.reverse is not None):
-        refusal = _shifted_circular(match, node, n_expr, front, L, Lk, k_spec.reverse)
+    reverse = k_spec.reverse
+    if reverse is not None and (len(shape_exprs(reverse) or []) != 2 or
+                                sympy.simplify(shape_exprs(reverse)[0] - H) != 0):
+        return Skip(node, "the conjugate part of the filter is not (H, Lk_rev) with the input's channels")
+    if k_batch_of_one and (reverse is not None or front != 0 or offset):
+        return Skip(node, "a (1, H, Lk) filter is only rewritten in the causal forms")
+    if forward_targets is _RFFT and (front != 0 or offset or (reverse is not None and not options.two_sided_op)):
+        refusal = _shifted_circular(match, node, n_expr, front, L, Lk, reverse)
         if refusal:
             return refusal
         end = match.end
-    else:
-        cut = _causal_cut_and_size(node, causal_end, n_expr, L, Lk, u, k)
+    else:  # P8 (op version 2): the conjugate part is the node's k_rev, at lags 0, -1, ...
+        lengths = [Lk] + ([shape_exprs(reverse)[1]] if reverse is not None else [])
+        cut = _causal_cut_and_size(node, causal_end, n_expr, L, lengths, u, k, options)
         if isinstance(cut, Skip):
             return cut
-        end, match.fft_size = cut
+        end, (match.fft_size, match.period_scale) = cut
+        if reverse is not None:
+            match.k_rev, match.pattern = reverse, "P8"
 
     add, D, flatten = _skip_term(end, u, H)
     if add is not None:
@@ -520,16 +546,17 @@ def multi_head_conv(node: fx.Node, options: Options):
     if refusal:
         return refusal
     n_expr = expr(n)
-    cut = _causal_cut_and_size(node, _causal_slice, n_expr, L, Lk, u, k)
+    cut = _causal_cut_and_size(node, _causal_slice, n_expr, L, Lk, u, k, options)
     if isinstance(cut, Skip):
         return cut
-    end, fft_size = cut
+    end, (fft_size, period_scale) = cut
     if tensor_val(u).dtype not in (torch.float32, torch.float16, torch.bfloat16):
         return Skip(node, f"input dtype {tensor_val(u).dtype} is not float32, float16 or bfloat16")
     add, D = _multi_head_skip(end, u, H)
     if add is not None:
         end = add
     return Match(pattern="P4", anchor=node, end=end, u=u, k=k, D=D, heads=int(C), fft_size=fft_size,
+                 period_scale=period_scale,
                  details=_details(node, n_expr, f"{int(C)} heads, einsum", D, (B, H, L), ks))
 
 

@@ -530,9 +530,21 @@ def test_two_sided_filter_keeps_its_circular_semantics_with_static_shapes(tmp_pa
     _check_ort(model, path, [(2, 4, 64)])
 
 
-def test_two_sided_filter_with_dynamic_length_is_left_with_the_reason(tmp_path):
-    with pytest.raises(NoLongConvolutionError, match="cannot prove n = 2"):
-        export(P7().eval(), (torch.randn(2, 4, 64),), tmp_path / "m.onnx")
+def test_two_sided_filter_at_dynamic_length_becomes_a_period_tied_to_the_length(tmp_path):
+    """n = 2L with a filter of 2L taps: one node of period_scale 2, right at every length."""
+    model = P7().eval()
+    path = tmp_path / "m.onnx"
+    report = export(model, (torch.randn(2, 4, 64),), path)
+    assert report.rewrites[0].period_scale == 2
+    _check_ort(model, path, [(2, 4, 64), (3, 4, 40), (1, 4, 200)])
+
+
+def test_conjugate_two_sided_filter_at_dynamic_length_becomes_k_rev(tmp_path):
+    model = P8().eval()
+    path = tmp_path / "m.onnx"
+    report = export(model, (torch.randn(2, 4, 64),), path)
+    assert report.rewrites[0].two_sided and report.rewrites[0].fft_size == 0
+    _check_ort(model, path, [(2, 4, 64), (3, 4, 40), (1, 4, 200)])
 
 
 class FFTsThatAreNotLongConvolutions(torch.nn.Module):
@@ -836,7 +848,7 @@ class P12(torch.nn.Module):
         return torch.fft.irfft(u_f * k_f, n=2 * L)[..., L:].flip(-1)
 
 
-@pytest.mark.parametrize("model,pattern,fft_size", [(P8(), "P8", 128), (P9(), "P9/P11", 128), (P10(), "P2", 128),
+@pytest.mark.parametrize("model,pattern,fft_size", [(P8(), "P8", 0), (P9(), "P9/P11", 128), (P10(), "P2", 128),
                                                      (P11(), "P9/P11", 254)])
 def test_circular_forms_keep_their_lags_with_static_shapes(tmp_path, model, pattern, fft_size):
     """One circular FFTConv of the model's period; the filter (padded, rolled by the input's
@@ -849,7 +861,7 @@ def test_circular_forms_keep_their_lags_with_static_shapes(tmp_path, model, patt
     _check_ort(model, path, [(2, 4, 64)])
 
 
-@pytest.mark.parametrize("model", [P8(), P9()])
+@pytest.mark.parametrize("model", [P9()])
 def test_circular_forms_with_dynamic_length_are_left_with_the_reason(tmp_path, model):
     with pytest.raises(NoLongConvolutionError, match="needs static sizes"):
         export(model.eval(), (torch.randn(2, 4, 64),), tmp_path / "m.onnx")
