@@ -46,7 +46,6 @@ def _ort_session(fftconv_rt, k, D, dtype_name, layout):
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         return None, "onnxruntime has no CUDAExecutionProvider (onnxruntime-gpu is not installed)"
     import numpy as np
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     from fftconv_rt.spec import DOMAIN, OP_NAME, OP_VERSION
@@ -58,7 +57,8 @@ def _ort_session(fftconv_rt, k, D, dtype_name, layout):
                               [helper.make_tensor_value_info("y", elem, shape)],
                               initializer=[numpy_helper.from_array(np.asarray(k, np.float32), "k"),
                                            numpy_helper.from_array(np.asarray(D, np.float32), "D")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(DOMAIN, OP_VERSION)])
+    opsets = [helper.make_opsetid("", 18), helper.make_opsetid(DOMAIN, OP_VERSION)]
+    model = helper.make_model(graph, opset_imports=opsets)
     return fftconv_rt.make_session(model.SerializeToString(), providers=["CUDAExecutionProvider"]), "ok"
 
 

@@ -110,9 +110,28 @@ bool resolve(Attributes const& at, int32_t nb_inputs, DimsOf dims_of, TypeOf typ
   return true;
 }
 
+// The size queries count the copies of the inputs that are present (the channels-last path
+// transposes each gate given), which they tell by non-null pointers: before the data is known,
+// mark the present inputs with a placeholder address that is never read.
+void mark_present(fftconv_params& p, std::vector<int> const& slots) {
+  static char placeholder;
+  for (int slot : slots) {
+    const void* mark = &placeholder;
+    switch (slot) {
+      case FFTCONV_INPUT_K: p.k = mark; break;
+      case FFTCONV_INPUT_D: p.D = mark; break;
+      case FFTCONV_INPUT_PREGATE: p.pregate = mark; break;
+      case FFTCONV_INPUT_POSTGATE: p.postgate = mark; break;
+      case FFTCONV_INPUT_K_REV: p.k_rev = mark; break;
+      default: p.u = mark; break;
+    }
+  }
+}
+
 // Workspace of one call: the prepared filter, then the kernels' workspace (256-byte aligned).
 int64_t aligned(int64_t bytes) { return (std::max<int64_t>(bytes, 0) + 255) / 256 * 256; }
-int64_t call_workspace(fftconv_params const& p) {
+int64_t call_workspace(fftconv_params p, std::vector<int> const& slots) {
+  mark_present(p, slots);
   return aligned(fftconv_cuda_filter_bytes(&p)) + aligned(fftconv_cuda_workspace_bytes(&p));
 }
 
@@ -212,7 +231,7 @@ class FFTConvPlugin : public IPluginV3, public IPluginV3OneCore, public IPluginV
         };
         fftconv_params p{};
         if (resolve(at_, nb_inputs, dims_of, [&](int32_t i) { return in[i].desc.type; }, &p, false))
-          bytes = std::max(bytes, call_workspace(p));
+          bytes = std::max(bytes, call_workspace(p, slots));
       }
     return size_t(bytes);
   }
@@ -224,7 +243,10 @@ class FFTConvPlugin : public IPluginV3, public IPluginV3OneCore, public IPluginV
     fftconv_params p{};
     if (!resolve(at_, nb_inputs, [&](int32_t i) { return in[i].dims; }, [&](int32_t i) { return in[i].type; }, &p))
       return -1;
-    if (at_.constant_filter > 0) reserve_cache(fftconv_cuda_filter_bytes(&p));
+    if (at_.constant_filter > 0) {
+      mark_present(p, at_.slots(nb_inputs));
+      reserve_cache(fftconv_cuda_filter_bytes(&p));
+    }
     return 0;
   }
   int32_t enqueue(PluginTensorDesc const* in, PluginTensorDesc const*, void const* const* inputs,
@@ -243,8 +265,9 @@ class FFTConvPlugin : public IPluginV3, public IPluginV3OneCore, public IPluginV
     p.stream = stream;
     if (p.B == 0 || p.H == 0 || p.L == 0) return 0;
     const int64_t spectrum_bytes = fftconv_cuda_filter_bytes(&p);
-    char* scratch = static_cast<char*>(workspace) + aligned(spectrum_bytes);
     const int64_t scratch_bytes = fftconv_cuda_workspace_bytes(&p);
+    // none when the call needs none: the address past the spectrum may be past the workspace's end
+    char* scratch = scratch_bytes > 0 ? static_cast<char*>(workspace) + aligned(spectrum_bytes) : nullptr;
     const void* spectrum = cached_spectrum(p, spectrum_bytes, scratch, scratch_bytes, stream);
     if (!spectrum) {  // prepared for this call, in the workspace
       if (fftconv_cuda_prepare_filter(&p, workspace, scratch, scratch_bytes) != FFTCONV_OK) {

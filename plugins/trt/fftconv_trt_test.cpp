@@ -149,7 +149,8 @@ int main() {
   PluginField both[] = {PluginField("period_scale", &period_scale, PluginFieldType::kINT64, 1),
                         PluginField("fft_size", &fixed_size, PluginFieldType::kINT64, 1)};
   PluginFieldCollection both_fc{2, both};
-  check(creator->createPlugin("conv", &both_fc, TensorRTPhase::kBUILD) == nullptr, "period_scale with fft_size refused");
+  check(creator->createPlugin("conv", &both_fc, TensorRTPhase::kBUILD) == nullptr,
+        "period_scale with fft_size refused");
   check(finder.logger.last.find("period_scale") != std::string::npos, "the refusal names period_scale");
   int32_t negative = -3;
   PluginField negative_field("max_length", &negative, PluginFieldType::kINT32, 1);
@@ -163,10 +164,12 @@ int main() {
   check(two_sided != nullptr, "period_scale plugin created");
   if (two_sided) {
     auto* b = static_cast<IPluginV3OneBuild*>(two_sided->getCapabilityInterface(PluginCapabilityType::kBUILD));
-    std::vector<DynamicPluginTensorDesc> six{tensor(DataType::kHALF, {2, 16, 1024}), tensor(DataType::kFLOAT, {16, 512}),
-                                             tensor(DataType::kFLOAT, {16}), tensor(DataType::kHALF, {2, 16, 1024}),
-                                             tensor(DataType::kHALF, {2, 16, 1024}), tensor(DataType::kFLOAT, {16, 300}),
-                                             tensor(DataType::kHALF, {2, 16, 1024})};
+    // u, k, D, pregate, postgate, k_rev, then y
+    const std::vector<int64_t> u_shape{2, 16, 1024};
+    std::vector<DynamicPluginTensorDesc> six{
+        tensor(DataType::kHALF, u_shape),  tensor(DataType::kFLOAT, {16, 512}), tensor(DataType::kFLOAT, {16}),
+        tensor(DataType::kHALF, u_shape),  tensor(DataType::kHALF, u_shape),    tensor(DataType::kFLOAT, {16, 300}),
+        tensor(DataType::kHALF, u_shape)};
     six[0].min.d[2] = six[3].min.d[2] = six[4].min.d[2] = six[6].min.d[2] = 128;
     for (int32_t pos = 0; pos < 7; ++pos) check(b->supportsFormatCombination(pos, six.data(), 6, 1), "k_rev types");
     check(b->configurePlugin(six.data(), 6, six.data() + 6, 1) == 0, "six inputs configure (k_rev by count)");
